@@ -1,0 +1,44 @@
+"""citizen-lookup: SMS and USSD self-lookup in the national population database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+log = logging.getLogger(__name__)
+
+
+def create_app(overrides: Mapping[str, Any] | None = None, *, redis: Any = None) -> Flask:
+    """Build the app: settings, runtime, blueprints. Opens no connection until one is used."""
+    from citizen_lookup import db
+    from citizen_lookup.runtime import EXTENSION, Runtime
+    from citizen_lookup.settings import load_settings
+    from citizen_lookup.web import demo, health, webhooks
+
+    settings = load_settings(overrides)
+    app = Flask(__name__, instance_path=settings.instance_path)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions[EXTENSION] = Runtime(settings, redis=redis)
+    if settings.trusted_proxies:
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    db.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(webhooks.bp)
+    if settings.embedded_database:
+        app.register_blueprint(demo.bp)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(exc: Exception) -> tuple[Response, int, dict[str, str]]:
+        # Never acknowledge what is not stored: the provider retries on 503.
+        log.error("database unavailable: %s", type(exc).__name__)
+        body = jsonify({"error": "unavailable", "message": "database unavailable, retry later"})
+        return body, 503, {"Retry-After": "30"}
+
+    return app

@@ -1,0 +1,53 @@
+"""`citizen-lookup queue …`: RQ queues, failed jobs, and the sweeper."""
+
+from __future__ import annotations
+
+import click
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from citizen_lookup.cli import pass_runtime
+from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.sweeper import sweep_unqueued
+
+
+@click.group("queue")
+def group() -> None:
+    """Job queues."""
+
+
+@group.command("status")
+@pass_runtime
+def status(runtime: Runtime) -> None:
+    """Queued, running, scheduled (retries) and failed jobs."""
+    queue = runtime.queue
+    failed = FailedJobRegistry(queue=queue)
+    click.echo(f"queue {queue.name}")
+    click.echo(f"  queued:    {queue.count}")
+    click.echo(f"  running:   {StartedJobRegistry(queue=queue).count}")
+    scheduled = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    click.echo(f"  scheduled: {scheduled.count}  (retries waiting)")
+    click.echo(f"  failed:    {failed.count}")
+    for job_id in failed.get_job_ids()[:20]:
+        job = queue.fetch_job(job_id)
+        reason = (job.exc_info or "").strip().splitlines()[-1:] if job else []
+        click.echo(f"    {job_id}: {reason[0] if reason else 'unknown'}")
+
+
+@group.command("retry-failed")
+@pass_runtime
+def retry_failed(runtime: Runtime) -> None:
+    """Put every failed job back on the queue."""
+    failed = FailedJobRegistry(queue=runtime.queue)
+    ids = failed.get_job_ids()
+    for job_id in ids:
+        failed.requeue(job_id)
+    click.echo(f"requeued {len(ids)} failed jobs")
+
+
+@group.command("sweep")
+@click.option("--older-than", type=int, default=30, show_default=True, help="Seconds.")
+@pass_runtime
+def sweep(runtime: Runtime, older_than: int) -> None:
+    """Queue stored messages that no job holds (after Redis was down)."""
+    count = sweep_unqueued(runtime, older_than_seconds=older_than)
+    click.echo(f"queued {count} stored messages")

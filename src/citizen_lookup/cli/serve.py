@@ -1,0 +1,99 @@
+"""`citizen-lookup serve` (development server) and `citizen-lookup worker` (RQ worker).
+
+Why a non-forking worker: a forking RQ worker forks once per job, which costs milliseconds and
+throws away the database pool and Redis connections each time. ``SimpleWorker`` runs jobs in
+its own process and keeps them; run as many worker processes as cores instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+import click
+from rq import SimpleWorker
+
+from citizen_lookup.cli import pass_runtime
+from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.sweeper import sweep_unqueued
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_SECONDS = 30.0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
+    """Queue stored-but-unqueued messages every 30 s, beside the worker's own scheduler."""
+    from flask import current_app
+
+    app_context = current_app._get_current_object().app_context  # type: ignore[attr-defined]
+
+    def loop() -> None:
+        with app_context():
+            while not stop.wait(SWEEP_EVERY_SECONDS):
+                try:
+                    sweep_unqueued(runtime)
+                except Exception:  # a sweep that fails (Redis down) is retried next round
+                    log.warning("sweep failed; retrying in %.0f s", SWEEP_EVERY_SECONDS)
+
+    thread = threading.Thread(target=loop, name="sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Drain the queues (and due retries), then exit.")
+@pass_runtime
+def worker(runtime: Runtime, burst: bool) -> None:
+    """Run a non-forking RQ worker with its scheduler (and the outbox sweeper)."""
+    _configure_logging()
+    stop = threading.Event()
+    if burst:
+        sweep_unqueued(runtime, older_than_seconds=0)
+    else:
+        _start_sweeper(runtime, stop)
+    rq_worker = SimpleWorker([runtime.queue], connection=runtime.redis)
+    try:
+        rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        stop.set()
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--worker/--no-worker",
+    "with_worker",
+    default=True,
+    show_default=True,
+    help="Also run an RQ worker process beside the server.",
+)
+@pass_runtime
+def serve(runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
+    """Development server (use gunicorn in production), with a worker beside it."""
+    _configure_logging()
+    env = dict(os.environ)
+    if runtime.settings.embedded_redis:
+        # The worker joins this process's embedded Redis through its socket.
+        socket_file = runtime.redis.socket_file  # type: ignore[attr-defined]
+        env["CITIZEN_LOOKUP_REDIS_URL"] = f"unix://{socket_file}"
+    worker_process = None
+    if with_worker:
+        worker_process = subprocess.Popen(
+            [sys.executable, "-m", "citizen_lookup.cli", "worker"], env=env
+        )
+    from flask import current_app
+
+    try:
+        current_app.run(host=host, port=port, threaded=True, use_reloader=False)
+    finally:
+        if worker_process is not None:
+            worker_process.terminate()
+            worker_process.wait(timeout=10)

@@ -1,0 +1,97 @@
+"""The SMS grammar: what a citizen's message to the short code asks for."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .text import strip_diacritics
+
+# A real command is a few dozen characters; the cap keeps hostile messages cheap to parse.
+MAX_PARSED_CHARS = 500
+
+PROBLEM_MISSING_ID = "missing_id"  # a lookup keyword without an ID
+PROBLEM_BAD_ID = "bad_id"  # digits that are neither 12 (ID number) nor 9 (old CMND)
+PROBLEM_UNKNOWN_KIND = "unknown_kind"  # the service keyword followed by a word we do not know
+
+
+class CommandKind(StrEnum):
+    PERSONAL = "TTCN"
+    RESIDENCE = "CT"
+    HEALTH = "BHYT"
+    TAX = "MST"
+    SOCIAL = "BHXH"
+    HISTORY = "NK"
+    HELP = "HD"
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a message asks for; ``problem`` says why a lookup attempt fell back to help."""
+
+    kind: CommandKind
+    id_number: str | None = None
+    problem: str | None = None
+
+
+_SERVICE_KEYWORDS = ("DC", "DANCU", "TRACUU")
+_KIND_WORDS: dict[str, CommandKind] = {
+    **{kind.value: kind for kind in CommandKind},
+    "INFO": CommandKind.PERSONAL,
+    "HUONGDAN": CommandKind.HELP,
+    "?": CommandKind.HELP,
+    "HELP": CommandKind.HELP,
+}
+_ID_LENGTHS = frozenset({12, 9})
+_UNKNOWN = "#"  # stands for any letter or digit outside A-Z/0-9 once text is compacted
+
+_HELP = Command(CommandKind.HELP)
+
+
+def _compact(text: str) -> str:
+    """Upper-case A-Z, 0-9 and '?' with every separator removed; other letters become '#'."""
+    folded = unicodedata.normalize("NFKC", strip_diacritics(text[:MAX_PARSED_CHARS])).upper()
+    kept: list[str] = []
+    for ch in folded:
+        if ("A" <= ch <= "Z") or ("0" <= ch <= "9") or ch == "?":
+            kept.append(ch)
+        elif ch.isalnum():
+            kept.append(_UNKNOWN)
+        # Whitespace, control characters and punctuation all separate words; since a glued
+        # form ("DCCT001099012345") must parse too, separators carry no meaning and go.
+    return "".join(kept)
+
+
+def _split_words_and_digits(compact: str) -> tuple[str, str, str]:
+    """Split into leading letters, the digits after them, and whatever follows."""
+    letters_end = 0
+    while letters_end < len(compact) and not compact[letters_end].isdigit():
+        letters_end += 1
+    digits_end = letters_end
+    while digits_end < len(compact) and compact[digits_end].isdigit():
+        digits_end += 1
+    return compact[:letters_end], compact[letters_end:digits_end], compact[digits_end:]
+
+
+def parse_command(text: str) -> Command:
+    """Parse an SMS such as 'DC CT 001099012345'; anything unrecognised is a request for help."""
+    words, digits, rest = _split_words_and_digits(_compact(text))
+    if rest:
+        return _HELP
+    keyword = next((k for k in _SERVICE_KEYWORDS if words.startswith(k)), None)
+    if keyword is None:
+        return _HELP
+    kind = _KIND_WORDS.get(words[len(keyword) :] or CommandKind.PERSONAL.value)
+    if kind is None:
+        return Command(CommandKind.HELP, problem=PROBLEM_UNKNOWN_KIND)
+    if kind is CommandKind.HELP:
+        return _HELP
+    if not digits:
+        # A bare "DC" is how people ask what the service does, not a failed lookup.
+        if words == keyword:
+            return _HELP
+        return Command(CommandKind.HELP, problem=PROBLEM_MISSING_ID)
+    if len(digits) not in _ID_LENGTHS:
+        return Command(CommandKind.HELP, problem=PROBLEM_BAD_ID)
+    return Command(kind, id_number=digits)

@@ -1,0 +1,266 @@
+"""Reply text: diacritics, the GSM-7 alphabet, segment counting and fitting a reply to a limit."""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import unicodedata
+from collections.abc import Collection, Mapping
+
+# GSM 03.38 default alphabet, in code-point order; 0x1B (the escape to the extension table) is
+# not a character of its own and is left out.
+GSM7_BASIC: frozenset[str] = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+# Each of these is sent as escape + character, so it costs two units.
+GSM7_EXTENSION: frozenset[str] = frozenset("^{}\\[~]|€\f")
+_GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
+
+GSM7_SINGLE_SEGMENT = 160
+GSM7_PART = 153  # a concatenated part loses 7 units to the UDH
+UCS2_SINGLE_SEGMENT = 70
+UCS2_PART = 67
+
+# Đ/đ do not decompose under NFD; Ð/ð (Icelandic eth) are a frequent stand-in for them in
+# legacy Vietnamese encodings, so they get the same treatment.
+_UNDECOMPOSABLE = str.maketrans({"đ": "d", "Đ": "D", "ð": "d", "Ð": "D"})
+
+# Typographic characters that data copied from documents carries; "?" would read worse.
+_TYPOGRAPHIC = {
+    "‘": "'", "’": "'", "‚": "'", "‛": "'", "′": "'",
+    "“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "″": '"',
+    "‐": "-", "‑": "-", "‒": "-", "–": "-", "—": "-", "―": "-", "−": "-",
+    "…": "...", "•": "-", "·": ".",
+}  # fmt: skip
+
+ABBREVIATIONS: list[tuple[str, str]] = [
+    ("To dan pho", "TDP"),
+    ("Thanh pho", "TP"),
+    ("Thi tran", "TT"),
+    ("Khu pho", "KP"),
+    ("Phuong", "P."),
+    ("So nha", "SN"),
+    ("Thi xa", "TX"),
+    ("Duong", "D."),
+    ("Huyen", "H."),
+    ("Quan", "Q."),
+    ("Tinh", "T."),
+    ("Thon", "T."),
+    ("Xa", "X."),
+    ("Ap", "A."),
+]
+
+_ABBREVIATION_BY_KEY = {long.casefold(): short for long, short in ABBREVIATIONS}
+# Fixed alternatives in longest-first order and lookarounds instead of nested quantifiers: the
+# pattern scans in linear time, and "Xanh" or "Apple" never match "Xa" or "Ap".
+_ABBREVIATION_PATTERN = re.compile(
+    r"(?<!\w)(?:"
+    + "|".join(r"\s+".join(map(re.escape, long.split())) for long, _ in ABBREVIATIONS)
+    + r")(?!\w)",
+    re.IGNORECASE,
+)
+
+_TRAILING_JUNK = " \t\n,;:-/"
+_ELLIPSIS = "..."
+
+
+class TemplateError(ValueError):
+    """A reply template is malformed or names a field that was not given."""
+
+
+def strip_diacritics(text: str) -> str:
+    """Remove Vietnamese (and other Latin) diacritics: đ→d, then NFD without combining marks."""
+    decomposed = unicodedata.normalize("NFD", text.translate(_UNDECOMPOSABLE))
+    kept = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return unicodedata.normalize("NFC", kept)
+
+
+def is_gsm7(text: str) -> bool:
+    """Whether every character of ``text`` is in the GSM-7 alphabet or its extension table."""
+    return all(ch in _GSM7_ALL for ch in text)
+
+
+def _units(ch: str) -> int:
+    return 2 if ch in GSM7_EXTENSION else 1
+
+
+def gsm7_units(text: str) -> int:
+    """GSM-7 units of ``text``: extension characters count two, everything else one."""
+    return sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
+
+
+def _to_gsm7_char(ch: str) -> str:
+    if ch == "\n":
+        return ch
+    category = unicodedata.category(ch)
+    if category == "Cc" or category in ("Zs", "Zl", "Zp"):
+        return " "
+    if ch in _GSM7_ALL:
+        return ch
+    if category == "Cf":
+        # Invisible formatting (zero-width space, BOM): dropping it changes nothing visible.
+        return ""
+    return _TYPOGRAPHIC.get(ch, "?")
+
+
+def to_gsm7(text: str) -> str:
+    """Convert to GSM-7: strip diacritics, blank control characters, replace the rest with '?'."""
+    return "".join(_to_gsm7_char(ch) for ch in strip_diacritics(text))
+
+
+def segment_count(text: str) -> int:
+    """Number of SMS segments ``text`` needs: GSM-7 160/153, otherwise UCS-2 70/67."""
+    if is_gsm7(text):
+        units, single, part = gsm7_units(text), GSM7_SINGLE_SEGMENT, GSM7_PART
+    else:
+        # UCS-2 as phones actually send it is UTF-16: characters beyond the BMP take two units.
+        units, single, part = len(text.encode("utf-16-le")) // 2, UCS2_SINGLE_SEGMENT, UCS2_PART
+    if units <= single:
+        return 1
+    return math.ceil(units / part)
+
+
+def max_units_for_segments(segments: int) -> int:
+    """GSM-7 units available in a reply of ``segments`` segments (1 → 160, 2 → 306)."""
+    if segments < 1:
+        raise ValueError(f"a reply needs at least one segment, not {segments}")
+    if segments == 1:
+        return GSM7_SINGLE_SEGMENT
+    return GSM7_PART * segments
+
+
+def abbreviate(text: str) -> str:
+    """Shorten Vietnamese address words (whole words only): 'Phuong' → 'P.', 'Thanh pho' → 'TP'."""
+
+    def short_form(match: re.Match[str]) -> str:
+        return _ABBREVIATION_BY_KEY[" ".join(match.group().split()).casefold()]
+
+    return _ABBREVIATION_PATTERN.sub(short_form, text)
+
+
+def _prefix_within(text: str, max_units: int) -> str:
+    used = 0
+    for index, ch in enumerate(text):
+        used += _units(ch)
+        if used > max_units:
+            return text[:index]
+    return text
+
+
+def cut_at_word(text: str, max_units: int, ellipsis: str = _ELLIPSIS) -> str:
+    """Cut ``text`` at a word boundary and append ``ellipsis`` so it fits in ``max_units``."""
+    if gsm7_units(text) <= max_units:
+        return text
+    budget = max_units - gsm7_units(ellipsis)
+    if budget < 0:
+        return _prefix_within(ellipsis, max(max_units, 0))
+    used = 0
+    boundary = 0
+    for index, ch in enumerate(text):
+        if ch.isspace():
+            boundary = index  # text[:index] costs `used` units, within budget
+        used += _units(ch)
+        if used > budget:
+            break
+    kept = text[:boundary].rstrip(_TRAILING_JUNK)
+    return kept + ellipsis
+
+
+def _parse_template(template: str) -> list[tuple[str, str | None]]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"malformed reply template {template!r}: {exc}") from exc
+    pieces: list[tuple[str, str | None]] = []
+    for literal, name, format_spec, conversion in parsed:
+        if name is not None and (not name.isidentifier() or format_spec or conversion):
+            # Attribute/index access, positional fields and format specs are refused so that a
+            # template can only ever substitute a value as it is.
+            raise TemplateError(
+                f"reply template field {{{name}}} must be a plain name like {{full_name}}"
+            )
+        pieces.append((literal, name))
+    return pieces
+
+
+def template_fields(template: str) -> set[str]:
+    """Names of the fields a reply template uses; raises TemplateError if it is malformed."""
+    return {name for _, name in _parse_template(template) if name is not None}
+
+
+def _render(pieces: list[tuple[str, str | None]], values: Mapping[str, str]) -> str:
+    return "".join(literal + (values[name] if name is not None else "") for literal, name in pieces)
+
+
+def fit_reply(
+    template: str,
+    fields: Mapping[str, str],
+    max_units: int,
+    *,
+    abbreviate_fields: Collection[str] | None = None,
+) -> str:
+    """Render ``template`` with ``fields`` as GSM-7 text of at most ``max_units`` units.
+
+    Values are substituted as they are (never formatted or evaluated). When the reply is too long,
+    the longest values are abbreviated first, then cut at word boundaries (longest first, down to
+    an ellipsis), and only then is the whole reply cut at a word boundary.
+    ``abbreviate_fields`` limits abbreviation to address fields: "Quan" is also a given name.
+    """
+    if max_units < 0:
+        raise ValueError(f"max_units must not be negative, got {max_units}")
+    pieces = [(to_gsm7(literal), name) for literal, name in _parse_template(template)]
+    occurrences: dict[str, int] = {}
+    for _, name in pieces:
+        if name is not None:
+            occurrences[name] = occurrences.get(name, 0) + 1
+    missing = sorted(set(occurrences) - set(fields))
+    if missing:
+        raise TemplateError(f"reply template needs field(s) not given: {', '.join(missing)}")
+    # Newlines or runs of spaces inside a value would break the template's layout.
+    values = {name: " ".join(to_gsm7(fields[name]).split()) for name in occurrences}
+
+    rendered = _render(pieces, values)
+    if gsm7_units(rendered) <= max_units:
+        return rendered
+
+    abbreviable = [n for n in values if abbreviate_fields is None or n in abbreviate_fields]
+    for name in sorted(abbreviable, key=lambda n: gsm7_units(values[n]), reverse=True):
+        values[name] = abbreviate(values[name])
+        rendered = _render(pieces, values)
+        if gsm7_units(rendered) <= max_units:
+            return rendered
+
+    # No value can usefully be longer than the whole reply; capping first bounds the loop below.
+    for name, value in values.items():
+        values[name] = cut_at_word(value, max_units)
+
+    ellipsis_units = gsm7_units(_ELLIPSIS)
+    exhausted: set[str] = set()
+    while True:
+        rendered = _render(pieces, values)
+        over = gsm7_units(rendered) - max_units
+        if over <= 0:
+            return rendered
+        candidates = [name for name in values if name not in exhausted]
+        if not candidates:
+            break
+        name = max(candidates, key=lambda n: gsm7_units(values[n]))
+        units = gsm7_units(values[name])
+        runner_up = max((gsm7_units(values[n]) for n in candidates if n != name), default=0)
+        # Cut the longest value only down to the next longest, so that cuts spread over the
+        # long values instead of wiping out one of them.
+        needed = math.ceil(over / occurrences[name])
+        target = max(units - needed, min(runner_up, units - 1), ellipsis_units)
+        shorter = cut_at_word(values[name], target)
+        if gsm7_units(shorter) >= units:
+            exhausted.add(name)
+        else:
+            values[name] = shorter
+
+    return cut_at_word(rendered, max_units)

@@ -1,0 +1,30 @@
+"""Run the Alembic migrations from code (the CLI's `db upgrade`, tests, the embedded default)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine
+
+from citizen_lookup.settings import Settings
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config(str(settings.config_dir.parent / "alembic.ini"))
+    config.set_main_option("script_location", str(settings.config_dir.parent / "migrations"))
+    return config
+
+
+def upgrade(settings: Settings, engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` on ``engine``."""
+    config = alembic_config(settings)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,282 @@
+"""Typed ORM models. The schema itself is created and changed only by Alembic migrations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# -- citizens ----------------------------------------------------------------------------------
+class Citizen(Base):
+    __tablename__ = "citizens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id_number: Mapped[str] = mapped_column(String(12), unique=True)
+    old_id_number: Mapped[str | None] = mapped_column(String(9), index=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    date_of_birth: Mapped[date] = mapped_column(Date)
+    gender: Mapped[str] = mapped_column(String(1))
+    permanent_address: Mapped[str | None] = mapped_column(String(300))
+    temporary_address: Mapped[str | None] = mapped_column(String(300))
+    current_address: Mapped[str | None] = mapped_column(String(300))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    phones: Mapped[list[CitizenPhone]] = relationship(
+        back_populates="citizen", cascade="all, delete-orphan", lazy="selectin"
+    )
+    health_insurance: Mapped[HealthInsurance | None] = relationship(
+        cascade="all, delete-orphan", lazy="select"
+    )
+    tax_registration: Mapped[TaxRegistration | None] = relationship(
+        cascade="all, delete-orphan", lazy="select"
+    )
+    social_insurance: Mapped[SocialInsurance | None] = relationship(
+        cascade="all, delete-orphan", lazy="select"
+    )
+
+
+class CitizenPhone(Base):
+    """A subscriber number registered to a citizen (E.164)."""
+
+    __tablename__ = "citizen_phones"
+    __table_args__ = (UniqueConstraint("citizen_id", "msisdn"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    citizen_id: Mapped[int] = mapped_column(ForeignKey("citizens.id", ondelete="CASCADE"))
+    msisdn: Mapped[str] = mapped_column(String(16), index=True)
+    citizen: Mapped[Citizen] = relationship(back_populates="phones")
+
+
+class HealthInsurance(Base):
+    __tablename__ = "health_insurance_cards"
+
+    citizen_id: Mapped[int] = mapped_column(
+        ForeignKey("citizens.id", ondelete="CASCADE"), primary_key=True
+    )
+    card_number: Mapped[str] = mapped_column(String(20))
+    valid_to: Mapped[date | None] = mapped_column(Date)
+    clinic: Mapped[str | None] = mapped_column(String(200))
+
+
+class TaxRegistration(Base):
+    __tablename__ = "tax_registrations"
+
+    citizen_id: Mapped[int] = mapped_column(
+        ForeignKey("citizens.id", ondelete="CASCADE"), primary_key=True
+    )
+    tax_code: Mapped[str] = mapped_column(String(14))
+
+
+class SocialInsurance(Base):
+    __tablename__ = "social_insurance_records"
+
+    citizen_id: Mapped[int] = mapped_column(
+        ForeignKey("citizens.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[str] = mapped_column(String(20))
+
+
+# -- connections -------------------------------------------------------------------------------
+class ConnectionState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+
+
+class Connection(Base):
+    """A registered link to one telecom provider or aggregator, with its focal point."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default=ConnectionState.PENDING.value)
+    credentials_json: Mapped[str] = mapped_column(Text, default="{}")
+    short_code: Mapped[str | None] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(2), default="vi")
+    allowed_networks_json: Mapped[str] = mapped_column(Text, default="[]")
+    outbound_url: Mapped[str | None] = mapped_column(String(500))
+    ussd_result: Mapped[str] = mapped_column(String(10), default="screen")
+    focal_name: Mapped[str] = mapped_column(String(200))
+    focal_title: Mapped[str] = mapped_column(String(200))
+    focal_phone: Mapped[str] = mapped_column(String(32))
+    focal_email: Mapped[str] = mapped_column(String(254))
+    assessment_ref: Mapped[str | None] = mapped_column(String(200))
+    state_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def credentials(self) -> Mapping[str, str]:
+        data: dict[str, str] = json.loads(self.credentials_json or "{}")
+        return data
+
+    @credentials.setter
+    def credentials(self, value: Mapping[str, str]) -> None:
+        self.credentials_json = json.dumps(dict(value), sort_keys=True)
+
+    @property
+    def allowed_networks(self) -> Sequence[str]:
+        data: list[str] = json.loads(self.allowed_networks_json or "[]")
+        return data
+
+    @allowed_networks.setter
+    def allowed_networks(self, value: Sequence[str]) -> None:
+        self.allowed_networks_json = json.dumps(list(value))
+
+
+# -- messages ----------------------------------------------------------------------------------
+class InboundState(StrEnum):
+    RECEIVED = "received"  # stored and acknowledged; a job will (or does) hold it
+    DONE = "done"  # answered, or deliberately left unanswered (over the limit)
+    FAILED = "failed"
+
+
+class InboundMessageRecord(Base):
+    """An inbound message, stored before the provider is acknowledged."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "provider_message_id", name="uq_inbound_provider_id"),
+        Index("ix_inbound_state_received", "state", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id"))
+    provider_message_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8), default="sms")
+    sender: Mapped[str] = mapped_column(String(16))  # E.164
+    recipient: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=InboundState.RECEIVED.value)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    connection: Mapped[Connection] = relationship(lazy="joined")
+
+
+class OutboundState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class OutboundMessageRecord(Base):
+    """Our reply to one inbound message: at most one per inbound message."""
+
+    __tablename__ = "outbound_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"), unique=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id"))
+    recipient: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=OutboundState.PENDING.value)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    inbound: Mapped[InboundMessageRecord] = relationship(lazy="joined")
+    connection: Mapped[Connection] = relationship(lazy="joined")
+
+
+# -- audit -------------------------------------------------------------------------------------
+class AuditEvent(Base):
+    """One link of the hash chain. Never holds message bodies or disclosed values."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(100))
+    connection: Mapped[str | None] = mapped_column(String(64), index=True)
+    channel: Mapped[str | None] = mapped_column(String(8))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    sender_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    sender_masked: Mapped[str | None] = mapped_column(String(20))
+    citizen_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    citizen_masked: Mapped[str | None] = mapped_column(String(20))
+    command: Mapped[str | None] = mapped_column(String(8))
+    outcome: Mapped[str | None] = mapped_column(String(40), index=True)
+    fields_disclosed: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's last link, one row: locking it serialises appends across all processes."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigId)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed record of where the chain stood when older events were purged."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigId)  # last purged event
+    hash: Mapped[str] = mapped_column(String(64))  # its hash
+    purged_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    events_purged: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    signature: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,261 @@
+"""What every provider adapter does, and the HTTP flow they share.
+
+A provider module maps one telecom provider's vocabulary to ours: it authenticates a request,
+parses it into an :class:`InboundMessage` or a :class:`DeliveryReport`, builds the acknowledgement
+the provider expects, and sends our reply through the provider's API. The web layer owns the rest
+(connection state, storage, queueing, audit), so a new kind is one module and one registry line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Protocol
+
+import requests
+from flask import Request, Response
+
+from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    USSD = "ussd"
+
+
+class DeliveryStatus(StrEnum):
+    ACCEPTED = "accepted"  # the provider took it; not yet on the handset
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One inbound SMS as the provider reported it, in our own words."""
+
+    provider_message_id: str
+    sender: str  # the MSISDN exactly as the provider reported it; normalised by the caller
+    recipient: str  # the short code or number the citizen wrote to
+    text: str
+    channel: Channel = Channel.SMS
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """A provider's report on one of our replies."""
+
+    provider_message_id: str  # the id the provider gave our outbound message when we sent it
+    status: DeliveryStatus
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboundSms:
+    """A reply to send."""
+
+    reply_id: str  # our own id of the outbound message; unique, usable as an idempotency key
+    to: str  # E.164
+    sender: str  # short code or sending number
+    text: str
+    in_reply_to: str  # the provider's id of the inbound message this answers
+    status_callback_url: str  # where the provider should send delivery reports
+
+
+@dataclass(frozen=True)
+class SimulatedRequest:
+    """An inbound request built and signed exactly as the provider would send it."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+
+
+class ConnectionLike(Protocol):
+    """The parts of a connection a provider needs (the ORM model satisfies this)."""
+
+    slug: str
+    kind: str
+    short_code: str | None
+    outbound_url: str | None
+
+    @property
+    def credentials(self) -> Mapping[str, str]: ...
+
+    @property
+    def allowed_networks(self) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """Deployment settings a provider needs besides its connection."""
+
+    public_base_url: str  # e.g. https://sms.example.gov.vn (no trailing slash)
+    http_timeout: float = 10.0
+    signature_tolerance: int = 300  # seconds, for timestamped signatures
+    session: requests.Session | None = field(default=None, compare=False)
+
+
+class Provider:
+    """Base of every adapter; subclasses fill in the hooks."""
+
+    kind: ClassVar[str]
+    #: credential keys a connection of this kind must have
+    required_credentials: ClassVar[tuple[str, ...]] = ()
+    #: credential keys that are secret (never printed in full)
+    secret_credentials: ClassVar[tuple[str, ...]] = ()
+    #: credential keys a connection of this kind may have
+    optional_credentials: ClassVar[tuple[str, ...]] = ()
+    #: HTTP methods the inbound SMS route accepts
+    inbound_methods: ClassVar[tuple[str, ...]] = ("POST",)
+    #: whether ``--outbound-url`` is required (it is the MT URL itself for some kinds)
+    requires_outbound_url: ClassVar[bool] = False
+
+    def __init__(self, connection: ConnectionLike, context: ProviderContext) -> None:
+        self.connection = connection
+        self.context = context
+
+    # -- authentication -------------------------------------------------------------------------
+    def authenticate(self, request: Request) -> None:
+        """Raise :class:`AuthenticationFailed` unless the request comes from this provider."""
+        self.check_source_network(request)
+        self.check_credentials(request)
+
+    def check_source_network(self, request: Request) -> None:
+        networks = list(self.connection.allowed_networks or ())
+        if not networks:
+            return
+        try:
+            address = ipaddress.ip_address(request.remote_addr or "")
+        except ValueError as exc:
+            raise AuthenticationFailed("source address is not an IP address") from exc
+        for cidr in networks:
+            if address in ipaddress.ip_network(cidr, strict=False):
+                return
+        raise AuthenticationFailed("source address is outside the connection's allowed networks")
+
+    def check_credentials(self, request: Request) -> None:
+        raise NotImplementedError  # each kind authenticates its own way
+
+    def public_url(self, request: Request) -> str:
+        """The URL the provider called, as it saw it: the configured public base + path + query."""
+        url = self.context.public_base_url.rstrip("/") + request.path
+        query = request.query_string.decode("latin-1")
+        return f"{url}?{query}" if query else url
+
+    # -- inbound --------------------------------------------------------------------------------
+    def parse_inbound(self, request: Request) -> InboundMessage:
+        """Parse an inbound SMS or raise :class:`MalformedPayload`."""
+        raise NotImplementedError
+
+    def ack_inbound(self) -> Response:
+        """The answer the provider expects once the message is stored."""
+        return Response("", status=200)
+
+    # -- delivery reports -----------------------------------------------------------------------
+    def parse_status(self, request: Request) -> DeliveryReport:
+        raise NotImplementedError
+
+    def ack_status(self) -> Response:
+        return Response("", status=200)
+
+    # -- outbound -------------------------------------------------------------------------------
+    def send(self, message: OutboundSms) -> SendResult:
+        """Send a reply; raise :class:`SendError` (retryable or not) on failure."""
+        raise NotImplementedError
+
+    # -- simulation -----------------------------------------------------------------------------
+    def simulated_inbound(
+        self, url: str, sender: str, recipient: str, text: str, message_id: str
+    ) -> SimulatedRequest:
+        """The request this provider would make to ``url`` for an SMS (for `simulate` and tests)."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+    def http(self) -> requests.Session:
+        """The process's shared HTTP session (see ``Runtime``); a throwaway one in unit tests."""
+        return self.context.session or requests.Session()
+
+    def credential(self, key: str) -> str:
+        value = self.connection.credentials.get(key)
+        if not value:
+            raise AuthenticationFailed(f"connection {self.connection.slug!r} has no {key!r} set")
+        return value
+
+    @staticmethod
+    def raise_for_send_status(response: requests.Response) -> None:
+        """Map a provider's HTTP answer to :class:`SendError` (retryable for 5xx and 429)."""
+        status = response.status_code
+        if status < 400:
+            return
+        retryable = status >= 500 or status == 429
+        raise SendError(f"provider answered HTTP {status}", retryable=retryable, status_code=status)
+
+    def send_credential(self, key: str) -> str:
+        """A credential the sending side needs; without it no retry can succeed."""
+        value = self.connection.credentials.get(key)
+        if not value:
+            raise SendError(
+                f"connection {self.connection.slug!r} has no {key!r} set", retryable=False
+            )
+        return value
+
+    def mt_url(self) -> str:
+        """The connection's outbound URL, for kinds where it is the MT URL itself."""
+        if not self.connection.outbound_url:
+            raise SendError(
+                f"connection {self.connection.slug!r} has no outbound URL set", retryable=False
+            )
+        return self.connection.outbound_url
+
+    def post(self, url: str, **kwargs: object) -> requests.Response:
+        """POST with the configured timeout; network failures become retryable SendErrors."""
+        try:
+            response = self.http().post(url, timeout=self.context.http_timeout, **kwargs)  # type: ignore[arg-type]
+        except requests.RequestException as exc:
+            raise SendError(f"provider unreachable: {type(exc).__name__}", retryable=True) from exc
+        self.raise_for_send_status(response)
+        return response
+
+
+# -- field access for parsers: one wording for every kind's 400s, and never the value itself ------
+def optional_field(values: Mapping[str, object], name: str, *, max_length: int) -> str | None:
+    """A string field of a form or JSON object, or None when absent."""
+    value = values.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedPayload(f"field {name!r} must be a string")
+    if len(value) > max_length:
+        raise MalformedPayload(f"field {name!r} is longer than {max_length} characters")
+    # Lone surrogates (from JSON escapes) and NUL cannot be stored (PostgreSQL refuses both):
+    # turned away here as a 400 rather than failing later as a 500.
+    if "\x00" in value or not _encodable(value):
+        raise MalformedPayload(f"field {name!r} is not valid text")
+    return value
+
+
+def required_field(
+    values: Mapping[str, object], name: str, *, max_length: int, allow_empty: bool = False
+) -> str:
+    """A string field that must be present (and non-empty unless ``allow_empty``)."""
+    value = optional_field(values, name, max_length=max_length)
+    if value is None or (not value and not allow_empty):
+        raise MalformedPayload(f"missing required field {name!r}")
+    return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,172 @@
+"""Twilio Programmable Messaging: signed form webhooks in, the Messages API (via the SDK) out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Request, Response
+from requests import RequestException
+from twilio.base import values
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from citizen_lookup.exceptions import AuthenticationFailed, SendError
+from citizen_lookup.providers.base import (
+    DeliveryReport,
+    DeliveryStatus,
+    InboundMessage,
+    OutboundSms,
+    Provider,
+    SendResult,
+    SimulatedRequest,
+    optional_field,
+    required_field,
+)
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+STATUS: dict[str, DeliveryStatus] = {
+    "delivered": DeliveryStatus.DELIVERED,
+    "failed": DeliveryStatus.FAILED,
+    "undelivered": DeliveryStatus.FAILED,
+    "queued": DeliveryStatus.ACCEPTED,
+    "sending": DeliveryStatus.ACCEPTED,
+    "sent": DeliveryStatus.ACCEPTED,
+    "accepted": DeliveryStatus.ACCEPTED,
+}
+
+MAX_SID = 64
+MAX_NUMBER = 32
+MAX_BODY = 1600  # Twilio's own limit for a message body
+
+
+class TwilioProvider(Provider):
+    kind = "twilio"
+    # from_number may be left out when the connection's short code is the sender
+    required_credentials = ("account_sid", "auth_token")
+    secret_credentials = ("auth_token",)
+    optional_credentials = ("from_number",)
+
+    # -- authentication -------------------------------------------------------------------------
+    def check_credentials(self, request: Request) -> None:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not signature:
+            raise AuthenticationFailed(f"missing {SIGNATURE_HEADER} header")
+        validator = RequestValidator(self.credential("auth_token"))
+        # Twilio signed the URL it called (our public one, not what a proxy hands us) and every
+        # value of every form field: the MultiDict is passed whole so repeated fields count too.
+        if not validator.validate(self.public_url(request), request.form, signature):
+            raise AuthenticationFailed(f"{SIGNATURE_HEADER} does not match")
+
+    # -- inbound --------------------------------------------------------------------------------
+    def parse_inbound(self, request: Request) -> InboundMessage:
+        form = request.form
+        sid = required_field(form, "MessageSid", max_length=MAX_SID)
+        sender = required_field(form, "From", max_length=MAX_NUMBER)
+        # A picture message without text has an empty Body; the parser answers it with help.
+        text = required_field(form, "Body", max_length=MAX_BODY, allow_empty=True)
+        recipient = optional_field(form, "To", max_length=MAX_NUMBER)
+        return InboundMessage(
+            provider_message_id=sid,
+            sender=sender,
+            recipient=recipient or self.connection.short_code or "",
+            text=text,
+        )
+
+    def ack_inbound(self) -> Response:
+        # Empty TwiML: Twilio sends nothing back itself; our reply goes out later via the API.
+        return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+
+    # -- delivery reports -----------------------------------------------------------------------
+    def parse_status(self, request: Request) -> DeliveryReport:
+        form = request.form
+        sid = required_field(form, "MessageSid", max_length=MAX_SID)
+        raw = required_field(form, "MessageStatus", max_length=MAX_SID).strip().lower()
+        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
+        error = None
+        if status is DeliveryStatus.FAILED:
+            error = optional_field(form, "ErrorCode", max_length=MAX_SID) or raw
+        return DeliveryReport(provider_message_id=sid, status=status, error=error)
+
+    # -- outbound -------------------------------------------------------------------------------
+    def simulated_inbound(
+        self, url: str, sender: str, recipient: str, text: str, message_id: str
+    ) -> SimulatedRequest:
+        fields = {
+            "MessageSid": message_id,
+            "AccountSid": self.credential("account_sid"),
+            "From": sender,
+            "To": recipient,
+            "Body": text,
+            "NumMedia": "0",
+        }
+        signature = RequestValidator(self.credential("auth_token")).compute_signature(url, fields)
+        headers = {SIGNATURE_HEADER: signature,
+                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+        return SimulatedRequest("POST", url, headers, urlencode(fields).encode())
+
+    def send(self, message: OutboundSms) -> SendResult:
+        account_sid = self.send_credential("account_sid")
+        auth_token = self.send_credential("auth_token")
+        sender = (
+            self.connection.credentials.get("from_number")
+            or self.connection.short_code
+            or message.sender
+        )
+        http_client, owns_session = self._http_client()
+        client = Client(account_sid, auth_token, http_client=http_client)
+        if self.connection.outbound_url:
+            # Every SDK request is built as api.base_url + "/2010-04-01/...", so this is the
+            # SDK's own switch; edge and region (which TWILIO_EDGE/TWILIO_REGION may set) would
+            # rewrite the host into *.twilio.com again, so they are dropped.
+            client.api.base_url = self.connection.outbound_url.rstrip("/")
+            client.edge = None
+            client.region = None
+        try:
+            created = client.messages.create(
+                to=message.to,
+                from_=sender,
+                body=message.text,
+                status_callback=message.status_callback_url or values.unset,
+            )
+        except (TwilioRestException, TwilioServiceException) as exc:
+            # Twilio's error text can quote the phone number: only the status and code travel on.
+            status = _http_status(exc.status)
+            raise SendError(
+                f"Twilio answered HTTP {status} (error code {exc.code})",
+                retryable=status >= 500 or status == 429,
+                status_code=status,
+            ) from None
+        except RequestException as exc:
+            raise SendError(f"Twilio unreachable: {type(exc).__name__}", retryable=True) from exc
+        except (TwilioException, ValueError, TypeError, AttributeError):
+            # A 2xx whose body we cannot read: the message may be out, so a retry could send
+            # it twice; failing for good is the lesser harm.
+            raise SendError("Twilio's answer could not be read", retryable=False) from None
+        finally:
+            if owns_session and http_client.session is not None:
+                http_client.session.close()
+        if not created.sid:
+            raise SendError("Twilio's answer has no message sid", retryable=False)
+        return SendResult(provider_message_id=created.sid)
+
+    def _http_client(self) -> tuple[TwilioHttpClient, bool]:
+        """The SDK's HTTP client with our timeout, on the shared session when there is one."""
+        timeout = self.context.http_timeout
+        if self.context.session is None:
+            return TwilioHttpClient(timeout=timeout), True
+        http_client = TwilioHttpClient(pool_connections=False, timeout=timeout)
+        http_client.session = self.context.session  # reuse the worker's connection pool
+        return http_client, False
+
+
+def _http_status(value: object) -> int:
+    """The status an SDK error reports; RFC 9457 bodies carry it as data, so it may be junk."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return 502  # an answer we cannot read is treated as a gateway fault: retry

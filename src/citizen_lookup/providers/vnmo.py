@@ -1,0 +1,171 @@
+"""Vietnamese SMS aggregators' short-code interface (MO in, MT out, delivery reports).
+
+Aggregators call us with five fields, by GET query or POST form depending on the aggregator,
+behind HTTP Basic; we answer ``1`` to take the message. Replies go back as a form POST of the
+same five fields to the connection's MT URL, where ``Request_ID`` repeats the MO's id: that is
+how the aggregator bills the MT against the MO, and how its delivery reports name our reply.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+from collections.abc import Mapping
+from urllib.parse import urlencode
+
+from flask import Request, Response
+
+from citizen_lookup.exceptions import AuthenticationFailed, SendError
+from citizen_lookup.providers.base import (
+    DeliveryReport,
+    DeliveryStatus,
+    InboundMessage,
+    OutboundSms,
+    Provider,
+    SendResult,
+    SimulatedRequest,
+    optional_field,
+    required_field,
+)
+
+COMMAND_CODE = "DC"
+
+# Aggregators report delivery either as 1/0 or with SMPP's stat words.
+STATUS: dict[str, DeliveryStatus] = {
+    "1": DeliveryStatus.DELIVERED,
+    "DELIVRD": DeliveryStatus.DELIVERED,
+    "0": DeliveryStatus.FAILED,
+    "FAILED": DeliveryStatus.FAILED,
+    "UNDELIV": DeliveryStatus.FAILED,
+    "REJECTD": DeliveryStatus.FAILED,
+    "EXPIRED": DeliveryStatus.FAILED,
+}
+
+# "1" alone or followed by a separator; "10" or "-1" are other answers, not success.
+_ACCEPTED_ANSWER = re.compile(r"\s*1(?![0-9])")
+
+MAX_ID = 100
+MAX_MSISDN = 32
+MAX_SHORT_FIELD = 32
+MAX_MESSAGE = 1600  # ten concatenated segments: more is not an SMS
+
+
+class VnmoProvider(Provider):
+    kind = "vnmo"
+    required_credentials = ("username", "password")
+    secret_credentials = ("password",)
+    inbound_methods = ("GET", "POST")
+    requires_outbound_url = True
+
+    # -- authentication -------------------------------------------------------------------------
+    def check_credentials(self, request: Request) -> None:
+        username, password = _basic_credentials(request)
+        expected_username = self.credential("username").encode()
+        expected_password = self.credential("password").encode()
+        # Both comparisons always run, so the time taken does not tell which one failed.
+        username_ok = hmac.compare_digest(username, expected_username)
+        password_ok = hmac.compare_digest(password, expected_password)
+        if not (username_ok and password_ok):
+            raise AuthenticationFailed("HTTP Basic credentials do not match the connection's")
+
+    # -- inbound --------------------------------------------------------------------------------
+    def parse_inbound(self, request: Request) -> InboundMessage:
+        fields = _fields(request)
+        request_id = required_field(fields, "Request_ID", max_length=MAX_ID)
+        sender = required_field(fields, "User_ID", max_length=MAX_MSISDN)
+        text = required_field(fields, "Message", max_length=MAX_MESSAGE, allow_empty=True)
+        service_id = optional_field(fields, "Service_ID", max_length=MAX_SHORT_FIELD)
+        # Checked for size only: the text itself carries the keyword the parser reads.
+        optional_field(fields, "Command_Code", max_length=MAX_SHORT_FIELD)
+        return InboundMessage(
+            provider_message_id=request_id,
+            sender=sender,
+            recipient=service_id or self.connection.short_code or "",
+            text=text,
+        )
+
+    def ack_inbound(self) -> Response:
+        return Response("1", status=200, mimetype="text/plain")
+
+    # -- delivery reports -----------------------------------------------------------------------
+    def parse_status(self, request: Request) -> DeliveryReport:
+        fields = _fields(request)
+        request_id = required_field(fields, "Request_ID", max_length=MAX_ID)
+        raw = required_field(fields, "Status", max_length=MAX_SHORT_FIELD).strip().upper()
+        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
+        return DeliveryReport(
+            provider_message_id=request_id,
+            status=status,
+            error=raw if status is DeliveryStatus.FAILED else None,
+        )
+
+    def ack_status(self) -> Response:
+        return self.ack_inbound()
+
+    # -- outbound -------------------------------------------------------------------------------
+    def simulated_inbound(
+        self, url: str, sender: str, recipient: str, text: str, message_id: str
+    ) -> SimulatedRequest:
+        fields = {
+            "User_ID": sender.lstrip("+"),
+            "Service_ID": recipient,
+            "Command_Code": (text.split() or [COMMAND_CODE])[0].upper()[:MAX_SHORT_FIELD],
+            "Message": text,
+            "Request_ID": message_id,
+        }
+        user = self.credential("username").encode()
+        password = self.credential("password").encode()
+        token = base64.b64encode(user + b":" + password).decode("ascii")
+        headers = {"Authorization": f"Basic {token}",
+                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+        return SimulatedRequest("POST", url, headers, urlencode(fields).encode())
+
+    def send(self, message: OutboundSms) -> SendResult:
+        url = self.mt_url()
+        # As bytes, so requests sends them as UTF-8 (RFC 7617), the way check_credentials reads
+        # them; given str it would encode Latin-1 and fail on anything beyond.
+        auth = (
+            self.send_credential("username").encode(),
+            self.send_credential("password").encode(),
+        )
+        form = {
+            "User_ID": message.to.removeprefix("+"),  # aggregators write 84xxxxxxxxx
+            "Service_ID": message.sender or self.connection.short_code or "",
+            "Command_Code": COMMAND_CODE,
+            "Message": message.text,
+            "Request_ID": message.in_reply_to,
+        }
+        response = self.post(url, data=form, auth=auth)
+        # The answer is not quoted in the error: an aggregator may echo the number or the text.
+        if not _ACCEPTED_ANSWER.match(response.text):
+            raise SendError(
+                "aggregator refused the MT", retryable=False, status_code=response.status_code
+            )
+        # Delivery reports name the MT by Request_ID, so that is the id reports are matched on.
+        return SendResult(provider_message_id=message.in_reply_to)
+
+
+def _fields(request: Request) -> Mapping[str, str]:
+    """The request's fields: the query for GET; for POST the form, falling back to the query."""
+    if request.method == "GET":
+        return request.args
+    if not request.form:
+        return request.args  # some aggregators POST with everything in the query string
+    return request.form
+
+
+def _basic_credentials(request: Request) -> tuple[bytes, bytes]:
+    """The username and password of an HTTP Basic header, as bytes (no charset guessing)."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        raise AuthenticationFailed("missing HTTP Basic credentials")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise AuthenticationFailed("malformed HTTP Basic credentials") from exc
+    username, separator, password = decoded.partition(b":")
+    if not separator:
+        raise AuthenticationFailed("malformed HTTP Basic credentials")
+    return username, password

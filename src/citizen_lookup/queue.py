@@ -1,0 +1,41 @@
+"""Enqueue helpers: job options live here, in one place."""
+
+from __future__ import annotations
+
+import random
+
+from rq import Retry
+from rq.job import Job
+
+from citizen_lookup.runtime import Runtime
+
+PROCESS_INBOUND = "citizen_lookup.jobs.process_inbound"
+
+
+def inbound_job_id(inbound_id: int) -> str:
+    return f"inbound-{inbound_id}"
+
+
+def retry_policy(runtime: Runtime) -> Retry:
+    """Exponential backoff from the settings, with up to 20% jitter so retries do not bunch."""
+    intervals = list(runtime.settings.send_retry_intervals) or [5]
+    retries = runtime.settings.send_max_retries
+    while len(intervals) < retries:
+        intervals.append(intervals[-1] * 2)
+    jittered = [max(1, round(i * random.uniform(1.0, 1.2))) for i in intervals[:retries]]
+    return Retry(max=retries, interval=jittered)
+
+
+def enqueue_inbound(runtime: Runtime, inbound_id: int) -> Job:
+    """Queue the processing of a stored inbound message (the database stays the truth)."""
+    settings = runtime.settings
+    return runtime.queue.enqueue(
+        PROCESS_INBOUND,
+        inbound_id,
+        job_id=inbound_job_id(inbound_id),
+        job_timeout=settings.job_timeout_seconds,
+        retry=retry_policy(runtime),
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"process inbound message {inbound_id}",
+    )

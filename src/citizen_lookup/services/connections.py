@@ -1,0 +1,258 @@
+"""Connections to providers: register with a focal point, approve, suspend, resume, terminate.
+
+Every change is audited with who made it and why (the regulation's supervision requirement).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from citizen_lookup.exceptions import ConfigurationError, InvalidStateChange, NotFound
+from citizen_lookup.models import Connection, ConnectionState
+from citizen_lookup.providers import provider_class
+from citizen_lookup.services.audit import AuditTrail
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# Which states each action may leave; terminated is final.
+TRANSITIONS: dict[str, tuple[tuple[ConnectionState, ...], ConnectionState]] = {
+    "approve": ((ConnectionState.PENDING,), ConnectionState.ACTIVE),
+    "suspend": ((ConnectionState.ACTIVE,), ConnectionState.SUSPENDED),
+    "resume": ((ConnectionState.SUSPENDED,), ConnectionState.ACTIVE),
+    "terminate": (
+        (ConnectionState.PENDING, ConnectionState.ACTIVE, ConnectionState.SUSPENDED),
+        ConnectionState.TERMINATED,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FocalPoint:
+    name: str
+    title: str
+    phone: str
+    email: str
+
+
+def mask_secret(value: str) -> str:
+    """Enough of a secret to recognise it, never enough to use it."""
+    if len(value) <= 8:
+        return "****"
+    return f"{value[:4]}…{value[-2:]} ({len(value)} chars)"
+
+
+def get_connection(session: Session, slug: str) -> Connection:
+    connection = session.execute(
+        select(Connection).where(Connection.slug == slug)
+    ).scalar_one_or_none()
+    if connection is None:
+        raise NotFound(f"no connection named {slug!r}")
+    return connection
+
+
+def _validate(
+    slug: str,
+    kind: str,
+    focal: FocalPoint,
+    language: str,
+    credentials: Mapping[str, str],
+    outbound_url: str | None,
+    networks: Sequence[str],
+    ussd_result: str,
+) -> None:
+    if not SLUG.match(slug):
+        raise ConfigurationError(
+            "slug must be 1-64 lowercase letters, digits or '-', starting with a letter or digit"
+        )
+    cls = provider_class(kind)
+    missing = [key for key in cls.required_credentials if not credentials.get(key)]
+    if missing:
+        raise ConfigurationError(
+            f"kind {kind!r} needs credentials: {', '.join(missing)} (--credential KEY=VALUE)"
+        )
+    known = {*cls.required_credentials, *cls.secret_credentials, *cls.optional_credentials}
+    unknown = sorted(set(credentials) - known)
+    if unknown:
+        raise ConfigurationError(f"kind {kind!r} has no credentials named {', '.join(unknown)}")
+    if cls.requires_outbound_url and not outbound_url:
+        raise ConfigurationError(f"kind {kind!r} needs --outbound-url (its MT URL)")
+    if outbound_url and not re.match(r"^https?://[^\s]+$", outbound_url):
+        raise ConfigurationError("--outbound-url must be an http(s) URL")
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigurationError(f"--allow {cidr!r} is not a CIDR network") from exc
+    if language not in ("vi", "en"):
+        raise ConfigurationError("--language must be vi or en")
+    if ussd_result not in ("screen", "sms"):
+        raise ConfigurationError("--ussd-result must be screen or sms")
+    for label, value in (("name", focal.name), ("title", focal.title), ("phone", focal.phone)):
+        if not value.strip():
+            raise ConfigurationError(f"the focal point's {label} is required (--focal-{label})")
+    if not EMAIL.match(focal.email):
+        raise ConfigurationError("--focal-email is not an e-mail address")
+
+
+def create_connection(
+    session: Session,
+    audit: AuditTrail,
+    *,
+    slug: str,
+    kind: str,
+    focal: FocalPoint,
+    actor: str,
+    short_code: str | None = None,
+    language: str = "vi",
+    credentials: Mapping[str, str] | None = None,
+    outbound_url: str | None = None,
+    allowed_networks: Sequence[str] = (),
+    ussd_result: str = "screen",
+    assessment: str | None = None,
+) -> Connection:
+    """Register a connection: active with an assessment reference, else pending."""
+    creds = dict(credentials or {})
+    _validate(slug, kind, focal, language, creds, outbound_url, allowed_networks, ussd_result)
+    if session.execute(select(Connection.id).where(Connection.slug == slug)).first():
+        raise ConfigurationError(f"a connection named {slug!r} exists already")
+    state = ConnectionState.ACTIVE if assessment else ConnectionState.PENDING
+    connection = Connection(
+        slug=slug,
+        kind=kind,
+        state=state.value,
+        short_code=short_code,
+        language=language,
+        outbound_url=outbound_url,
+        ussd_result=ussd_result,
+        focal_name=focal.name.strip(),
+        focal_title=focal.title.strip(),
+        focal_phone=focal.phone.strip(),
+        focal_email=focal.email.strip(),
+        assessment_ref=assessment,
+    )
+    connection.credentials = creds
+    connection.allowed_networks = list(allowed_networks)
+    session.add(connection)
+    session.flush()
+    audit.append(
+        session,
+        "connection.created",
+        actor=actor,
+        connection=slug,
+        outcome=state.value,
+        detail={
+            "kind": kind,
+            "assessment": assessment,
+            "focal_name": connection.focal_name,
+            "focal_title": connection.focal_title,
+            "allowed_networks": list(allowed_networks),
+            "credential_keys": sorted(creds),
+        },
+    )
+    return connection
+
+
+def change_state(
+    session: Session,
+    audit: AuditTrail,
+    slug: str,
+    action: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    assessment: str | None = None,
+) -> Connection:
+    """Apply ``action`` (approve, suspend, resume, terminate) and audit it."""
+    sources, target = TRANSITIONS[action]
+    connection = get_connection(session, slug)
+    if connection.state not in sources:
+        raise InvalidStateChange(
+            f"cannot {action} connection {slug!r}: it is {connection.state}"
+            + (" (terminated is final)" if connection.state == ConnectionState.TERMINATED else "")
+        )
+    if action == "approve":
+        if not assessment:
+            raise ConfigurationError("approve needs --assessment (the security assessment's ref)")
+        connection.assessment_ref = assessment
+    elif not reason or not reason.strip():
+        raise ConfigurationError(f"{action} needs --reason")
+    previous = connection.state
+    connection.state = target.value
+    connection.state_reason = (reason or "").strip()[:500] or None
+    connection.state_changed_at = datetime.now(UTC)
+    audit.append(
+        session,
+        f"connection.{action}",
+        actor=actor,
+        connection=slug,
+        outcome=target.value,
+        detail={"from": previous, "reason": connection.state_reason, "assessment": assessment},
+    )
+    return connection
+
+
+def rotate_secret(
+    session: Session, audit: AuditTrail, slug: str, key: str | None, *, actor: str
+) -> tuple[str, str]:
+    """Replace a secret credential with a new random one; returns (key, new value)."""
+    connection = get_connection(session, slug)
+    cls = provider_class(connection.kind)
+    candidates = cls.secret_credentials or cls.required_credentials
+    key = key or (candidates[0] if candidates else "secret")
+    if key not in candidates:
+        raise ConfigurationError(
+            f"{key!r} is not a secret of kind {connection.kind!r}; "
+            f"choose one of {', '.join(candidates)}"
+        )
+    value = secrets.token_hex(32)
+    credentials = dict(connection.credentials)
+    credentials[key] = value
+    connection.credentials = credentials
+    audit.append(
+        session,
+        "connection.rotate_secret",
+        actor=actor,
+        connection=slug,
+        outcome="rotated",
+        detail={"credential": key},
+    )
+    return key, value
+
+
+def describe(connection: Connection) -> dict[str, Any]:
+    """A connection as operators see it: secrets masked."""
+    secret_keys = set(provider_class(connection.kind).secret_credentials) | {"secret"}
+    return {
+        "slug": connection.slug,
+        "kind": connection.kind,
+        "state": connection.state,
+        "state_reason": connection.state_reason,
+        "state_changed_at": connection.state_changed_at.isoformat(),
+        "short_code": connection.short_code,
+        "language": connection.language,
+        "outbound_url": connection.outbound_url,
+        "allowed_networks": list(connection.allowed_networks),
+        "ussd_result": connection.ussd_result,
+        "assessment_ref": connection.assessment_ref,
+        "focal_point": {
+            "name": connection.focal_name,
+            "title": connection.focal_title,
+            "phone": connection.focal_phone,
+            "email": connection.focal_email,
+        },
+        "credentials": {
+            key: (mask_secret(value) if key in secret_keys else value)
+            for key, value in sorted(connection.credentials.items())
+        },
+        "created_at": connection.created_at.isoformat(),
+    }

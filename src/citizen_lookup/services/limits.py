@@ -1,0 +1,55 @@
+"""Per-MSISDN daily limits, kept in Redis and safe under any number of concurrent workers.
+
+A message is counted once however often its job runs: the script records the message id with
+its position in the day, so a retried job finds the position it had the first time and gets the
+same verdict. Limits are per sender, never per ID, so strangers texting someone's ID use up only
+their own quota and cannot lock the owner out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+
+from redis import Redis
+
+# Citizens count days in Vietnam's time zone (UTC+7, no daylight saving).
+VIETNAM = timezone(timedelta(hours=7))
+
+_COUNT_ONCE = """
+local position = redis.call('HGET', KEYS[1], ARGV[1])
+if position then
+  return tonumber(position)
+end
+position = redis.call('HLEN', KEYS[1]) + 1
+redis.call('HSET', KEYS[1], ARGV[1], position)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return position
+"""
+
+
+class LimitVerdict(StrEnum):
+    ALLOWED = "allowed"
+    OVER_LIMIT = "over_limit"  # the first message over: one polite reply
+    SILENCED = "silenced"  # every later one: no reply until the window ends
+
+
+class DailyLimiter:
+    """Counts messages per sender per local day."""
+
+    def __init__(self, redis: Redis, prefix: str, limit: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._limit = limit
+        self._script = redis.register_script(_COUNT_ONCE)
+
+    def check(self, sender_key: str, message_key: str, now: datetime) -> LimitVerdict:
+        """Count ``message_key`` for ``sender_key`` (a keyed hash, never the number itself)."""
+        day = now.astimezone(VIETNAM).strftime("%Y%m%d")
+        key = f"{self._prefix}:limit:daily:{sender_key}:{day}"
+        position = int(self._script(keys=[key], args=[message_key, 2 * 24 * 3600]))
+        if position <= self._limit:
+            return LimitVerdict.ALLOWED
+        if position == self._limit + 1:
+            return LimitVerdict.OVER_LIMIT
+        return LimitVerdict.SILENCED

@@ -1,0 +1,1 @@
+"""HTTP blueprints: webhooks for providers, health and metrics for operators."""

@@ -1,0 +1,224 @@
+"""Shared fixtures: an app on SQLite + fakeredis, a CLI runner, a fake provider on loopback,
+and the machine's real PostgreSQL and Redis for the integration tests.
+
+Service tests skip when PostgreSQL or Redis is missing, except with REQUIRE_SERVICES=1 (CI),
+where a missing service fails the run instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from rq import SimpleWorker
+
+from citizen_lookup import create_app
+from citizen_lookup.migrate import upgrade
+from citizen_lookup.runtime import EXTENSION, Runtime
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+PG_ADMIN_URL = os.environ.get(
+    "CITIZEN_LOOKUP_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+PG_TEST_DB = "citizen_lookup_test"
+REDIS_TEST_URL = os.environ.get("CITIZEN_LOOKUP_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def service_unavailable(what: str, exc: BaseException) -> None:
+    message = f"{what} unavailable: {type(exc).__name__}: {exc}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (REQUIRE_SERVICES=1: service tests must run)")
+    pytest.skip(message)
+
+
+# -- the app -----------------------------------------------------------------------------------
+def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
+    settings: dict[str, Any] = {
+        "instance_path": str(tmp_path / "instance"),
+        "database_url": "",
+        "redis_url": "",
+        "public_base_url": "https://sms.example.test",
+        "audit_key": "test-audit-key",
+        "redis_prefix": f"test-{uuid.uuid4().hex[:8]}",
+        "queue_name": f"test-{uuid.uuid4().hex[:8]}",
+        "send_retry_intervals": (0,),
+        "send_max_retries": 2,
+        "http_timeout_seconds": 3.0,
+    }
+    settings.update(overrides)
+    app = create_app(settings, redis=redis)
+    app.config["TESTING"] = True
+    runtime: Runtime = app.extensions[EXTENSION]
+    upgrade(runtime.settings, runtime.engine)
+    return app
+
+
+@pytest.fixture
+def fake_redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def app(tmp_path: Path, fake_redis: fakeredis.FakeRedis) -> Iterator[Flask]:
+    app = make_app(tmp_path, fake_redis)
+    yield app
+    app.extensions[EXTENSION].close()
+
+
+@pytest.fixture
+def runtime(app: Flask) -> Runtime:
+    rt: Runtime = app.extensions[EXTENSION]
+    return rt
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def cli(app: Flask) -> Any:
+    """Invoke the CLI against the test app: ``cli("connections", "list")``."""
+    from citizen_lookup.cli import AppHolder, main
+
+    holder = AppHolder()
+    holder._app = app
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Any:
+        return runner.invoke(main, list(args), obj=holder, input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def run_worker(runtime: Runtime, app: Flask) -> None:
+    """Drain the queue in this process, with the scheduler (so due retries run too)."""
+    with app.app_context():
+        SimpleWorker([runtime.queue], connection=runtime.redis).work(
+            burst=True, with_scheduler=True, logging_level="WARNING"
+        )
+
+
+# -- a fake provider on loopback ---------------------------------------------------------------
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeProvider:
+    """An HTTP server on 127.0.0.1 that records every request and answers as told."""
+
+    server: ThreadingHTTPServer
+    requests: list[RecordedRequest] = field(default_factory=list)
+    status: int = 200
+    body: bytes = b'{"id":"fake-1","status":"accepted"}'
+    content_type: str = "application/json"
+    statuses: list[int] = field(default_factory=list)  # consumed first, one per request
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+@pytest.fixture
+def fake_provider() -> Iterator[FakeProvider]:
+    state: dict[str, FakeProvider] = {}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            fake = state["fake"]
+            with lock:
+                fake.requests.append(
+                    RecordedRequest("POST", self.path, dict(self.headers.items()), body)
+                )
+                status = fake.statuses.pop(0) if fake.statuses else fake.status
+            self.send_response(status)
+            self.send_header("Content-Type", fake.content_type)
+            self.send_header("Content-Length", str(len(fake.body)))
+            self.end_headers()
+            self.wfile.write(fake.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake = FakeProvider(server)
+    state["fake"] = fake
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+# -- real services -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database of our own on the machine's PostgreSQL, migrated per test."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
+            connection.execute(text(f"CREATE DATABASE {PG_TEST_DB}"))
+    except Exception as exc:
+        service_unavailable("PostgreSQL", exc)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{PG_TEST_DB}"
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def real_redis() -> Iterator[Any]:
+    from redis import Redis
+
+    redis = Redis.from_url(REDIS_TEST_URL)
+    try:
+        redis.ping()
+    except Exception as exc:
+        service_unavailable("Redis", exc)
+    redis.flushdb()
+    yield redis
+    redis.flushdb()
+    redis.close()
+
+
+@pytest.fixture
+def pg_app(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[Flask]:
+    """The app on the real PostgreSQL and Redis, with an empty schema migrated anew."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    app = make_app(tmp_path, real_redis, database_url=pg_url)
+    yield app
+    app.extensions[EXTENSION].close()

@@ -1,0 +1,83 @@
+"""Helpers for building citizens, connections and signed requests in tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+from flask import Flask
+
+from citizen_lookup.models import (
+    Citizen,
+    CitizenPhone,
+    HealthInsurance,
+    SocialInsurance,
+    TaxRegistration,
+)
+from citizen_lookup.providers.generic import sign
+from citizen_lookup.runtime import EXTENSION, Runtime
+from citizen_lookup.services.connections import FocalPoint, create_connection
+
+OWNER_ID = "001099012345"  # Ha Noi, 1999, male
+OWNER_PHONE = "+84912345678"
+STRANGER_PHONE = "+84987654321"
+GENERIC_SECRET = "generic-test-secret-0123456789"
+FOCAL = FocalPoint("Nguyen Van Dau Moi", "Truong phong", "+84241234567", "daumoi@example.vn")
+
+
+def runtime_of(app: Flask) -> Runtime:
+    runtime: Runtime = app.extensions[EXTENSION]
+    return runtime
+
+
+def add_citizen(app: Flask, id_number: str = OWNER_ID, phones: tuple[str, ...] = (OWNER_PHONE,),
+                **fields: Any) -> None:  # fmt: skip
+    runtime = runtime_of(app)
+    with runtime.session_factory.begin() as session:
+        citizen = Citizen(
+            id_number=id_number,
+            full_name=fields.get("full_name", "Nguyen Van An"),
+            date_of_birth=fields.get("date_of_birth", date(1999, 3, 14)),
+            gender=fields.get("gender", "M"),
+            permanent_address=fields.get(
+                "permanent_address",
+                "So 12 Duong Tran Phu, Phuong Dien Bien, Quan Ba Dinh, Thanh pho Ha Noi",
+            ),
+            temporary_address=fields.get("temporary_address"),
+            current_address=fields.get("current_address", "So 5 Ngo Hue, Quan Hai Ba Trung"),
+            old_id_number=fields.get("old_id_number"),
+        )
+        citizen.phones = [CitizenPhone(msisdn=p) for p in phones]
+        session.add(citizen)
+        session.flush()
+        if fields.get("health", True):
+            session.add(HealthInsurance(citizen_id=citizen.id, card_number="DN4010123456789",
+                                        valid_to=date(2027, 12, 31), clinic="Benh vien Bach Mai"))  # fmt: skip
+        if fields.get("tax", True):
+            session.add(TaxRegistration(citizen_id=citizen.id, tax_code="8012345678"))
+        if fields.get("social", False):
+            session.add(SocialInsurance(citizen_id=citizen.id, number="0123456789"))
+
+
+def add_connection(app: Flask, slug: str = "gw", kind: str = "generic", *,
+                   state_active: bool = True, **kwargs: Any) -> None:  # fmt: skip
+    runtime = runtime_of(app)
+    credentials = kwargs.pop("credentials", {"secret": GENERIC_SECRET})
+    with runtime.session_factory.begin() as session:
+        create_connection(
+            session, runtime.audit, slug=slug, kind=kind, focal=FOCAL, actor="test",
+            credentials=credentials, assessment="ATTT-2026-01" if state_active else None,
+            short_code=kwargs.pop("short_code", "8077"), **kwargs,
+        )  # fmt: skip
+
+
+def generic_sms(client: Any, slug: str = "gw", *, text: str, sender: str = OWNER_PHONE,
+                message_id: str = "m-1", secret: str = GENERIC_SECRET) -> Any:  # fmt: skip
+    body = json.dumps({"id": message_id, "from": sender, "to": "8077", "text": text,
+                       "timestamp": "2026-11-27T10:00:00Z"}).encode()  # fmt: skip
+    return client.post(
+        f"/webhooks/{slug}/sms",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Signature": sign(secret, body)},
+    )

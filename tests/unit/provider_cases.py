@@ -1,0 +1,368 @@
+"""Cases every provider adapter must pass, in the manner of django-anymail's ``webhook_cases``.
+
+A provider's test class subclasses :class:`ProviderCases`, says what a good request looks like in
+its vocabulary and how its provider signs one (``build_request``), and inherits every case below.
+Outbound cases run against :class:`FakeProviderServer`, a real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import parse_qs
+
+import flask
+import pytest
+import requests
+
+from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
+from citizen_lookup.providers import PROVIDERS, build_provider, provider_class
+from citizen_lookup.providers.base import (
+    DeliveryReport,
+    InboundMessage,
+    OutboundSms,
+    Provider,
+    ProviderContext,
+)
+
+PUBLIC_BASE_URL = "https://sms.example.gov.vn"
+PROVIDER_ADDR = "203.0.113.10"  # inside PROVIDER_NETWORK
+OUTSIDER_ADDR = "198.51.100.7"
+PROVIDER_NETWORK = "203.0.113.0/24"
+SLUG = "test-link"
+INBOUND_PATH = f"/webhooks/{SLUG}/sms"
+STATUS_PATH = f"/webhooks/{SLUG}/status"
+
+# Personal data that must never show up in an exception message.
+CITIZEN_MSISDN = "+84912345678"
+REPLY_TEXT = "NGUYEN VAN A, 01/02/1990, Nam, 001*****2345"
+OUTBOUND = OutboundSms(
+    reply_id="reply-0001",
+    to=CITIZEN_MSISDN,
+    sender="8077",
+    text=REPLY_TEXT,
+    in_reply_to="mo-0001",
+    status_callback_url=PUBLIC_BASE_URL + STATUS_PATH,
+)
+
+Auth = Literal["good", "wrong", "none"]
+T = TypeVar("T")
+_app = flask.Flask(__name__)
+
+
+@dataclass
+class FakeConnection:
+    """Satisfies ``ConnectionLike`` without a database."""
+
+    kind: str
+    credentials: dict[str, str]
+    slug: str = SLUG
+    short_code: str | None = "8077"
+    outbound_url: str | None = None
+    allowed_networks: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A request as the provider would send it."""
+
+    path: str
+    method: str = "POST"
+    data: bytes | dict[str, str] | None = None
+    query_string: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+
+def call(request: WebhookRequest, action: Callable[[flask.Request], T], remote_addr: str) -> T:
+    """Run ``action`` on ``request`` as Flask would hand it to the webhook view."""
+    with _app.test_request_context(
+        request.path,
+        method=request.method,
+        data=request.data,
+        query_string=request.query_string,
+        headers=request.headers,
+        content_type=request.content_type,
+        environ_base={"REMOTE_ADDR": remote_addr},
+    ) as ctx:
+        return action(ctx.request)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    def form(self) -> dict[str, list[str]]:
+        return parse_qs(self.body.decode(), keep_blank_values=True, strict_parsing=True)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class FakeProviderServer:
+    """A provider's API on 127.0.0.1: records each request and gives the answer it is told to."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.status, self.body, self.content_type = 200, "", "text/plain"
+        self.delay = 0.0
+        self._closing = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def answer(self, status: int, body: str = "", content_type: str = "text/plain") -> None:
+        self.status, self.body, self.content_type = status, body, content_type
+
+    def close(self) -> None:
+        self._closing.set()  # releases handlers still sleeping out a delay
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                fake.requests.append(
+                    RecordedRequest(
+                        method=self.command,
+                        path=self.path,
+                        headers={k.lower(): v for k, v in self.headers.items()},
+                        body=self.rfile.read(length),
+                    )
+                )
+                if fake.delay and fake._closing.wait(fake.delay):
+                    return  # the client gave up long ago: writing would only break the pipe
+                payload = fake.body.encode()
+                self.send_response(fake.status)
+                self.send_header("Content-Type", fake.content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # keep test output quiet
+
+        return Handler
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class ProviderCases:
+    """The shared cases; subclasses fill in the class attributes and the two hooks."""
+
+    provider_class: ClassVar[type[Provider]]
+    credentials: ClassVar[dict[str, str]]
+    expected_inbound: ClassVar[InboundMessage]
+    required_inbound_fields: ClassVar[tuple[str, ...]]
+    status_cases: ClassVar[tuple[tuple[dict[str, str], DeliveryReport], ...]]
+    ack_content_type: ClassVar[str]
+    ack_body: ClassVar[bytes]
+    success_answer: ClassVar[tuple[int, str, str]]  # status, body, content type
+    error_content_type: ClassVar[str] = "application/json"
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def inbound_fields(self) -> dict[str, str]:
+        """A good inbound message in the provider's own vocabulary."""
+        raise NotImplementedError
+
+    def build_request(
+        self, path: str, fields: dict[str, str], auth: Auth = "good"
+    ) -> WebhookRequest:
+        """``fields`` encoded and signed as the provider does (or wrongly, or not at all)."""
+        raise NotImplementedError
+
+    def outbound_url(self, server_url: str) -> str:
+        """The connection's outbound URL that points at the fake provider."""
+        return server_url + "/mt"
+
+    # -- fixtures and helpers -------------------------------------------------------------------
+    @pytest.fixture
+    def fake_api(self) -> Iterator[FakeProviderServer]:
+        server = FakeProviderServer()
+        yield server
+        server.close()
+
+    @pytest.fixture
+    def http_session(self) -> Iterator[requests.Session]:
+        with requests.Session() as session:
+            yield session
+
+    def connection(self, **overrides: Any) -> FakeConnection:
+        values: dict[str, Any] = {
+            "kind": self.provider_class.kind,
+            "credentials": dict(self.credentials),
+        }
+        values.update(overrides)
+        return FakeConnection(**values)
+
+    def provider(
+        self,
+        connection: FakeConnection | None = None,
+        session: requests.Session | None = None,
+        http_timeout: float = 5.0,
+    ) -> Provider:
+        context = ProviderContext(
+            public_base_url=PUBLIC_BASE_URL, http_timeout=http_timeout, session=session
+        )
+        return build_provider(connection or self.connection(), context)
+
+    def receive(
+        self,
+        request: WebhookRequest,
+        parse: Literal["inbound", "status"] = "inbound",
+        provider: Provider | None = None,
+        remote_addr: str = PROVIDER_ADDR,
+    ) -> InboundMessage | DeliveryReport:
+        """What the webhook view does: authenticate, then parse."""
+        adapter = provider or self.provider()
+
+        def handle(req: flask.Request) -> InboundMessage | DeliveryReport:
+            adapter.authenticate(req)
+            return adapter.parse_inbound(req) if parse == "inbound" else adapter.parse_status(req)
+
+        return call(request, handle, remote_addr)
+
+    def sending_provider(self, server: FakeProviderServer, session: requests.Session) -> Provider:
+        return self.provider(self.connection(outbound_url=self.outbound_url(server.url)), session)
+
+    # -- registry -------------------------------------------------------------------------------
+    def test_registry_serves_this_kind(self) -> None:
+        kind = self.provider_class.kind
+        assert PROVIDERS[kind] is self.provider_class
+        assert provider_class(kind) is self.provider_class
+        assert isinstance(self.provider(), self.provider_class)
+        assert set(self.provider_class.secret_credentials) <= set(self.credentials)
+
+    # -- inbound --------------------------------------------------------------------------------
+    def test_good_inbound_is_parsed(self) -> None:
+        request = self.build_request(INBOUND_PATH, self.inbound_fields())
+        assert self.receive(request) == self.expected_inbound
+
+    @pytest.mark.parametrize("auth", ["wrong", "none"])
+    def test_inbound_without_valid_credentials_is_refused(self, auth: Auth) -> None:
+        request = self.build_request(INBOUND_PATH, self.inbound_fields(), auth=auth)
+        with pytest.raises(AuthenticationFailed):
+            self.receive(request)
+
+    def test_inbound_missing_a_required_field_is_malformed(self) -> None:
+        for name in self.required_inbound_fields:
+            fields = {k: v for k, v in self.inbound_fields().items() if k != name}
+            with pytest.raises(MalformedPayload, match=name):
+                self.receive(self.build_request(INBOUND_PATH, fields))
+
+    def test_source_outside_allowed_networks_is_refused(self) -> None:
+        provider = self.provider(self.connection(allowed_networks=[PROVIDER_NETWORK]))
+        request = self.build_request(INBOUND_PATH, self.inbound_fields())
+        with pytest.raises(AuthenticationFailed, match="allowed networks"):
+            self.receive(request, provider=provider, remote_addr=OUTSIDER_ADDR)
+
+    def test_source_inside_allowed_networks_is_accepted(self) -> None:
+        networks = ["2001:db8::/32", PROVIDER_NETWORK]
+        provider = self.provider(self.connection(allowed_networks=networks))
+        request = self.build_request(INBOUND_PATH, self.inbound_fields())
+        assert self.receive(request, provider=provider) == self.expected_inbound
+
+    def test_ack_inbound_is_what_the_provider_expects(self) -> None:
+        response = self.provider().ack_inbound()
+        assert response.status_code == 200
+        assert response.mimetype == self.ack_content_type
+        assert response.get_data() == self.ack_body
+
+    # -- delivery reports -----------------------------------------------------------------------
+    def test_status_reports_are_mapped(self) -> None:
+        for fields, expected in self.status_cases:
+            assert self.receive(self.build_request(STATUS_PATH, fields), "status") == expected
+
+    def test_status_report_without_valid_credentials_is_refused(self) -> None:
+        fields = self.status_cases[0][0]
+        with pytest.raises(AuthenticationFailed):
+            self.receive(self.build_request(STATUS_PATH, fields, auth="wrong"), "status")
+
+    def test_ack_status_is_200(self) -> None:
+        assert self.provider().ack_status().status_code == 200
+
+    # -- outbound -------------------------------------------------------------------------------
+    def test_send_returns_a_provider_message_id(
+        self, fake_api: FakeProviderServer, http_session: requests.Session
+    ) -> None:
+        fake_api.answer(*self.success_answer)
+        result = self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        assert result.provider_message_id
+        assert len(fake_api.requests) == 1
+
+    @pytest.mark.parametrize(
+        ("status", "retryable"),
+        [(500, True), (503, True), (429, True), (400, False), (401, False), (404, False)],
+    )
+    def test_send_maps_http_errors(
+        self,
+        fake_api: FakeProviderServer,
+        http_session: requests.Session,
+        status: int,
+        retryable: bool,
+    ) -> None:
+        # The answer quotes the number and the text, as some providers do: it must not leak.
+        echo = json.dumps(
+            {
+                "code": 30000 + status,
+                "message": f"{CITIZEN_MSISDN}: {REPLY_TEXT}",
+                "more_info": "",
+                "status": status,
+            }
+        )
+        fake_api.answer(status, echo, self.error_content_type)
+        with pytest.raises(SendError) as caught:
+            self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        assert caught.value.retryable is retryable
+        assert caught.value.status_code == status
+        self.assert_no_personal_data(caught.value)
+
+    def test_send_to_a_closed_port_is_retryable(self, http_session: requests.Session) -> None:
+        url = self.outbound_url(f"http://127.0.0.1:{unused_port()}")
+        provider = self.provider(self.connection(outbound_url=url), http_session)
+        with pytest.raises(SendError) as caught:
+            provider.send(OUTBOUND)
+        assert caught.value.retryable is True
+        self.assert_no_personal_data(caught.value)
+
+    def test_send_timeout_is_retryable(
+        self, fake_api: FakeProviderServer, http_session: requests.Session
+    ) -> None:
+        fake_api.answer(*self.success_answer)
+        fake_api.delay = 2.0
+        connection = self.connection(outbound_url=self.outbound_url(fake_api.url))
+        provider = self.provider(connection, http_session, http_timeout=0.2)
+        with pytest.raises(SendError) as caught:
+            provider.send(OUTBOUND)
+        assert caught.value.retryable is True
+
+    @staticmethod
+    def assert_no_personal_data(error: BaseException) -> None:
+        text = str(error)
+        assert CITIZEN_MSISDN.removeprefix("+") not in text
+        assert REPLY_TEXT not in text

@@ -1,0 +1,196 @@
+"""The generic adapter: signed JSON both ways (``X-Signature: t=...,v1=...``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import ClassVar
+
+import pytest
+import requests
+from provider_cases import (
+    INBOUND_PATH,
+    OUTBOUND,
+    STATUS_PATH,
+    Auth,
+    FakeProviderServer,
+    ProviderCases,
+    WebhookRequest,
+)
+
+from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
+from citizen_lookup.providers.base import DeliveryReport, DeliveryStatus, InboundMessage
+from citizen_lookup.providers.generic import GenericProvider, sign, verify_signature
+
+SECRET = "generic-shared-secret-0123456789"
+
+
+def report(status: DeliveryStatus, error: str | None = None) -> DeliveryReport:
+    return DeliveryReport(provider_message_id="gw-42", status=status, error=error)
+
+
+def signed(path: str, body: bytes, header: str | None) -> WebhookRequest:
+    headers = {"X-Signature": header} if header is not None else {}
+    return WebhookRequest(path, data=body, headers=headers, content_type="application/json")
+
+
+class TestGeneric(ProviderCases):
+    provider_class = GenericProvider
+    credentials: ClassVar[dict[str, str]] = {"secret": SECRET}
+    expected_inbound = InboundMessage(
+        provider_message_id="gw-0001",
+        sender="+84912345678",
+        recipient="8077",
+        text="DC 001099012345",
+    )
+    required_inbound_fields = ("id", "from", "text")
+    status_cases = (
+        ({"id": "gw-42", "status": "delivered"}, report(DeliveryStatus.DELIVERED)),
+        (
+            {"id": "gw-42", "status": "failed", "error": "EC_ABSENT"},
+            report(DeliveryStatus.FAILED, "EC_ABSENT"),
+        ),
+        ({"id": "gw-42", "status": "accepted"}, report(DeliveryStatus.ACCEPTED)),
+        ({"id": "gw-42", "status": "sent"}, report(DeliveryStatus.ACCEPTED)),
+        ({"id": "gw-42", "status": "bounced"}, report(DeliveryStatus.UNKNOWN)),
+    )
+    ack_content_type = "application/json"
+    ack_body = b'{"status":"accepted"}'
+    success_answer = (200, json.dumps({"id": "gw-out-7"}), "application/json")
+
+    def inbound_fields(self) -> dict[str, str]:
+        return {
+            "id": "gw-0001",
+            "from": "+84912345678",
+            "to": "8077",
+            "text": "DC 001099012345",
+            "timestamp": "2024-01-01T00:00:00Z",
+        }
+
+    def build_request(
+        self, path: str, fields: dict[str, str], auth: Auth = "good"
+    ) -> WebhookRequest:
+        body = json.dumps(fields).encode()
+        header = None if auth == "none" else sign(SECRET if auth == "good" else "wrong", body)
+        return signed(path, body, header)
+
+    # -- signature specifics --------------------------------------------------------------------
+    def test_sign_follows_the_documented_formula(self) -> None:
+        body = b'{"id":"1"}'
+        digest = hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
+        assert sign(SECRET, body, 1700000000) == f"t=1700000000,v1={digest}"
+
+    def test_rotation_accepts_any_listed_v1(self) -> None:
+        body = json.dumps(self.inbound_fields()).encode()
+        now = int(time.time())
+        old = sign("previous-secret", body, now).split(",")[1]
+        header = f"t={now},{old},{sign(SECRET, body, now).split(',')[1]},v0=ignored"
+        assert self.receive(signed(INBOUND_PATH, body, header)) == self.expected_inbound
+
+    @pytest.mark.parametrize("skew", [-301, 301, -10_000])
+    def test_timestamp_outside_tolerance_is_refused(self, skew: int) -> None:
+        body = json.dumps(self.inbound_fields()).encode()
+        header = sign(SECRET, body, int(time.time()) + skew)
+        with pytest.raises(AuthenticationFailed, match="window"):
+            self.receive(signed(INBOUND_PATH, body, header))
+
+    def test_timestamp_within_tolerance_is_accepted(self) -> None:
+        body = b'{"id":"x"}'
+        verify_signature(SECRET, body, sign(SECRET, body, 1000), tolerance=300, now=1299)
+        verify_signature(SECRET, body, sign(SECRET, body, 1000), tolerance=300, now=701)
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "",
+            "v1=abc",
+            "t=123",
+            "t=abc,v1=00",
+            "t=1,t=2,v1=00",
+            "garbage",
+            "t=٣,v1=00",
+            "t=1;v1=00",
+            "t=-5,v1=00",
+        ],
+    )
+    def test_malformed_header_is_refused(self, header: str) -> None:
+        with pytest.raises(AuthenticationFailed):
+            verify_signature(SECRET, b"{}", header, tolerance=300)
+
+    def test_non_ascii_signature_is_refused_not_crashed(self) -> None:
+        body = b"{}"
+        header = f"t={int(time.time())},v1=ñandú"
+        with pytest.raises(AuthenticationFailed, match="does not match"):
+            verify_signature(SECRET, body, header, tolerance=300)
+
+    def test_signature_covers_the_raw_body(self) -> None:
+        body = json.dumps(self.inbound_fields()).encode()
+        reformatted = json.dumps(self.inbound_fields(), indent=2).encode()
+        with pytest.raises(AuthenticationFailed):
+            self.receive(signed(INBOUND_PATH, reformatted, sign(SECRET, body)))
+
+    # -- payload specifics ----------------------------------------------------------------------
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b"not json",
+            b"[1, 2]",
+            b'"text"',
+            b"\xff\xfe{}",
+            b'{"id": 5, "from": "+84912345678", "text": "DC"}',
+            b'{"id": "1", "from": ["+84912345678"], "text": "DC"}',
+            b'{"id": "1", "from": "+84912345678", "text": null}',
+            b'{"id": "1", "from": "+84912345678", "text": "DC", "to": 8077}',
+            b'{"id": "1", "from": "+84912345678", "text": "DC \\ud800"}',
+            b"[" * 100_000,
+        ],
+    )
+    def test_bad_payloads_are_malformed(self, body: bytes) -> None:
+        with pytest.raises(MalformedPayload):
+            self.receive(signed(INBOUND_PATH, body, sign(SECRET, body)))
+
+    def test_missing_to_falls_back_to_the_short_code(self) -> None:
+        fields = {k: v for k, v in self.inbound_fields().items() if k != "to"}
+        message = self.receive(self.build_request(INBOUND_PATH, fields))
+        assert isinstance(message, InboundMessage)
+        assert message.recipient == "8077"
+
+    def test_status_with_wrong_types_is_malformed(self) -> None:
+        body = json.dumps({"id": "gw-42", "status": 1}).encode()
+        with pytest.raises(MalformedPayload, match="status"):
+            self.receive(signed(STATUS_PATH, body, sign(SECRET, body)), "status")
+
+    # -- outbound specifics ---------------------------------------------------------------------
+    def test_send_posts_signed_json(
+        self, fake_api: FakeProviderServer, http_session: requests.Session
+    ) -> None:
+        fake_api.answer(*self.success_answer)
+        result = self.sending_provider(fake_api, http_session).send(OUTBOUND)
+
+        [sent] = fake_api.requests
+        assert (sent.method, sent.path) == ("POST", "/mt")
+        assert sent.headers["content-type"] == "application/json"
+        verify_signature(SECRET, sent.body, sent.headers["x-signature"], tolerance=5)
+        assert sent.json() == {
+            "id": OUTBOUND.reply_id,
+            "to": OUTBOUND.to,
+            "from": OUTBOUND.sender,
+            "text": OUTBOUND.text,
+            "in_reply_to": OUTBOUND.in_reply_to,
+        }
+        assert result.provider_message_id == "gw-out-7"
+
+    @pytest.mark.parametrize("answer", ["", "OK", "{}", '{"id": 7}', '{"id": ""}', "[]"])
+    def test_send_without_a_usable_id_in_the_answer_uses_ours(
+        self, fake_api: FakeProviderServer, http_session: requests.Session, answer: str
+    ) -> None:
+        fake_api.answer(202, answer, "application/json")
+        result = self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        assert result.provider_message_id == OUTBOUND.reply_id
+
+    def test_send_without_outbound_url_fails_for_good(self, http_session: requests.Session) -> None:
+        with pytest.raises(SendError, match="outbound URL") as caught:
+            self.provider(session=http_session).send(OUTBOUND)
+        assert caught.value.retryable is False
