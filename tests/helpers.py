@@ -31,8 +31,9 @@ def runtime_of(app: Flask) -> Runtime:
     return runtime
 
 
-def add_citizen(app: Flask, id_number: str = OWNER_ID, phones: tuple[str, ...] = (OWNER_PHONE,),
-                **fields: Any) -> None:  # fmt: skip
+def add_citizen(
+    app: Flask, id_number: str = OWNER_ID, phones: tuple[str, ...] = (OWNER_PHONE,), **fields: Any
+) -> None:
     runtime = runtime_of(app)
     with runtime.session_factory.begin() as session:
         citizen = Citizen(
@@ -52,30 +53,58 @@ def add_citizen(app: Flask, id_number: str = OWNER_ID, phones: tuple[str, ...] =
         session.add(citizen)
         session.flush()
         if fields.get("health", True):
-            session.add(HealthInsurance(citizen_id=citizen.id, card_number="DN4010123456789",
-                                        valid_to=date(2027, 12, 31), clinic="Benh vien Bach Mai"))  # fmt: skip
+            session.add(
+                HealthInsurance(
+                    citizen_id=citizen.id,
+                    card_number="DN4010123456789",
+                    valid_to=date(2027, 12, 31),
+                    clinic="Benh vien Bach Mai",
+                )
+            )
         if fields.get("tax", True):
             session.add(TaxRegistration(citizen_id=citizen.id, tax_code="8012345678"))
         if fields.get("social", False):
             session.add(SocialInsurance(citizen_id=citizen.id, number="0123456789"))
 
 
-def add_connection(app: Flask, slug: str = "gw", kind: str = "generic", *,
-                   state_active: bool = True, **kwargs: Any) -> None:  # fmt: skip
+def add_connection(
+    app: Flask, slug: str = "gw", kind: str = "generic", *, state_active: bool = True, **kwargs: Any
+) -> None:
     runtime = runtime_of(app)
     credentials = kwargs.pop("credentials", {"secret": GENERIC_SECRET})
     with runtime.session_factory.begin() as session:
         create_connection(
-            session, runtime.audit, slug=slug, kind=kind, focal=FOCAL, actor="test",
-            credentials=credentials, assessment="ATTT-2026-01" if state_active else None,
-            short_code=kwargs.pop("short_code", "8077"), **kwargs,
-        )  # fmt: skip
+            session,
+            runtime.audit,
+            slug=slug,
+            kind=kind,
+            focal=FOCAL,
+            actor="test",
+            credentials=credentials,
+            assessment="ATTT-2026-01" if state_active else None,
+            short_code=kwargs.pop("short_code", "8077"),
+            **kwargs,
+        )
 
 
-def generic_sms(client: Any, slug: str = "gw", *, text: str, sender: str = OWNER_PHONE,
-                message_id: str = "m-1", secret: str = GENERIC_SECRET) -> Any:  # fmt: skip
-    body = json.dumps({"id": message_id, "from": sender, "to": "8077", "text": text,
-                       "timestamp": "2026-11-27T10:00:00Z"}).encode()  # fmt: skip
+def generic_sms(
+    client: Any,
+    slug: str = "gw",
+    *,
+    text: str,
+    sender: str = OWNER_PHONE,
+    message_id: str = "m-1",
+    secret: str = GENERIC_SECRET,
+) -> Any:
+    body = json.dumps(
+        {
+            "id": message_id,
+            "from": sender,
+            "to": "8077",
+            "text": text,
+            "timestamp": "2026-11-27T10:00:00Z",
+        }
+    ).encode()
     return client.post(
         f"/webhooks/{slug}/sms",
         data=body,

@@ -43,7 +43,9 @@ def process_inbound(inbound_id: int) -> str:
 def decide(runtime: Runtime, inbound_id: int) -> int | None:
     """Store the decision (and the reply to send) once; return the reply's id, if any."""
     with runtime.session_factory.begin() as session:
-        inbound = session.get(InboundMessageRecord, inbound_id, with_for_update=True)
+        inbound = session.get(
+            InboundMessageRecord, inbound_id, with_for_update={"of": InboundMessageRecord}
+        )
         if inbound is None:
             raise NotFound(f"inbound message {inbound_id} does not exist")
         existing = session.execute(
@@ -112,7 +114,9 @@ _UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
 def deliver(runtime: Runtime, outbound_id: int) -> str:
     """Send one stored reply through its connection's provider, once."""
     with runtime.session_factory.begin() as session:
-        outbound = session.get(OutboundMessageRecord, outbound_id, with_for_update=True)
+        outbound = session.get(
+            OutboundMessageRecord, outbound_id, with_for_update={"of": OutboundMessageRecord}
+        )
         if outbound is None:
             raise NotFound(f"outbound message {outbound_id} does not exist")
         if outbound.state not in _UNSENT:
@@ -141,7 +145,9 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
     except SendError as exc:
         final = not exc.retryable or attempts > runtime.settings.send_max_retries
         with runtime.session_factory.begin() as session:
-            outbound = session.get(OutboundMessageRecord, outbound_id, with_for_update=True)
+            outbound = session.get(
+                OutboundMessageRecord, outbound_id, with_for_update={"of": OutboundMessageRecord}
+            )
             assert outbound is not None
             outbound.state = OutboundState.FAILED if final else OutboundState.PENDING
             outbound.last_error = str(exc)[:300]
@@ -174,7 +180,9 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
 
     now = datetime.now(UTC)
     with runtime.session_factory.begin() as session:
-        outbound = session.get(OutboundMessageRecord, outbound_id, with_for_update=True)
+        outbound = session.get(
+            OutboundMessageRecord, outbound_id, with_for_update={"of": OutboundMessageRecord}
+        )
         assert outbound is not None
         outbound.state = OutboundState.SENT
         outbound.provider_message_id = result.provider_message_id

@@ -22,7 +22,7 @@ def retry_policy(runtime: Runtime) -> Retry:
     retries = runtime.settings.send_max_retries
     while len(intervals) < retries:
         intervals.append(intervals[-1] * 2)
-    jittered = [max(1, round(i * random.uniform(1.0, 1.2))) for i in intervals[:retries]]
+    jittered = [round(i * random.uniform(1.0, 1.2)) for i in intervals[:retries]]
     return Retry(max=retries, interval=jittered)
 
 

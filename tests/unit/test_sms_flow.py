@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
-from citizen_lookup.models import AuditEvent, InboundMessageRecord, OutboundMessageRecord
 from tests.conftest import run_worker
 from tests.helpers import (
     OWNER_ID,
@@ -21,7 +18,9 @@ def test_owner_gets_personal_data_and_stranger_gets_refusal(app, client, fake_pr
     add_citizen(app)
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")
     assert generic_sms(client, text=f"DC {OWNER_ID}", message_id="a").status_code == 200
-    assert generic_sms(client, text=f"dc {OWNER_ID}", sender=STRANGER_PHONE, message_id="b").json == {"status": "accepted"}
+    assert generic_sms(
+        client, text=f"dc {OWNER_ID}", sender=STRANGER_PHONE, message_id="b"
+    ).json == {"status": "accepted"}
     run_worker(runtime_of(app), app)
     sent = {r.json()["to"]: r.json()["text"] for r in fake_provider.requests}
     assert "Nguyen Van An" in sent[OWNER_PHONE]

@@ -20,10 +20,24 @@ from citizen_lookup.models import AuditEvent
 from citizen_lookup.runtime import Runtime
 
 COLUMNS = (
-    "seq", "occurred_at", "event_type", "actor", "connection", "channel", "provider_message_id",
-    "sender_hash", "sender_masked", "citizen_hash", "citizen_masked", "command", "outcome",
-    "fields_disclosed", "detail", "prev_hash", "hash",
-)  # fmt: skip
+    "seq",
+    "occurred_at",
+    "event_type",
+    "actor",
+    "connection",
+    "channel",
+    "provider_message_id",
+    "sender_hash",
+    "sender_masked",
+    "citizen_hash",
+    "citizen_masked",
+    "command",
+    "outcome",
+    "fields_disclosed",
+    "detail",
+    "prev_hash",
+    "hash",
+)
 
 
 @click.group("audit")

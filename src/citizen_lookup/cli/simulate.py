@@ -36,9 +36,7 @@ def group() -> None:
 @click.option("--wait", default=20.0, show_default=True, help="Seconds to wait for the reply.")
 @click.argument("text")
 @pass_runtime
-def sms(
-    runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, text: str
-) -> None:
+def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, text: str) -> None:
     """Send TEXT from --from through the webhook and print the reply."""
     try:
         msisdn = normalize_msisdn(sender)
@@ -70,13 +68,20 @@ def sms(
     while time.monotonic() < deadline:
         with runtime.session_factory() as session:
             row = session.execute(
-                select(InboundMessageRecord.state, OutboundMessageRecord.state,
-                       OutboundMessageRecord.body)
-                .outerjoin(OutboundMessageRecord,
-                           OutboundMessageRecord.inbound_id == InboundMessageRecord.id)
-                .where(InboundMessageRecord.connection_id == connection_id,
-                       InboundMessageRecord.provider_message_id == message_id)
-            ).one_or_none()  # fmt: skip
+                select(
+                    InboundMessageRecord.state,
+                    OutboundMessageRecord.state,
+                    OutboundMessageRecord.body,
+                )
+                .outerjoin(
+                    OutboundMessageRecord,
+                    OutboundMessageRecord.inbound_id == InboundMessageRecord.id,
+                )
+                .where(
+                    InboundMessageRecord.connection_id == connection_id,
+                    InboundMessageRecord.provider_message_id == message_id,
+                )
+            ).one_or_none()
         if row is not None:
             inbound_state, outbound_state, body = row
             if outbound_state in FINAL:

@@ -154,11 +154,18 @@ class GenericProvider(Provider):
     def simulated_inbound(
         self, url: str, sender: str, recipient: str, text: str, message_id: str
     ) -> SimulatedRequest:
-        document = {"id": message_id, "from": sender, "to": recipient, "text": text,
-                    "timestamp": int(time.time())}  # fmt: skip
+        document = {
+            "id": message_id,
+            "from": sender,
+            "to": recipient,
+            "text": text,
+            "timestamp": int(time.time()),
+        }
         body = json.dumps(document).encode()
-        headers = {"Content-Type": "application/json",
-                   SIGNATURE_HEADER: sign(self.credential("secret"), body)}  # fmt: skip
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self.credential("secret"), body),
+        }
         return SimulatedRequest("POST", url, headers, body)
 
     def send(self, message: OutboundSms) -> SendResult:

@@ -104,8 +104,7 @@ class TwilioProvider(Provider):
             "NumMedia": "0",
         }
         signature = RequestValidator(self.credential("auth_token")).compute_signature(url, fields)
-        headers = {SIGNATURE_HEADER: signature,
-                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+        headers = {SIGNATURE_HEADER: signature, "Content-Type": "application/x-www-form-urlencoded"}
         return SimulatedRequest("POST", url, headers, urlencode(fields).encode())
 
     def send(self, message: OutboundSms) -> SendResult:

@@ -118,8 +118,10 @@ class VnmoProvider(Provider):
         user = self.credential("username").encode()
         password = self.credential("password").encode()
         token = base64.b64encode(user + b":" + password).decode("ascii")
-        headers = {"Authorization": f"Basic {token}",
-                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+        headers = {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         return SimulatedRequest("POST", url, headers, urlencode(fields).encode())
 
     def send(self, message: OutboundSms) -> SendResult:

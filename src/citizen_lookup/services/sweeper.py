@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from rq.job import Job, JobStatus
 from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from sqlalchemy import select
 
 from citizen_lookup.models import InboundMessageRecord, InboundState
@@ -21,9 +21,12 @@ from citizen_lookup.runtime import Runtime
 
 log = logging.getLogger(__name__)
 _ALIVE = {
-    JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
+    JobStatus.QUEUED,
+    JobStatus.STARTED,
+    JobStatus.SCHEDULED,
+    JobStatus.DEFERRED,
     JobStatus.FAILED,
-}  # fmt: skip
+}
 
 
 def sweep_unqueued(runtime: Runtime, older_than_seconds: int = 30, batch: int = 1000) -> int:

@@ -77,6 +77,9 @@ def _audit_refusal(slug: str, route: str, refusal: Refused) -> None:
 
 
 def _refusal_response(slug: str, route: str, refusal: Refused) -> Response:
+    # End the request's own transaction first: the audit writes in a transaction of its own,
+    # and on SQLite a second writer would wait on the first.
+    request_session().rollback()
     _audit_refusal(slug, route, refusal)
     WEBHOOK_REQUESTS.labels(route, str(refusal.status)).inc()
     response = jsonify({"error": refusal.reason, "message": refusal.message})
@@ -219,7 +222,7 @@ def delivery_status(slug: str) -> Response:
             OutboundMessageRecord.connection_id == connection.id,
             OutboundMessageRecord.provider_message_id == report.provider_message_id,
         )
-        .with_for_update()
+        .with_for_update(of=OutboundMessageRecord)
     ).scalar_one_or_none()
     outcome = "unknown_message"
     if outbound is not None:

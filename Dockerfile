@@ -1,0 +1,27 @@
+# citizen-lookup: web (gunicorn) by default; run workers from the same image with
+#   docker run … citizen-lookup worker
+# Settings come from CITIZEN_LOOKUP_* environment variables (see README.md, "Configuration").
+
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --upgrade pip \
+ && /opt/venv/bin/pip install .
+
+FROM python:3.11.11-slim-bookworm
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin citizen
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY app.py alembic.ini ./
+COPY config ./config
+COPY migrations ./migrations
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    CITIZEN_LOOKUP_HOME=/app
+USER citizen
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "app:app"]

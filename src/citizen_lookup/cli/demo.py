@@ -1,0 +1,100 @@
+"""`citizen-lookup demo …`: synthetic citizens and a demo connection, to try the service locally."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping
+
+import click
+from sqlalchemy import select
+
+from citizen_lookup.cli import current_actor, pass_runtime
+from citizen_lookup.cli.citizens import audit_import, echo_report, load_with_progress
+from citizen_lookup.models import Connection, ConnectionState
+from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.citizens import CitizenRow
+from citizen_lookup.services.demo import as_raw, generate_citizens
+
+DEMO_SLUG = "demo"
+DEMO_ASSESSMENT = "DEMO-LOCAL"
+SHOWN_CITIZENS = 3
+
+
+@click.group("demo")
+def group() -> None:
+    """Demo data."""
+
+
+def ensure_demo_connection(runtime: Runtime) -> tuple[Connection, bool]:
+    """The `demo` generic connection, created active (and audited) if missing; (it, created)."""
+    with runtime.session_factory.begin() as session:
+        found = session.execute(
+            select(Connection).where(Connection.slug == DEMO_SLUG)
+        ).scalar_one_or_none()
+        if found is not None:
+            return found, False
+        settings = runtime.settings
+        connection = Connection(
+            slug=DEMO_SLUG,
+            kind="generic",
+            state=ConnectionState.ACTIVE.value,
+            assessment_ref=DEMO_ASSESSMENT,
+            focal_name="Demo Operator",
+            focal_title="Local demo",
+            focal_phone="+84240000000",
+            focal_email="demo@example.invalid",
+            language="vi",
+            short_code=settings.short_code,
+            outbound_url=f"{settings.public_base_url.rstrip('/')}/demo/mt",
+        )
+        connection.credentials = {"secret": secrets.token_hex(32)}
+        session.add(connection)
+        session.flush()
+        runtime.audit.append(
+            session,
+            "connection.created",
+            actor=current_actor(),
+            connection=DEMO_SLUG,
+            outcome=ConnectionState.ACTIVE.value,
+            detail={"kind": "generic", "assessment_ref": DEMO_ASSESSMENT},
+        )
+        return connection, True
+
+
+@group.command("seed")
+@click.option("--citizens", "count", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=2026, show_default=True, help="Same seed, same citizens.")
+@pass_runtime
+def seed(runtime: Runtime, count: int, seed: int) -> None:
+    """Load synthetic citizens and an active `demo` connection; print a few to try.
+
+    Running it again with the same seed updates the same citizens and keeps the connection.
+    """
+    first: list[CitizenRow] = []
+
+    def rows() -> Iterator[tuple[int, Mapping[str, object]]]:
+        citizens = generate_citizens(count, seed=seed, provinces=runtime.provinces)
+        for index, row in enumerate(citizens, 1):
+            if len(first) < SHOWN_CITIZENS:
+                first.append(row)
+            yield index, as_raw(row)
+
+    report = load_with_progress(runtime, rows(), count, "Generating citizens")
+    echo_report(report)
+    audit_import(runtime, f"demo seed {seed}", report)
+    connection, created = ensure_demo_connection(runtime)
+    state = "created" if created else f"already there ({connection.state})"
+    click.echo(f"connection {DEMO_SLUG!r} (kind generic): {state}")
+
+    # Synthetic people: showing them is the point of a demo.
+    click.echo("\nTry these citizens (ID number, name, phone):")
+    for row in first:
+        click.echo(f"  {row.id_number}  {row.full_name}  {row.phones[0]}")
+    if first:
+        example = first[0]
+        click.echo("\nFor example:")
+        click.echo(
+            f'  citizen-lookup simulate sms --from {example.phones[0]} "DC {example.id_number}"'
+        )
+    if report.rejected:
+        click.get_current_context().exit(1)
