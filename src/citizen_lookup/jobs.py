@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 from rq import get_current_job
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from citizen_lookup.domain.syntax import parse_command
+from citizen_lookup.domain.syntax import Command, parse_command
 from citizen_lookup.domain.text import gsm7_units
 from citizen_lookup.exceptions import NotFound, SendError
 from citizen_lookup.models import (
@@ -61,23 +62,7 @@ def decide(runtime: Runtime, inbound_id: int) -> int | None:
         connection = inbound.connection
         command = parse_command(inbound.body)
         now = datetime.now(UTC)
-        verdict = runtime.limiter.check(
-            runtime.audit.keyed_hash(inbound.sender), str(inbound.id), now
-        )
-        reply: Reply
-        if verdict is LimitVerdict.ALLOWED:
-            reply = answer(
-                session, command, inbound.sender, connection.language, runtime.lookup_context
-            )
-        else:
-            text = ""
-            if verdict is LimitVerdict.OVER_LIMIT:
-                text = runtime.templates.render(
-                    connection.language,
-                    "over_limit",
-                    limit=str(runtime.settings.daily_limit_per_msisdn),
-                )
-            reply = Reply(text, verdict.value, command.kind.value, (), command.id_number)
+        reply = _reply_within_limits(runtime, session, inbound, command, now)
 
         runtime.audit.append(
             session,
@@ -109,6 +94,41 @@ def decide(runtime: Runtime, inbound_id: int) -> int | None:
 
 
 _UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
+
+
+def _reply_within_limits(
+    runtime: Runtime,
+    session: Session,
+    inbound: InboundMessageRecord,
+    command: Command,
+    now: datetime,
+) -> Reply:
+    """The reply, unless the connection's rate or the sender's daily limit says otherwise.
+
+    The connection's rate is checked first, so a message dropped in a burst does not use up
+    its sender's daily quota.
+    """
+    connection = inbound.connection
+    message_key = str(inbound.id)
+    verdict = runtime.rate_limiter.check(connection.slug, message_key, now)
+    template, limit = "busy", ""
+    if verdict is LimitVerdict.ALLOWED:
+        sender_key = runtime.audit.keyed_hash(inbound.sender)
+        verdict = runtime.limiter.check(sender_key, message_key, now)
+        template, limit = "over_limit", str(runtime.settings.daily_limit_per_msisdn)
+        if verdict is LimitVerdict.ALLOWED:
+            return answer(
+                session, command, inbound.sender, connection.language, runtime.lookup_context
+            )
+        outcome = verdict.value
+    else:
+        outcome = f"rate_{verdict.value}"
+    text = ""
+    if verdict is LimitVerdict.OVER_LIMIT:
+        text = runtime.templates.render(
+            connection.language, template, limit=limit, short_code=runtime.settings.short_code
+        )
+    return Reply(text, outcome, command.kind.value, (), command.id_number)
 
 
 def deliver(runtime: Runtime, outbound_id: int) -> str:

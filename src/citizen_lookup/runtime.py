@@ -19,11 +19,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from citizen_lookup.db import make_engine, make_session_factory
-from citizen_lookup.domain.identity import load_provinces
+from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext
 from citizen_lookup.services.audit import AuditTrail
-from citizen_lookup.services.limits import DailyLimiter
+from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
 from citizen_lookup.services.lookup import LookupContext
 from citizen_lookup.services.replies import Templates
 from citizen_lookup.settings import Settings, audit_key
@@ -54,7 +54,10 @@ class Runtime:
                 data: dict[str, Any] = tomllib.load(handle)
         except OSError as exc:
             raise ConfigurationError(f"cannot read {provinces_path}: {exc}") from exc
-        self.provinces, self.abroad_range = load_provinces(data)
+        try:
+            self.provinces, self.abroad_range = load_provinces(data)
+        except InvalidProvinceTable as exc:
+            raise ConfigurationError(f"{provinces_path}: {exc}") from exc
         self.provider_context = ProviderContext(
             public_base_url=settings.public_base_url.rstrip("/"),
             http_timeout=settings.http_timeout_seconds,
@@ -91,6 +94,11 @@ class Runtime:
     def limiter(self) -> DailyLimiter:
         prefix = self.settings.redis_prefix
         return DailyLimiter(self.redis, prefix, self.settings.daily_limit_per_msisdn)
+
+    @cached_property
+    def rate_limiter(self) -> ConnectionRateLimiter:
+        prefix = self.settings.redis_prefix
+        return ConnectionRateLimiter(self.redis, prefix, self.settings.connection_rate_per_second)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -46,7 +46,7 @@ class Settings:
     reply_segments: int = 1
     history_size: int = 3
     daily_limit_per_msisdn: int = 5
-    connection_rate_per_second: int = 50
+    connection_rate_per_second: int = 200
     max_body_bytes: int = 16384
     retry_after_seconds: int = 300
     signature_tolerance_seconds: int = 300
@@ -56,6 +56,8 @@ class Settings:
     send_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
     http_timeout_seconds: float = 10.0
     ussd_session_ttl_seconds: int = 180
+    sweep_interval_seconds: float = 30.0
+    sweep_grace_seconds: int = 30
     instance_path: str = ""
     root: str = field(default="", compare=False)
 

@@ -163,7 +163,9 @@ def test_nine_digits_is_an_old_id_number(raw: str) -> None:
     assert is_old_id_number(raw)
 
 
-@pytest.mark.parametrize("raw", ["", "12345678", "1234567890", "001099012345", "12345678a", "１23456789"])
+@pytest.mark.parametrize(
+    "raw", ["", "12345678", "1234567890", "001099012345", "12345678a", "１23456789"]
+)
 def test_anything_else_is_not_an_old_id_number(raw: str) -> None:
     assert not is_old_id_number(raw)
 

@@ -196,15 +196,39 @@ def test_abbreviate_shortens_address_words(text: str, abbreviated: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Xanh", "Apple", "Quang Ninh", "Tinhte", "Phuongnam", "Thonx", "Duongvx", "Thanh Hoa", "aXa"],
+    [
+        "Xanh 1",
+        "Apple 2",
+        "Quang Ninh",
+        "Tinhte",
+        "Phuongnam",
+        "Thonx",
+        "Duongvx",
+        "Thanh Hoa",
+        "aXa",
+    ],
 )
 def test_abbreviate_leaves_other_words_alone(text: str) -> None:
     assert abbreviate(text) == text
 
 
 def test_abbreviate_longest_phrase_wins() -> None:
-    assert abbreviate("Thi xa") == "TX"
-    assert abbreviate("To dan pho") == "TDP"
+    assert abbreviate("Thi xa Son Tay") == "TX Son Tay"
+    assert abbreviate("To dan pho 7") == "TDP 7"
+
+
+@pytest.mark.parametrize(
+    "text", ["Nguyen Van Quan", "Le Thi Tinh", "Quan", "Phuong,", "Ben Nghe, Phuong", "Quan "]
+)
+def test_abbreviate_keeps_a_word_with_no_name_after_it(text: str) -> None:
+    assert abbreviate(text) == text
+
+
+def test_fit_reply_keeps_a_given_name_that_looks_like_an_address_word() -> None:
+    fields = {"name": "Nguyen Van Quan", "address": ADDRESS * 3}
+    reply = fit_reply("Ten: {name}. Dia chi: {address}.", fields, 160)
+    assert reply.startswith("Ten: Nguyen Van Quan. Dia chi: SN 12, D. Le Loi, P. Ben Nghe, Q. 1")
+    assert gsm7_units(reply) <= 160
 
 
 @pytest.mark.parametrize(
@@ -242,7 +266,9 @@ def test_cut_at_word_result_fits_and_is_a_word_prefix(text: str, max_units: int)
 
 
 def test_fit_reply_renders_a_short_reply_as_is() -> None:
-    reply = fit_reply("Ho ten: {name}, sinh {dob}", {"name": "Nguyễn Văn A", "dob": "01/02/1990"}, 160)
+    reply = fit_reply(
+        "Ho ten: {name}, sinh {dob}", {"name": "Nguyễn Văn A", "dob": "01/02/1990"}, 160
+    )
     assert reply == "Ho ten: Nguyen Van A, sinh 01/02/1990"
 
 
@@ -288,7 +314,9 @@ ADDRESS = "So nha 12, Duong Le Loi, Phuong Ben Nghe, Quan 1, Thanh pho Ho Chi Mi
 def test_fit_reply_abbreviates_before_cutting() -> None:
     template = "DC {address}. Cuoc SMS theo nha mang."
     reply = fit_reply(template, {"address": ADDRESS}, 80)
-    assert reply == "DC SN 12, D. Le Loi, P. Ben Nghe, Q. 1, TP Ho Chi Minh. Cuoc SMS theo nha mang."
+    assert (
+        reply == "DC SN 12, D. Le Loi, P. Ben Nghe, Q. 1, TP Ho Chi Minh. Cuoc SMS theo nha mang."
+    )
 
 
 def test_fit_reply_abbreviates_only_the_fields_it_is_told() -> None:

@@ -10,13 +10,15 @@ from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.citizens import audit_import, echo_report, load_with_progress
-from citizen_lookup.models import Connection, ConnectionState
+from citizen_lookup.models import Connection
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.citizens import CitizenRow
+from citizen_lookup.services.connections import FocalPoint, create_connection
 from citizen_lookup.services.demo import as_raw, generate_citizens
 
 DEMO_SLUG = "demo"
 DEMO_ASSESSMENT = "DEMO-LOCAL"
+DEMO_FOCAL = FocalPoint("Demo Operator", "Local demo", "+84240000000", "demo@example.invalid")
 SHOWN_CITIZENS = 3
 
 
@@ -27,36 +29,25 @@ def group() -> None:
 
 def ensure_demo_connection(runtime: Runtime) -> tuple[Connection, bool]:
     """The `demo` generic connection, created active (and audited) if missing; (it, created)."""
+    settings = runtime.settings
     with runtime.session_factory.begin() as session:
         found = session.execute(
             select(Connection).where(Connection.slug == DEMO_SLUG)
         ).scalar_one_or_none()
         if found is not None:
             return found, False
-        settings = runtime.settings
-        connection = Connection(
+        connection = create_connection(
+            session,
+            runtime.audit,
             slug=DEMO_SLUG,
             kind="generic",
-            state=ConnectionState.ACTIVE.value,
-            assessment_ref=DEMO_ASSESSMENT,
-            focal_name="Demo Operator",
-            focal_title="Local demo",
-            focal_phone="+84240000000",
-            focal_email="demo@example.invalid",
-            language="vi",
-            short_code=settings.short_code,
-            outbound_url=f"{settings.public_base_url.rstrip('/')}/demo/mt",
-        )
-        connection.credentials = {"secret": secrets.token_hex(32)}
-        session.add(connection)
-        session.flush()
-        runtime.audit.append(
-            session,
-            "connection.created",
+            focal=DEMO_FOCAL,
             actor=current_actor(),
-            connection=DEMO_SLUG,
-            outcome=ConnectionState.ACTIVE.value,
-            detail={"kind": "generic", "assessment_ref": DEMO_ASSESSMENT},
+            short_code=settings.short_code,
+            language="vi",
+            credentials={"secret": secrets.token_hex(32)},
+            outbound_url=f"{settings.public_base_url.rstrip('/')}/demo/mt",
+            assessment=DEMO_ASSESSMENT,
         )
         return connection, True
 

@@ -45,9 +45,9 @@ def retry_failed(runtime: Runtime) -> None:
 
 
 @group.command("sweep")
-@click.option("--older-than", type=int, default=30, show_default=True, help="Seconds.")
+@click.option("--older-than", type=int, help="Seconds [default: the sweep_grace_seconds setting].")
 @pass_runtime
-def sweep(runtime: Runtime, older_than: int) -> None:
+def sweep(runtime: Runtime, older_than: int | None) -> None:
     """Queue stored messages that no job holds (after Redis was down)."""
     count = sweep_unqueued(runtime, older_than_seconds=older_than)
     click.echo(f"queued {count} stored messages")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +22,6 @@ from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.sweeper import sweep_unqueued
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY_SECONDS = 30.0
 
 
 def _configure_logging() -> None:
@@ -29,18 +29,19 @@ def _configure_logging() -> None:
 
 
 def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
-    """Queue stored-but-unqueued messages every 30 s, beside the worker's own scheduler."""
+    """Queue stored-but-unqueued messages periodically, beside the worker's own scheduler."""
+    every = runtime.settings.sweep_interval_seconds
     from flask import current_app
 
     app_context = current_app._get_current_object().app_context  # type: ignore[attr-defined]
 
     def loop() -> None:
         with app_context():
-            while not stop.wait(SWEEP_EVERY_SECONDS):
+            while not stop.wait(every):
                 try:
                     sweep_unqueued(runtime)
                 except Exception:  # a sweep that fails (Redis down) is retried next round
-                    log.warning("sweep failed; retrying in %.0f s", SWEEP_EVERY_SECONDS)
+                    log.warning("sweep failed; retrying in %.0f s", every)
 
     thread = threading.Thread(target=loop, name="sweeper", daemon=True)
     thread.start()
@@ -91,9 +92,16 @@ def serve(runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
         )
     from flask import current_app
 
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)  # so that `finally` below stops the worker too
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         current_app.run(host=host, port=port, threaded=True, use_reloader=False)
     finally:
         if worker_process is not None:
             worker_process.terminate()
-            worker_process.wait(timeout=10)
+            try:
+                worker_process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker_process.kill()

@@ -57,12 +57,14 @@ ABBREVIATIONS: list[tuple[str, str]] = [
 ]
 
 _ABBREVIATION_BY_KEY = {long.casefold(): short for long, short in ABBREVIATIONS}
+# In an address these words always come before a name or number ("Quan 1", "Phuong Ben Nghe"),
+# so one is only shortened when a word follows: "Nguyen Van Quan" keeps the given name whole.
 # Fixed alternatives in longest-first order and lookarounds instead of nested quantifiers: the
 # pattern scans in linear time, and "Xanh" or "Apple" never match "Xa" or "Ap".
 _ABBREVIATION_PATTERN = re.compile(
     r"(?<!\w)(?:"
     + "|".join(r"\s+".join(map(re.escape, long.split())) for long, _ in ABBREVIATIONS)
-    + r")(?!\w)",
+    + r")(?=\s+\w)",
     re.IGNORECASE,
 )
 
@@ -136,7 +138,7 @@ def max_units_for_segments(segments: int) -> int:
 
 
 def abbreviate(text: str) -> str:
-    """Shorten Vietnamese address words (whole words only): 'Phuong' → 'P.', 'Thanh pho' → 'TP'."""
+    """Shorten address words followed by a name: 'Phuong Ben Nghe' → 'P. Ben Nghe'."""
 
     def short_form(match: re.Match[str]) -> str:
         return _ABBREVIATION_BY_KEY[" ".join(match.group().split()).casefold()]
@@ -198,6 +200,18 @@ def _render(pieces: list[tuple[str, str | None]], values: Mapping[str, str]) -> 
     return "".join(literal + (values[name] if name is not None else "") for literal, name in pieces)
 
 
+def _water_level(units: Mapping[str, int], occurrences: Mapping[str, int], budget: int) -> int:
+    """The largest cap on every value's units that keeps the values within ``budget``."""
+    low, high = 0, max(units.values(), default=0)
+    while low < high:
+        level = (low + high + 1) // 2
+        if sum(occurrences[n] * min(u, level) for n, u in units.items()) <= budget:
+            low = level
+        else:
+            high = level - 1
+    return low
+
+
 def fit_reply(
     template: str,
     fields: Mapping[str, str],
@@ -208,9 +222,9 @@ def fit_reply(
     """Render ``template`` with ``fields`` as GSM-7 text of at most ``max_units`` units.
 
     Values are substituted as they are (never formatted or evaluated). When the reply is too long,
-    the longest values are abbreviated first, then cut at word boundaries (longest first, down to
-    an ellipsis), and only then is the whole reply cut at a word boundary.
-    ``abbreviate_fields`` limits abbreviation to address fields: "Quan" is also a given name.
+    the longest values are abbreviated first, then the long values are cut at word boundaries to
+    a common length (never below an ellipsis), and only then is the whole reply cut at a word
+    boundary. ``abbreviate_fields`` limits abbreviation to address fields: "Quan" is also a name.
     """
     if max_units < 0:
         raise ValueError(f"max_units must not be negative, got {max_units}")
@@ -224,43 +238,50 @@ def fit_reply(
         raise TemplateError(f"reply template needs field(s) not given: {', '.join(missing)}")
     # Newlines or runs of spaces inside a value would break the template's layout.
     values = {name: " ".join(to_gsm7(fields[name]).split()) for name in occurrences}
+    units = {name: gsm7_units(value) for name, value in values.items()}
+    literal_units = sum(gsm7_units(literal) for literal, _ in pieces)
 
-    rendered = _render(pieces, values)
-    if gsm7_units(rendered) <= max_units:
-        return rendered
+    def total() -> int:
+        return literal_units + sum(occurrences[n] * u for n, u in units.items())
+
+    if total() <= max_units:
+        return _render(pieces, values)
+
+    # An abbreviation saves at most 10 → 3 units, so anything past 4x the limit is lost anyway;
+    # capping first keeps the work proportional to the limit, not to the size of the data.
+    cap = 4 * max_units + 16
+    for name, value in values.items():
+        if units[name] > cap:
+            values[name] = cut_at_word(value, cap)
+            units[name] = gsm7_units(values[name])
 
     abbreviable = [n for n in values if abbreviate_fields is None or n in abbreviate_fields]
-    for name in sorted(abbreviable, key=lambda n: gsm7_units(values[n]), reverse=True):
+    for name in sorted(abbreviable, key=units.__getitem__, reverse=True):
         values[name] = abbreviate(values[name])
-        rendered = _render(pieces, values)
-        if gsm7_units(rendered) <= max_units:
-            return rendered
+        units[name] = gsm7_units(values[name])
+        if total() <= max_units:
+            return _render(pieces, values)
 
-    # No value can usefully be longer than the whole reply; capping first bounds the loop below.
-    for name, value in values.items():
-        values[name] = cut_at_word(value, max_units)
+    # Cut every long value to one common length rather than wiping out the longest one; a value
+    # is never cut to less than an ellipsis, so that the reader sees something was there.
+    level = max(_water_level(units, occurrences, max_units - literal_units), gsm7_units(_ELLIPSIS))
+    originals = dict(values)
+    cut = [name for name in values if units[name] > level]
+    for name in cut:
+        values[name] = cut_at_word(originals[name], level)
+        units[name] = gsm7_units(values[name])
+    # Word boundaries leave some units unused: give them back, longest original first.
+    slack = max_units - total()
+    for name in sorted(cut, key=lambda n: gsm7_units(originals[n]), reverse=True):
+        if slack < occurrences[name]:
+            continue
+        grown = cut_at_word(originals[name], units[name] + slack // occurrences[name])
+        gain = (gsm7_units(grown) - units[name]) * occurrences[name]
+        if gain > 0:
+            values[name], units[name] = grown, units[name] + gain // occurrences[name]
+            slack -= gain
 
-    ellipsis_units = gsm7_units(_ELLIPSIS)
-    exhausted: set[str] = set()
-    while True:
-        rendered = _render(pieces, values)
-        over = gsm7_units(rendered) - max_units
-        if over <= 0:
-            return rendered
-        candidates = [name for name in values if name not in exhausted]
-        if not candidates:
-            break
-        name = max(candidates, key=lambda n: gsm7_units(values[n]))
-        units = gsm7_units(values[name])
-        runner_up = max((gsm7_units(values[n]) for n in candidates if n != name), default=0)
-        # Cut the longest value only down to the next longest, so that cuts spread over the
-        # long values instead of wiping out one of them.
-        needed = math.ceil(over / occurrences[name])
-        target = max(units - needed, min(runner_up, units - 1), ellipsis_units)
-        shorter = cut_at_word(values[name], target)
-        if gsm7_units(shorter) >= units:
-            exhausted.add(name)
-        else:
-            values[name] = shorter
-
+    rendered = _render(pieces, values)
+    if total() <= max_units:
+        return rendered
     return cut_at_word(rendered, max_units)

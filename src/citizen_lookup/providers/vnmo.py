@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from flask import Request, Response
 
-from citizen_lookup.exceptions import AuthenticationFailed, SendError
+from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
     DeliveryReport,
     DeliveryStatus,
@@ -151,11 +151,14 @@ class VnmoProvider(Provider):
 
 def _fields(request: Request) -> Mapping[str, str]:
     """The request's fields: the query for GET; for POST the form, falling back to the query."""
-    if request.method == "GET":
-        return request.args
-    if not request.form:
+    if request.method != "GET" and request.form:
+        return request.form
+    # Werkzeug decodes the query as strict UTF-8 (the form parser is lenient): raw bytes that
+    # are not UTF-8 would raise here and answer 500.
+    try:
         return request.args  # some aggregators POST with everything in the query string
-    return request.form
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload("query string is not UTF-8") from exc
 
 
 def _basic_credentials(request: Request) -> tuple[bytes, bytes]:

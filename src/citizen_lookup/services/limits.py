@@ -34,6 +34,14 @@ class LimitVerdict(StrEnum):
     SILENCED = "silenced"  # every later one: no reply until the window ends
 
 
+def _verdict(position: int, limit: int) -> LimitVerdict:
+    if position <= limit:
+        return LimitVerdict.ALLOWED
+    if position == limit + 1:
+        return LimitVerdict.OVER_LIMIT
+    return LimitVerdict.SILENCED
+
+
 class DailyLimiter:
     """Counts messages per sender per local day."""
 
@@ -48,8 +56,24 @@ class DailyLimiter:
         day = now.astimezone(VIETNAM).strftime("%Y%m%d")
         key = f"{self._prefix}:limit:daily:{sender_key}:{day}"
         position = int(self._script(keys=[key], args=[message_key, 2 * 24 * 3600]))
-        if position <= self._limit:
-            return LimitVerdict.ALLOWED
-        if position == self._limit + 1:
-            return LimitVerdict.OVER_LIMIT
-        return LimitVerdict.SILENCED
+        return _verdict(position, self._limit)
+
+
+class ConnectionRateLimiter:
+    """Messages per connection per second: protects the provider link and our workers.
+
+    Over the rate, the first message of the second gets one polite "busy" reply and the rest of
+    that second are dropped (stored and audited, not answered), as SPEC section 5 says.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, per_second: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._limit = per_second
+        self._script = redis.register_script(_COUNT_ONCE)
+
+    def check(self, connection_slug: str, message_key: str, now: datetime) -> LimitVerdict:
+        window = int(now.timestamp())
+        key = f"{self._prefix}:limit:rate:{connection_slug}:{window}"
+        position = int(self._script(keys=[key], args=[message_key, 10]))
+        return _verdict(position, self._limit)

@@ -17,6 +17,7 @@ REQUIRED_REPLIES = (
     "missing_id",
     "not_matched",
     "over_limit",
+    "busy",
     "personal",
     "residence",
     "health",

@@ -1,9 +1,10 @@
-"""The outbox sweeper: queue stored inbound messages that no job holds.
+"""The outbox sweeper: queue stored inbound messages that no live job holds.
 
-A webhook acknowledges a message once it is stored, even if Redis is down at that moment; this
-finds such messages (still ``received`` after a grace period, with no job in Redis) and queues
-them. A job that exists in any state is left alone, so the sweeper never causes a second reply;
-and the job itself is idempotent if one slipped through.
+A webhook acknowledges a message once it is stored, even if Redis is down at that moment, and a
+Redis restart (it keeps nothing on disk) or a killed worker can lose a queued or running job.
+The database stays the truth: a message still ``received`` after a grace period is queued again
+unless a job for it is waiting (queued or scheduled for a retry) or running within its timeout.
+The job is idempotent, so a message queued twice is still answered once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from citizen_lookup.models import InboundMessageRecord, InboundState
@@ -20,47 +22,59 @@ from citizen_lookup.queue import enqueue_inbound, inbound_job_id
 from citizen_lookup.runtime import Runtime
 
 log = logging.getLogger(__name__)
-_ALIVE = {
-    JobStatus.QUEUED,
-    JobStatus.STARTED,
-    JobStatus.SCHEDULED,
-    JobStatus.DEFERRED,
-    JobStatus.FAILED,
-}
+_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+#: a message that keeps failing is swept this many times, then left for `queue retry-failed`
+MAX_SWEEPS = 5
 
 
-def sweep_unqueued(runtime: Runtime, older_than_seconds: int = 30, batch: int = 1000) -> int:
-    """Queue every stored, unprocessed message older than the grace period with no live job."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+def _held_by_live_job(runtime: Runtime, inbound_id: int, now: datetime) -> bool:
+    try:
+        job = Job.fetch(inbound_job_id(inbound_id), connection=runtime.redis)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status in _WAITING:
+        return True
+    if status == JobStatus.STARTED:
+        # A running job past its timeout (plus a margin) has lost its worker: a live worker
+        # would have stopped it at the timeout.
+        timeout = job.timeout or runtime.settings.job_timeout_seconds
+        started = job.started_at.replace(tzinfo=UTC) if job.started_at else now
+        if started + timedelta(seconds=timeout + 10) > now:
+            return True
+        StartedJobRegistry(queue=runtime.queue).remove(job)
+    return False
+
+
+def sweep_unqueued(
+    runtime: Runtime, older_than_seconds: int | None = None, batch: int = 1000
+) -> int:
+    """Queue every unprocessed message past the grace period that no live job holds."""
+    grace = (
+        runtime.settings.sweep_grace_seconds if older_than_seconds is None else older_than_seconds
+    )
+    now = datetime.now(UTC)
     with runtime.session_factory() as session:
         ids = list(
             session.scalars(
                 select(InboundMessageRecord.id)
                 .where(
                     InboundMessageRecord.state == InboundState.RECEIVED,
-                    InboundMessageRecord.received_at < cutoff,
+                    InboundMessageRecord.received_at < now - timedelta(seconds=grace),
                 )
                 .order_by(InboundMessageRecord.id)
                 .limit(batch)
             )
         )
+    sweeps_key = f"{runtime.settings.redis_prefix}:sweeps"
     queued = 0
     for inbound_id in ids:
-        try:
-            job = Job.fetch(inbound_job_id(inbound_id), connection=runtime.redis)
-            if job.get_status(refresh=False) in _ALIVE:
-                continue
-        except NoSuchJobError:
-            pass
+        if _held_by_live_job(runtime, inbound_id, now):
+            continue
+        if int(runtime.redis.hincrby(sweeps_key, str(inbound_id), 1)) > MAX_SWEEPS:
+            continue  # failing again and again: left in the failed registry for an operator
         enqueue_inbound(runtime, inbound_id)
         queued += 1
     if queued:
         log.info("sweeper queued %d stored messages", queued)
     return queued
-
-
-def sweep_job() -> int:
-    """The sweeper as an RQ job (the worker's scheduler runs it periodically)."""
-    from citizen_lookup.runtime import current_runtime
-
-    return sweep_unqueued(current_runtime())
