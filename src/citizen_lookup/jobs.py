@@ -198,7 +198,8 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
                 job.retries_left = 0
         raise
 
-    now = datetime.now(UTC)
+    # From here to the commit is the one window where a killed worker means a resend: the
+    # provider has the reply, we have not recorded it. Keep it short: no work but recording.
     with runtime.session_factory.begin() as session:
         outbound = session.get(
             OutboundMessageRecord, outbound_id, with_for_update={"of": OutboundMessageRecord}
@@ -206,10 +207,8 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
         assert outbound is not None
         outbound.state = OutboundState.SENT
         outbound.provider_message_id = result.provider_message_id
-        outbound.sent_at = now
         outbound.last_error = None
         outbound.inbound.state = InboundState.DONE
-        outbound.inbound.processed_at = now
         runtime.audit.append(
             session,
             "outbound.sent",
@@ -225,4 +224,7 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
                 "gsm7_units": gsm7_units(message.text),
             },
         )
+        now = datetime.now(UTC)  # taken last, so it marks the end of the window above
+        outbound.sent_at = now
+        outbound.inbound.processed_at = now
     return "sent"

@@ -38,7 +38,12 @@ def test_daily_limit_window_is_the_vietnamese_day(fake_redis):
 def test_connection_rate_is_per_second_and_per_connection(fake_redis):
     limiter = ConnectionRateLimiter(fake_redis, "t", per_second=2)
     verdicts = [limiter.check("gw", f"m{i}", NOON) for i in range(4)]
-    assert verdicts == [LimitVerdict.ALLOWED, LimitVerdict.ALLOWED, LimitVerdict.OVER_LIMIT, LimitVerdict.SILENCED]
+    assert verdicts == [
+        LimitVerdict.ALLOWED,
+        LimitVerdict.ALLOWED,
+        LimitVerdict.OVER_LIMIT,
+        LimitVerdict.SILENCED,
+    ]
     assert limiter.check("other", "m9", NOON) is LimitVerdict.ALLOWED
     assert limiter.check("gw", "m5", NOON + timedelta(seconds=1)) is LimitVerdict.ALLOWED
 
@@ -69,8 +74,17 @@ def test_burst_over_the_connection_rate_gets_one_busy_reply_and_keeps_the_daily_
         outcomes = session.scalars(
             select(AuditEvent.outcome).where(AuditEvent.event_type == "lookup.decision")
         ).all()
-    assert sorted(outcomes) == ["granted", "granted", "rate_over_limit", "rate_silenced", "rate_silenced"]
+    assert sorted(outcomes) == [
+        "granted",
+        "granted",
+        "rate_over_limit",
+        "rate_silenced",
+        "rate_silenced",
+    ]
     # the dropped messages did not use the sender's daily quota: 3 more lookups still allowed
-    assert runtime_of(app).limiter.check(
-        runtime_of(app).audit.keyed_hash("+84912345678"), "probe", NOON
-    ) is LimitVerdict.ALLOWED
+    assert (
+        runtime_of(app).limiter.check(
+            runtime_of(app).audit.keyed_hash("+84912345678"), "probe", NOON
+        )
+        is LimitVerdict.ALLOWED
+    )

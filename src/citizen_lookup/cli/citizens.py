@@ -99,7 +99,8 @@ def import_(runtime: Runtime, file: Path) -> None:
     health_insurance_no, health_insurance_valid_to, health_insurance_clinic, tax_code,
     social_insurance_no, old_id_number are optional. A row whose id_number exists updates that
     citizen: its phones are replaced and a linked record whose field is empty is removed. When an
-    id_number appears twice in FILE, the later row wins.
+    id_number appears twice in FILE, the later row wins. An invalid phone next to a valid one is
+    skipped with a warning.
 
     Exit code: 0 when every row was loaded; 1 when some rows were rejected (each is listed as
     `line N: reason`, the others are loaded); 2 when FILE cannot be read or lacks a required

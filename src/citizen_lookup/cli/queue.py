@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from citizen_lookup.cli import pass_runtime
+from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.sweeper import sweep_unqueued
+from citizen_lookup.services.sweeper import reopen_failed, sweep_unqueued
 
 
 @click.group("queue")
@@ -29,19 +29,22 @@ def status(runtime: Runtime) -> None:
     click.echo(f"  failed:    {failed.count}")
     for job_id in failed.get_job_ids()[:20]:
         job = queue.fetch_job(job_id)
-        reason = (job.exc_info or "").strip().splitlines()[-1:] if job else []
+        result = job.latest_result() if job else None
+        reason = (result.exc_string or "").strip().splitlines()[-1:] if result else []
         click.echo(f"    {job_id}: {reason[0] if reason else 'unknown'}")
 
 
 @group.command("retry-failed")
 @pass_runtime
 def retry_failed(runtime: Runtime) -> None:
-    """Put every failed job back on the queue."""
+    """Put every failed job back on the queue (failed replies are sent again)."""
     failed = FailedJobRegistry(queue=runtime.queue)
     ids = failed.get_job_ids()
+    inbound_ids = [int(i.removeprefix("inbound-")) for i in ids if i.startswith("inbound-")]
+    reopened = reopen_failed(runtime, inbound_ids, current_actor())
     for job_id in ids:
         failed.requeue(job_id)
-    click.echo(f"requeued {len(ids)} failed jobs")
+    click.echo(f"requeued {len(ids)} failed jobs ({reopened} failed replies will be sent again)")
 
 
 @group.command("sweep")

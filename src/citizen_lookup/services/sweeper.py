@@ -17,7 +17,12 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
-from citizen_lookup.models import InboundMessageRecord, InboundState
+from citizen_lookup.models import (
+    InboundMessageRecord,
+    InboundState,
+    OutboundMessageRecord,
+    OutboundState,
+)
 from citizen_lookup.queue import enqueue_inbound, inbound_job_id
 from citizen_lookup.runtime import Runtime
 
@@ -78,3 +83,27 @@ def sweep_unqueued(
     if queued:
         log.info("sweeper queued %d stored messages", queued)
     return queued
+
+
+def reopen_failed(runtime: Runtime, inbound_ids: list[int], actor: str) -> int:
+    """Make failed replies sendable again before their jobs are replayed; audited."""
+    if not inbound_ids:
+        return 0
+    with runtime.session_factory.begin() as session:
+        outbound = session.scalars(
+            select(OutboundMessageRecord).where(
+                OutboundMessageRecord.inbound_id.in_(inbound_ids),
+                OutboundMessageRecord.state == OutboundState.FAILED,
+            )
+        ).all()
+        for reply in outbound:
+            reply.state = OutboundState.PENDING
+            reply.inbound.state = InboundState.RECEIVED
+        runtime.audit.append(
+            session,
+            "queue.retry_failed",
+            actor=actor,
+            outcome="requeued",
+            detail={"jobs": len(inbound_ids), "replies_reopened": len(outbound)},
+        )
+    return len(outbound)

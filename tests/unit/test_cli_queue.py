@@ -1,0 +1,54 @@
+"""`citizen-lookup queue …` and readiness when Redis is away."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from citizen_lookup import create_app
+from citizen_lookup.models import OutboundMessageRecord
+from tests.conftest import run_worker
+from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
+
+
+def test_failed_reply_shows_in_status_and_retry_failed_sends_it(app, cli, fake_provider):
+    add_citizen(app)
+    add_connection(app, outbound_url=f"{fake_provider.url}/mt")
+    fake_provider.status = 503  # every attempt fails: retries run out
+    generic_sms(app.test_client(), text=f"DC {OWNER_ID}")
+    run_worker(runtime_of(app), app)
+    status = cli("queue", "status")
+    assert status.exit_code == 0
+    assert "failed:    1" in status.output and "inbound-1" in status.output
+    assert "SendError" in status.output
+
+    with runtime_of(app).session_factory() as session:
+        assert session.scalars(select(OutboundMessageRecord.state)).one() == "failed"
+    fake_provider.status = 200  # the provider is back
+    assert "requeued 1 failed jobs (1 failed replies" in cli("queue", "retry-failed").output
+    run_worker(runtime_of(app), app)
+    assert fake_provider.requests[-1].json()["to"] == "+84912345678"
+    assert "failed:    0" in cli("queue", "status").output
+
+
+def test_sweep_queues_a_message_stored_while_redis_was_down(app, cli, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    add_connection(app, outbound_url="http://127.0.0.1:9/mt")
+    runtime = runtime_of(app)
+
+    def down(*args, **kwargs):
+        raise RedisConnectionError("refused")
+
+    monkeypatch.setattr(runtime.queue, "enqueue", down)
+    assert generic_sms(app.test_client(), text="DC").status_code == 200
+    monkeypatch.undo()
+    assert runtime.queue.count == 0
+    assert "queued 1 stored messages" in cli("queue", "sweep", "--older-than", "0").output
+    assert runtime.queue.count == 1
+
+
+def test_readyz_says_which_dependency_is_down(tmp_path):
+    app = create_app({"instance_path": str(tmp_path), "redis_url": "redis://127.0.0.1:9/0"})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["redis"] == "down" and response.json["database"] == "ok"
