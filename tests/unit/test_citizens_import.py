@@ -25,14 +25,8 @@ from citizen_lookup.models import (
 )
 from citizen_lookup.runtime import EXTENSION, Runtime
 from citizen_lookup.services import citizens
-from citizen_lookup.services.citizens import (
-    FIELDS,
-    ImportFileError,
-    RowError,
-    import_citizens,
-    read_rows,
-    validate_row,
-)
+from citizen_lookup.services.citizen_files import FIELDS, MALFORMED, ImportFileError, read_rows
+from citizen_lookup.services.citizens import RowError, import_citizens, validate_row
 
 HEADER = ",".join(FIELDS)
 # Ha Noi (001), 1999, male; Ha Noi, 2001, female; Da Nang (048), 1985, female.
@@ -224,7 +218,7 @@ def test_csv_line_numbers_count_blank_lines_and_quoted_newlines(tmp_path: Path) 
     path = write(tmp_path, "people.csv", text)
     rows = list(read_rows(path))
     assert [line for line, _ in rows] == [2, 4, 6]
-    assert rows[2][1] == {citizens.MALFORMED: "has 15 fields, the header has 14"}
+    assert rows[2][1] == {MALFORMED: "has 15 fields, the header has 14"}
 
 
 def test_bytes_that_are_not_utf8_reject_only_their_row(app: Flask, tmp_path: Path) -> None:

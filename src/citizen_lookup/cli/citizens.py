@@ -11,12 +11,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.citizens import (
-    ImportFileError,
-    ImportReport,
-    import_citizens,
-    read_rows,
-)
+from citizen_lookup.services.citizen_files import ImportFileError, read_rows
+from citizen_lookup.services.citizens import ImportReport, import_citizens
 
 SHOWN_REJECTIONS = 50
 EXIT_REJECTED, EXIT_UNREADABLE, EXIT_DATABASE = 1, 2, 3

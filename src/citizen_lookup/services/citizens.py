@@ -10,13 +10,10 @@ counted as an update, as it would be had it come in a later file.
 
 from __future__ import annotations
 
-import csv
-import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -25,17 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from citizen_lookup import models
 from citizen_lookup.domain import identity
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
-from citizen_lookup.exceptions import CitizenLookupError
-
-FIELDS = (
-    "id_number", "full_name", "date_of_birth", "gender", "phones",
-    "permanent_address", "temporary_address", "current_address",
-    "health_insurance_no", "health_insurance_valid_to", "health_insurance_clinic",
-    "tax_code", "social_insurance_no", "old_id_number",
-)  # fmt: skip
-REQUIRED = FIELDS[:5]
-# read_rows puts this key in a row it could not read at all; its value says why.
-MALFORMED = "__malformed__"
+from citizen_lookup.services.citizen_files import FIELDS, MALFORMED
 
 _CITIZENS, _PHONES, _HEALTH, _TAX, _SOCIAL = (
     cast(sa.Table, model.__table__)
@@ -66,10 +53,6 @@ _CHARACTERS = {  # field: (characters allowed, how to say so)
 
 class RowError(ValueError):
     """A row cannot be imported; the message names the field and why, never its value."""
-
-
-class ImportFileError(CitizenLookupError):
-    """The import file cannot be read, or lacks a required column."""
 
 
 @dataclass
@@ -213,68 +196,6 @@ def validate_row(
     if extra["old_id_number"] and not identity.is_old_id_number(extra["old_id_number"]):
         raise RowError("old_id_number: expected exactly 9 digits")
     return CitizenRow(id_number, full_name, born, gender, phones, **extra, notes=notes)
-
-
-# -- reading files -----------------------------------------------------------------------------
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    # Undecodable bytes become lone surrogates, so one bad line is rejected, not the whole file.
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            text = line.decode("utf-8", "surrogateescape")
-            yield number, text.removeprefix("\ufeff") if number == 1 else text
-
-
-def _csv_rows(path: Path, header: Sequence[str]) -> Iterator[tuple[int, Mapping[str, object]]]:
-    reader = csv.reader(text for _, text in _lines(path))
-    for record in reader:  # the header: the first line that is not blank
-        if any(value.strip() for value in record):
-            break
-    end = reader.line_num
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield end + 1, {MALFORMED: f"not readable as CSV ({exc})"}
-            end = reader.line_num
-            continue
-        line, end = end + 1, reader.line_num  # a quoted field may span lines: report the first
-        if not any(value.strip() for value in record):
-            continue
-        if len(record) != len(header):
-            yield line, {MALFORMED: f"has {len(record)} fields, the header has {len(header)}"}
-        else:
-            yield line, dict(zip(header, record, strict=True))
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            yield number, {MALFORMED: "not valid JSON"}
-            continue
-        yield number, value if isinstance(value, dict) else {MALFORMED: "not a JSON object"}
-
-
-def read_rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
-    """(line number, raw row) from a CSV file with a header row, or from JSONL; checks up front."""
-    suffix = path.suffix.lower()
-    try:
-        first = next((text.strip() for _, text in _lines(path) if text.strip()), "")
-        if suffix in (".jsonl", ".ndjson") or (suffix != ".csv" and first.startswith("{")):
-            return _jsonl_rows(path)
-        header = [name.strip().lower() for name in next(csv.reader([first]), [])]
-    except (OSError, csv.Error) as exc:
-        raise ImportFileError(f"cannot read {path.name}: {getattr(exc, 'strerror', exc)}") from exc
-    missing = [name for name in REQUIRED if name not in header]
-    if missing:
-        columns = f"{', '.join(missing)} (columns: {', '.join(FIELDS)})"
-        raise ImportFileError(f"{path.name}: the header row lacks required column(s) {columns}")
-    return _csv_rows(path, header)
 
 
 # -- storing -----------------------------------------------------------------------------------
