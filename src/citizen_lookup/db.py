@@ -19,6 +19,8 @@ from citizen_lookup.settings import Settings
 def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and write-ahead locking."""
     url = settings.sqlalchemy_url()
+    # Errors would otherwise quote their SQL parameters (phone numbers, ID numbers) into logs.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)

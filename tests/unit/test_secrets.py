@@ -129,3 +129,18 @@ def test_no_secret_in_logs_audit_cli_or_error_pages(app, cli, client, fake_provi
     assert (
         "outbound.retry" in audit_dump or "outbound.failed" in audit_dump
     )  # the failure was audited
+
+
+def test_database_errors_do_not_quote_personal_data(app):
+    from sqlalchemy.exc import IntegrityError
+
+    from tests.helpers import OWNER_PHONE
+
+    add_citizen(app)
+    try:
+        add_citizen(app, phones=(OWNER_PHONE,))  # the same ID again: a unique violation
+    except IntegrityError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the duplicate was accepted")
+    assert OWNER_ID not in message and OWNER_PHONE not in message

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The twilio SDK logs every API request's URL and headers at INFO: noise, and not ours.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
 def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
