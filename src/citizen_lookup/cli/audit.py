@@ -18,26 +18,9 @@ from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.models import AuditEvent
 from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.audit import HASHED_FIELDS
 
-COLUMNS = (
-    "seq",
-    "occurred_at",
-    "event_type",
-    "actor",
-    "connection",
-    "channel",
-    "provider_message_id",
-    "sender_hash",
-    "sender_masked",
-    "citizen_hash",
-    "citizen_masked",
-    "command",
-    "outcome",
-    "fields_disclosed",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+COLUMNS = (*HASHED_FIELDS, "hash")
 
 
 @click.group("audit")
