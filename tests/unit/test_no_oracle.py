@@ -59,7 +59,7 @@ def test_the_comparison_would_see_an_oracle(app):
             started = time.perf_counter()
             answer(session, command, STRANGER_PHONE, "vi", runtime.lookup_context)
             if i % 2:
-                for _ in range(3):  # what an oracle costs: more work on one path
+                for _ in range(5):  # what an oracle costs: more work on one path
                     answer(session, command, STRANGER_PHONE, "vi", runtime.lookup_context)
                 slow.append(time.perf_counter() - started)
             else:

@@ -116,6 +116,8 @@ class Provider:
     optional_credentials: ClassVar[tuple[str, ...]] = ()
     #: HTTP methods the inbound SMS route accepts
     inbound_methods: ClassVar[tuple[str, ...]] = ("POST",)
+    #: HTTP methods the delivery-report route accepts
+    status_methods: ClassVar[tuple[str, ...]] = ("POST",)
     #: whether ``--outbound-url`` is required (it is the MT URL itself for some kinds)
     requires_outbound_url: ClassVar[bool] = False
 

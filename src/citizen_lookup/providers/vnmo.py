@@ -57,6 +57,7 @@ class VnmoProvider(Provider):
     required_credentials = ("username", "password")
     secret_credentials = ("password",)
     inbound_methods = ("GET", "POST")
+    status_methods = ("GET", "POST")
     requires_outbound_url = True
 
     # -- authentication -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ acknowledged (it is stored) and the sweeper queues it later. Every refusal is au
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -17,7 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from citizen_lookup.db import request_session
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
@@ -88,7 +89,26 @@ def _refusal_response(slug: str, route: str, refusal: Refused) -> Response:
     return response
 
 
-def _gate(slug: str) -> tuple[Connection, Provider]:
+def _buffer_chunked_body(limit: int) -> None:
+    """Read a body sent without a length (chunked) here, so one over the limit is refused.
+
+    Werkzeug would otherwise stop reading at the limit without a word and parse what it read.
+    """
+    environ = request.environ
+    if (
+        request.content_length is not None
+        or "chunked" not in request.headers.get("Transfer-Encoding", "").lower()
+    ):
+        return
+    data = environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise Refused(413, "too_large", f"request body over {limit} bytes")
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ["wsgi.input_terminated"] = True
+
+
+def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     """The connection and its provider, if this request may go on; raises :class:`Refused`."""
     runtime = current_runtime()
     if not SLUG.match(slug):
@@ -96,6 +116,7 @@ def _gate(slug: str) -> tuple[Connection, Provider]:
     limit = runtime.settings.max_body_bytes
     if (request.content_length or 0) > limit or len(request.query_string) > limit:
         raise Refused(413, "too_large", f"request body over {limit} bytes")
+    _buffer_chunked_body(limit)
     connection = (
         request_session()
         .execute(select(Connection).where(Connection.slug == slug))
@@ -114,6 +135,11 @@ def _gate(slug: str) -> tuple[Connection, Provider]:
             503, "suspended", "this connection is suspended", {"Retry-After": retry_after}
         )
     provider = build_provider(connection, runtime.provider_context)
+    methods = provider.inbound_methods if route == "sms" else provider.status_methods
+    if request.method not in methods:
+        raise Refused(
+            405, "method_not_allowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)}
+        )
     try:
         provider.authenticate(request)
     except AuthenticationFailed as exc:
@@ -144,9 +170,7 @@ def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], 
 
 
 def inbound_sms(slug: str) -> Response:
-    connection, provider = _gate(slug)
-    if request.method not in provider.inbound_methods:
-        raise Refused(405, "method_not_allowed", f"use {', '.join(provider.inbound_methods)}")
+    connection, provider = _gate(slug, "sms")
     try:
         message = provider.parse_inbound(request)
         sender = normalize_msisdn(message.sender)
@@ -209,7 +233,7 @@ _REPORT_STATES = {
 
 
 def delivery_status(slug: str) -> Response:
-    connection, provider = _gate(slug)
+    connection, provider = _gate(slug, "status")
     try:
         report = provider.parse_status(request)
     except MalformedPayload as exc:
@@ -247,5 +271,28 @@ def delivery_status(slug: str) -> Response:
     return provider.ack_status()
 
 
-bp.add_url_rule("/<slug>/sms", view_func=_guarded("sms", inbound_sms), methods=["GET", "POST"])
-bp.add_url_rule("/<slug>/status", view_func=_guarded("status", delivery_status), methods=["POST"])
+# Every method reaches the view, which answers the ones a kind does not take with an audited
+# 405 (Flask's own would be an unaudited HTML page).
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+for _route, _handler in (("sms", inbound_sms), ("status", delivery_status)):
+    bp.add_url_rule(
+        f"/<slug>/{_route}",
+        view_func=_guarded(_route, _handler),
+        methods=ANY_METHOD,
+        provide_automatic_options=False,
+    )
+
+
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+def unrouted(exc: HTTPException) -> Response:
+    """A path or method no route takes: JSON, and audited when it was meant for a webhook."""
+    status = exc.code or 404
+    reason = "unknown_connection" if status == 404 else "method_not_allowed"
+    refusal = Refused(status, reason, exc.description or reason)
+    if request.path.startswith("/webhooks/"):
+        parts = request.path.split("/")
+        return _refusal_response(parts[2] if len(parts) > 2 else "", "unknown", refusal)
+    response = jsonify({"error": reason, "message": refusal.message})
+    response.status_code = status
+    return response
