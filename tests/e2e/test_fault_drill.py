@@ -44,6 +44,7 @@ def test_sigkilled_workers_and_redis_restarts_lose_nothing_and_answer_once(pg_ur
         json=True,
     )
     result = drill.run(args)
+    print(result)  # shown when the test fails
     assert result["faults"]["worker_sigkill"] >= 4
     assert result["faults"]["redis_restart"] >= 1
     assert result["drained"]

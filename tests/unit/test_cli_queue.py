@@ -52,3 +52,32 @@ def test_readyz_says_which_dependency_is_down(tmp_path):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.json["redis"] == "down" and response.json["database"] == "ok"
+
+
+def test_sweeper_takes_over_a_retry_whose_scheduler_died(app):
+    from datetime import UTC, datetime, timedelta
+
+    from rq.job import JobStatus
+    from rq.registry import ScheduledJobRegistry
+
+    from citizen_lookup.queue import inbound_job_id
+    from citizen_lookup.services.sweeper import sweep_unqueued
+
+    add_connection(app, outbound_url="http://127.0.0.1:9/mt")
+    assert generic_sms(app.test_client(), text="DC").status_code == 200
+    runtime = runtime_of(app)
+    job = runtime.queue.fetch_job(inbound_job_id(1))
+    registry = ScheduledJobRegistry(queue=runtime.queue)
+
+    def scheduled_at(when):
+        runtime.queue.remove(job)
+        registry.schedule(job, when)
+        job.set_status(JobStatus.SCHEDULED)
+
+    with app.app_context():
+        scheduled_at(datetime.now(UTC) + timedelta(seconds=5))  # a retry due soon: left alone
+        assert sweep_unqueued(runtime, older_than_seconds=0) == 0
+        scheduled_at(datetime.now(UTC) - timedelta(minutes=2))  # long overdue: nobody runs it
+        assert sweep_unqueued(runtime, older_than_seconds=0) == 1
+    assert runtime.queue.count == 1
+    assert registry.count == 0

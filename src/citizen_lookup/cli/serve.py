@@ -61,7 +61,9 @@ def worker(runtime: Runtime, burst: bool) -> None:
         sweep_unqueued(runtime, older_than_seconds=0)
     else:
         _start_sweeper(runtime, stop)
-    rq_worker = SimpleWorker([runtime.queue], connection=runtime.redis)
+    # Maintenance (cleaning registries of abandoned jobs, restarting a scheduler that died with
+    # a lost Redis connection) every minute rather than RQ's default ten.
+    rq_worker = SimpleWorker([runtime.queue], connection=runtime.redis, maintenance_interval=60)
     try:
         rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:

@@ -3,7 +3,8 @@
 A webhook acknowledges a message once it is stored, even if Redis is down at that moment, and a
 Redis restart (it keeps nothing on disk) or a killed worker can lose a queued or running job.
 The database stays the truth: a message still ``received`` after a grace period is queued again
-unless a job for it is waiting (queued or scheduled for a retry) or running within its timeout.
+unless a job for it is waiting (queued, or scheduled for a retry that is not long overdue) or
+running within its timeout.
 The job is idempotent, so a message queued twice is still answered once.
 """
 
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import select
 
 from citizen_lookup.models import (
@@ -27,7 +28,9 @@ from citizen_lookup.queue import enqueue_inbound, inbound_job_id
 from citizen_lookup.runtime import Runtime
 
 log = logging.getLogger(__name__)
-_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+_WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED)
+#: seconds past its time after which a scheduled retry is taken to have no scheduler to run it
+OVERDUE_SECONDS = 15
 #: a message that keeps failing is swept this many times, then left for `queue retry-failed`
 MAX_SWEEPS = 5
 
@@ -40,6 +43,18 @@ def _held_by_live_job(runtime: Runtime, inbound_id: int, now: datetime) -> bool:
     status = job.get_status(refresh=False)
     if status in _WAITING:
         return True
+    if status == JobStatus.SCHEDULED:
+        # RQ's scheduler runs in one worker at a time and dies with a lost Redis connection; a
+        # retry long past its time has nobody to run it, so it is queued here instead.
+        registry = ScheduledJobRegistry(queue=runtime.queue)  # type: ignore[no-untyped-call]
+        try:
+            due = registry.get_scheduled_time(job)
+        except NoSuchJobError:
+            return False
+        if due + timedelta(seconds=OVERDUE_SECONDS) > now:
+            return True
+        registry.remove(job)
+        return False
     if status == JobStatus.STARTED:
         # A running job past its timeout (plus a margin) has lost its worker: a live worker
         # would have stopped it at the timeout.
