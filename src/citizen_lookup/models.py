@@ -68,7 +68,7 @@ class Citizen(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     phones: Mapped[list[CitizenPhone]] = relationship(
-        back_populates="citizen", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="citizen", cascade="all, delete-orphan", lazy="select"
     )
     health_insurance: Mapped[HealthInsurance | None] = relationship(
         cascade="all, delete-orphan", lazy="select"

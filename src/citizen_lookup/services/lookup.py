@@ -58,13 +58,13 @@ def _date(value: date | None) -> str:
 def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> Citizen | None:
     """The citizen with this ID (or old 9-digit ID) on whose record ``sender`` is registered."""
     id_column = Citizen.id_number if len(id_number) == 12 else Citizen.old_id_number
-    citizen_id = session.execute(
-        select(Citizen.id)
+    # One query either way: the same work whether the ID is unknown or the number is not its own.
+    return session.execute(
+        select(Citizen)
         .join(CitizenPhone, CitizenPhone.citizen_id == Citizen.id)
         .where(id_column == id_number, CitizenPhone.msisdn == sender)
         .limit(1)
     ).scalar_one_or_none()
-    return session.get(Citizen, citizen_id) if citizen_id is not None else None
 
 
 def answer(
