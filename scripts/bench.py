@@ -1,0 +1,436 @@
+"""Benchmark: our figures beside the anchors' (SPEC section 11), measured in one run.
+
+On loopback only: PostgreSQL (a database of the benchmark's own), a Redis server it starts, gunicorn
+(2 processes, as the anchor), RQ workers, and a fake vnmo aggregator that records each MT.
+
+1. ingest: wrk at full speed against POST /webhooks/<slug>/sms (authenticate, store, enqueue,
+   ack) and against the anchor (a bare Flask endpoint that only enqueues a no-op job); then a
+   paced 300 requests/s for each, for p50/p99.
+2. worker: one non-forking worker draining queued messages (decide, look up, send, record),
+   beside the anchor worker draining no-op jobs; per process.
+3. end to end: MO at 100/s with 2 workers running, MO sent to MT received, p50/p99.
+4. audit: append cost on an empty trail and on a long one; `verify` speed and memory.
+5. lookup: the whole lookup (ID + sender check + linked record) beside a raw prepared psycopg
+   query, p99, on --citizens citizens.
+
+Usage: scripts/bench [--citizens 200000] [--seconds 10]   (wrk: apt-get install wrk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import random
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import requests
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from drill import BIN, ROOT, Redis, Stack, free_port, log, wait_ready
+
+BENCH_DB = "citizen_lookup_bench"
+USER, PASSWORD = "bench", secrets.token_hex(12)
+AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+WRK_SCRIPT = """
+local counter, tid = 0, 0
+local n = 0
+function setup(thread) thread:set("tid", n); n = n + 1 end
+function request()
+  counter = counter + 1
+  local id = os.getenv("BENCH_RUN") .. "-" .. tid .. "-" .. counter
+  local body = "User_ID=" .. os.getenv("BENCH_PHONE") .. "&Service_ID=8077&Command_Code=DC"
+    .. "&Message=DC+" .. os.getenv("BENCH_ID") .. "&Request_ID=" .. id
+  return wrk.format("POST", nil, {["Authorization"] = os.getenv("BENCH_AUTH"),
+    ["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+end
+"""
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+# -- a fake aggregator that answers MT with "1" and notes when each arrived ---------------------
+class Aggregator:
+    def __init__(self) -> None:
+        self.received: dict[str, float] = {}
+        self.lock = threading.Lock()
+        aggregator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                request_id = parse_qs(body.decode()).get("Request_ID", [""])[0]
+                with aggregator.lock:
+                    aggregator.received.setdefault(request_id, time.time())
+                self.send_response(200)
+                self.send_header("Content-Length", "1")
+                self.end_headers()
+                self.wfile.write(b"1")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/mt"
+
+
+# -- load ----------------------------------------------------------------------------------------
+def wrk(url: str, seconds: int, env: dict[str, str], script: Path) -> float:
+    """Requests/s at full speed (2 threads, 32 connections)."""
+    command = ["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", str(script), url]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    non_2xx = [line for line in out.stdout.splitlines() if "Non-2xx" in line]
+    if non_2xx:
+        raise RuntimeError(f"wrk saw errors: {non_2xx[0]}")
+    line = next(line for line in out.stdout.splitlines() if line.startswith("Requests/sec"))
+    return float(line.split()[1])
+
+
+def paced(rate: float, count: int, send: Callable[[int], None]) -> list[float]:
+    """Call send(i) at `rate` per second from 32 threads; returns each call's seconds."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = time.monotonic() + 0.2
+
+    def one(i: int) -> None:
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        began = time.perf_counter()
+        send(i)
+        with lock:
+            latencies.append(time.perf_counter() - began)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(one, range(count)))
+    return latencies
+
+
+def session_poster(url: str, body_for: Callable[[int], str]) -> Callable[[int], None]:
+    local = threading.local()
+
+    def send(i: int) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        response = session.post(
+            url,
+            data=body_for(i),
+            timeout=10,
+            headers={"Authorization": AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}")
+
+    return send
+
+
+# -- the run -------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not shutil.which("wrk"):
+        raise SystemExit("the benchmark needs wrk: apt-get install wrk")
+    workdir = ROOT / "instance" / "bench"
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "logs").mkdir(parents=True)
+    admin = create_engine(args.pg_admin, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {BENCH_DB}"))
+    database_url = args.pg_admin.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    redis = Redis(free_port(), workdir)
+    redis.start()
+    redis_url = f"redis://127.0.0.1:{redis.port}/0"
+    aggregator = Aggregator()
+    web_port, anchor_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "CITIZEN_LOOKUP_DATABASE_URL": database_url,
+        "CITIZEN_LOOKUP_REDIS_URL": redis_url,
+        "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
+        "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
+        "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
+        "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "100000000",
+        "CITIZEN_LOOKUP_CONNECTION_RATE_PER_SECOND": "100000",
+        "BENCH_REDIS_URL": redis_url,
+    }
+    stack = Stack(env, workdir / "logs")
+    results: dict[str, Any] = {}
+    anchor = None
+    try:
+        stack.cli("db", "upgrade")
+        log(f"importing {args.citizens} citizens")
+        stack.cli("demo", "seed", "--citizens", str(args.citizens))
+        stack.cli(
+            "connections",
+            "add",
+            "bench",
+            "--kind",
+            "vnmo",
+            "--focal-name",
+            "Bench",
+            "--focal-title",
+            "Benchmark",
+            "--focal-phone",
+            "+84240000000",
+            "--focal-email",
+            "bench@example.invalid",
+            "--assessment",
+            "BENCH",
+            "--short-code",
+            "8077",
+            "--credential",
+            f"username={USER}",
+            "--credential",
+            f"password={PASSWORD}",
+            "--outbound-url",
+            aggregator.url,
+        )
+        engine = create_engine(database_url)
+        with engine.connect() as connection:
+            citizens = connection.execute(
+                text(
+                    "SELECT c.id_number, min(p.msisdn) FROM citizens c JOIN citizen_phones p "
+                    "ON p.citizen_id = c.id GROUP BY c.id_number ORDER BY c.id_number LIMIT 5000"
+                )
+            ).all()
+        id_number, phone = citizens[0]
+
+        stack.start_web(web_port, 2)
+        anchor = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "-w",
+                "2",
+                "--threads",
+                "4",
+                "-b",
+                f"127.0.0.1:{anchor_port}",
+                "--chdir",
+                str(ROOT / "scripts"),
+                "bench_anchor:app",
+            ],
+            env=env,
+            stdout=(workdir / "logs" / "anchor.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_ready(f"http://127.0.0.1:{web_port}/healthz")
+        time.sleep(1)
+        ours_url = f"http://127.0.0.1:{web_port}/webhooks/bench/sms"
+        anchor_url = f"http://127.0.0.1:{anchor_port}/enqueue"
+
+        # 1. ingest
+        script = workdir / "mo.lua"
+        script.write_text(WRK_SCRIPT)
+        wrk_env = {
+            **env,
+            "BENCH_PHONE": phone.lstrip("+"),
+            "BENCH_ID": id_number,
+            "BENCH_AUTH": AUTH,
+        }
+        anchor_script = workdir / "anchor.lua"
+        anchor_script.write_text('wrk.method = "POST"\n')
+        log("ingest at full speed (wrk)")
+        results["ingest_anchor_rps"] = wrk(anchor_url, args.seconds, wrk_env, anchor_script)
+        results["ingest_rps"] = wrk(ours_url, args.seconds, {**wrk_env, "BENCH_RUN": "w"}, script)
+        results["ingest_ratio"] = round(results["ingest_rps"] / results["ingest_anchor_rps"], 3)
+        log("ingest paced at 300/s")
+        count = 300 * args.seconds
+
+        def mo(prefix: str) -> Callable[[int], str]:
+            def body(i: int) -> str:
+                return (
+                    f"User_ID={phone.lstrip('+')}&Service_ID=8077&Command_Code=DC"
+                    f"&Message=DC+{id_number}&Request_ID={prefix}-{i}"
+                )
+
+            return body
+
+        ours = paced(300, count, session_poster(ours_url, mo("p")))
+        theirs = paced(300, count, session_poster(anchor_url, lambda i: ""))
+        results["ingest_p50_ms"] = round(statistics.median(ours) * 1000, 2)
+        results["ingest_p99_ms"] = round(percentile(ours, 0.99) * 1000, 2)
+        results["ingest_anchor_p99_ms"] = round(percentile(theirs, 0.99) * 1000, 2)
+
+        # 2. one worker draining what ingest queued, beside the anchor worker
+        with engine.connect() as connection:
+            queued = connection.execute(
+                text("SELECT count(*) FROM inbound_messages WHERE state = 'received'")
+            ).scalar_one()
+        log(f"one worker draining {queued} messages")
+        started = time.time()
+        subprocess.run(
+            [str(BIN / "citizen-lookup"), "worker", "--burst"],
+            env=env,
+            stdout=(workdir / "logs" / "burst.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=3600,
+        )
+        received = sorted(t for t in aggregator.received.values() if t >= started)
+        results["worker_msgs_per_s"] = round((len(received) - 1) / (received[-1] - received[0]), 1)
+        anchor_rate = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "bench_anchor.py"), "drain", redis_url, "5000"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout.strip()
+        results["worker_anchor_jobs_per_s"] = float(anchor_rate)
+        results["worker_ratio"] = round(results["worker_msgs_per_s"] / float(anchor_rate), 3)
+
+        # 3. end to end at 100/s with two workers
+        log("end to end at 100 MO/s, 2 workers")
+        for _ in range(2):
+            stack.start_worker()
+        time.sleep(2)
+        sent_at: dict[str, float] = {}
+        poster = session_poster(ours_url, mo("e"))
+
+        def send(i: int) -> None:
+            sent_at[f"e-{i}"] = time.time()
+            poster(i)
+
+        paced(100, 100 * args.seconds, send)
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(k in aggregator.received for k in sent_at):
+            time.sleep(0.2)
+        latencies = [
+            aggregator.received[k] - t for k, t in sent_at.items() if k in aggregator.received
+        ]
+        results["e2e_replied"] = f"{len(latencies)}/{len(sent_at)}"
+        results["e2e_p50_ms"] = round(statistics.median(latencies) * 1000, 1)
+        results["e2e_p99_ms"] = round(percentile(latencies, 0.99) * 1000, 1)
+        stack.stop()
+
+        # 4 and 5, in this process
+        results.update(measure_audit_and_lookup(env, database_url, citizens))
+        return results
+    finally:
+        stack.stop()
+        if anchor is not None:
+            anchor.terminate()
+            anchor.wait(timeout=20)
+        redis.kill()
+        aggregator.server.shutdown()
+        if not args.keep:
+            with admin.connect() as connection:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+        admin.dispose()
+
+
+def measure_audit_and_lookup(
+    env: dict[str, str], database_url: str, citizens: list[Any]
+) -> dict[str, Any]:
+    import psycopg
+
+    for key, value in env.items():
+        if key.startswith("CITIZEN_LOOKUP_"):
+            os.environ[key] = value
+    from citizen_lookup import create_app
+    from citizen_lookup.domain.syntax import parse_command
+    from citizen_lookup.runtime import EXTENSION
+    from citizen_lookup.services.lookup import answer
+
+    results: dict[str, Any] = {}
+    app = create_app()
+    runtime = app.extensions[EXTENSION]
+
+    def append_rate(n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            with runtime.session_factory.begin() as session:
+                runtime.audit.append(session, "bench.append", outcome="ok", sender="+84912345678")
+        return n / (time.perf_counter() - started)
+
+    log("audit: appends on a short trail, then on a long one")
+    results["audit_append_per_s_short"] = round(append_rate(1000), 1)
+    for _ in range(200):  # grow the trail by 200,000 events
+        with runtime.session_factory.begin() as session:
+            for _ in range(1000):
+                runtime.audit.append(session, "bench.fill", outcome="ok")
+    results["audit_append_per_s_long"] = round(append_rate(1000), 1)
+    log("audit: verify")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with runtime.session_factory() as session:
+        verified = runtime.audit.verify(session)
+    seconds = time.perf_counter() - started
+    results["audit_verify_events"] = verified.checked
+    results["audit_verify_ok"] = verified.ok
+    results["audit_verify_events_per_s"] = round(verified.checked / seconds)
+    results["audit_verify_peak_rss_growth_mb"] = round(
+        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1
+    )
+
+    log("lookup: whole lookup beside a raw prepared query")
+    sample = random.Random(1).choices(citizens, k=3000)
+    ours: list[float] = []
+    with runtime.session_factory() as session:
+        for id_number, phone in sample:
+            command = parse_command(f"DC BHYT {id_number}")
+            began = time.perf_counter()
+            answer(session, command, phone, "vi", runtime.lookup_context)
+            ours.append(time.perf_counter() - began)
+            session.expunge_all()
+    raw: list[float] = []
+    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as connection:
+        query = (
+            "SELECT c.id, c.full_name, h.card_number FROM citizens c "
+            "JOIN citizen_phones p ON p.citizen_id = c.id "
+            "LEFT JOIN health_insurance_cards h ON h.citizen_id = c.id "
+            "WHERE c.id_number = %s AND p.msisdn = %s"
+        )
+        for id_number, phone in sample:
+            began = time.perf_counter()
+            connection.execute(query, (id_number, phone), prepare=True).fetchall()
+            raw.append(time.perf_counter() - began)
+    results["lookup_p99_ms"] = round(percentile(ours, 0.99) * 1000, 3)
+    results["lookup_raw_p99_ms"] = round(percentile(raw, 0.99) * 1000, 3)
+    results["lookup_ratio"] = round(results["lookup_p99_ms"] / results["lookup_raw_p99_ms"], 2)
+    runtime.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--citizens", type=int, default=200_000)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load phase")
+    parser.add_argument(
+        "--pg-admin",
+        default=os.environ.get(
+            "CITIZEN_LOOKUP_BENCH_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args()
+    results = run(args)
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
