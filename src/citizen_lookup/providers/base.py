@@ -9,6 +9,7 @@ the provider expects, and sends our reply through the provider's API. The web la
 from __future__ import annotations
 
 import ipaddress
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -104,7 +105,7 @@ class ProviderContext:
     session: requests.Session | None = field(default=None, compare=False)
 
 
-class Provider:
+class Provider(ABC):
     """Base of every adapter; subclasses fill in the hooks."""
 
     kind: ClassVar[str]
@@ -144,8 +145,9 @@ class Provider:
                 return
         raise AuthenticationFailed("source address is outside the connection's allowed networks")
 
+    @abstractmethod
     def check_credentials(self, request: Request) -> None:
-        raise NotImplementedError  # each kind authenticates its own way
+        """Raise :class:`AuthenticationFailed` unless the request carries this kind's proof."""
 
     def public_url(self, request: Request) -> str:
         """The URL the provider called, as it saw it: the configured public base + path + query."""
@@ -154,32 +156,33 @@ class Provider:
         return f"{url}?{query}" if query else url
 
     # -- inbound --------------------------------------------------------------------------------
+    @abstractmethod
     def parse_inbound(self, request: Request) -> InboundMessage:
         """Parse an inbound SMS or raise :class:`MalformedPayload`."""
-        raise NotImplementedError
 
     def ack_inbound(self) -> Response:
         """The answer the provider expects once the message is stored."""
         return Response("", status=200)
 
     # -- delivery reports -----------------------------------------------------------------------
+    @abstractmethod
     def parse_status(self, request: Request) -> DeliveryReport:
-        raise NotImplementedError
+        """Parse a delivery report or raise :class:`MalformedPayload`."""
 
     def ack_status(self) -> Response:
         return Response("", status=200)
 
     # -- outbound -------------------------------------------------------------------------------
+    @abstractmethod
     def send(self, message: OutboundSms) -> SendResult:
         """Send a reply; raise :class:`SendError` (retryable or not) on failure."""
-        raise NotImplementedError
 
     # -- simulation -----------------------------------------------------------------------------
+    @abstractmethod
     def simulated_inbound(
         self, url: str, sender: str, recipient: str, text: str, message_id: str
     ) -> SimulatedRequest:
         """The request this provider would make to ``url`` for an SMS (for `simulate` and tests)."""
-        raise NotImplementedError
 
     # -- helpers for subclasses -----------------------------------------------------------------
     def http(self) -> requests.Session:
