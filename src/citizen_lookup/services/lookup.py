@@ -6,7 +6,7 @@ asks for a citizen with this ID *and* this phone, so both refusals cost the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import select
@@ -35,7 +35,6 @@ class Reply:
     command: str
     fields_disclosed: tuple[str, ...] = ()
     citizen_id_number: str | None = None  # the ID asked about, for the audit's hash and mask
-    granted: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,7 @@ def answer(
         name = {"bad_id": "invalid_id", "missing_id": "missing_id"}.get(
             command.problem or "", "help"
         )
-        outcome = name if name != "help" else "help"
-        return Reply(t.render(language, name, short_code=ctx.short_code), outcome, kind)
+        return Reply(t.render(language, name, short_code=ctx.short_code), name, kind)
 
     id_number = command.id_number
     if len(id_number) == 12:
@@ -108,11 +106,11 @@ def _compose(
 
     def granted(name: str, disclosed: tuple[str, ...], **fields: str) -> Reply:
         text = t.render(language, name, id_masked=masked, **fields)
-        return Reply(text, "granted", kind.value, disclosed, citizen.id_number, granted=True)
+        return Reply(text, "granted", kind.value, disclosed, citizen.id_number)
 
     def no_record(what: str) -> Reply:
         text = t.render(language, "no_record", id_masked=masked, what=t.word(language, what))
-        return Reply(text, "no_record", kind.value, (), citizen.id_number, granted=True)
+        return Reply(text, "no_record", kind.value, (), citizen.id_number)
 
     if kind is CommandKind.PERSONAL:
         gender = t.word(language, "male" if citizen.gender == "M" else "female")
