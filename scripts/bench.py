@@ -41,7 +41,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drill import BIN, ROOT, Redis, Stack, free_port, log, wait_ready
+from drill import BIN, ROOT, Stack, free_port, fresh_workplace, log, wait_ready
 
 BENCH_DB = "citizen_lookup_bench"
 USER, PASSWORD = "bench", secrets.token_hex(12)
@@ -151,15 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not shutil.which("wrk"):
         raise SystemExit("the benchmark needs wrk: apt-get install wrk")
     workdir = ROOT / "instance" / "bench"
-    shutil.rmtree(workdir, ignore_errors=True)
-    (workdir / "logs").mkdir(parents=True)
-    admin = create_engine(args.pg_admin, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {BENCH_DB}"))
-    database_url = args.pg_admin.rsplit("/", 1)[0] + f"/{BENCH_DB}"
-    redis = Redis(free_port(), workdir)
-    redis.start()
+    admin, database_url, redis = fresh_workplace(args.pg_admin, BENCH_DB, workdir)
     redis_url = f"redis://127.0.0.1:{redis.port}/0"
     aggregator = Aggregator()
     web_port, anchor_port = free_port(), free_port()

@@ -204,19 +204,23 @@ class Stack:
                 process.kill()
 
 
+def fresh_workplace(pg_admin: str, database: str, workdir: Path) -> tuple[Any, str, Redis]:
+    """An empty work folder, a new database of that name, and a started Redis of our own."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "logs").mkdir(parents=True)
+    admin = create_engine(pg_admin, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {database}"))
+    redis = Redis(free_port(), workdir)
+    redis.start()
+    return admin, pg_admin.rsplit("/", 1)[0] + f"/{database}", redis
+
+
 # -- the drill ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or (ROOT / "instance" / "drill"))
-    shutil.rmtree(workdir, ignore_errors=True)
-    (workdir / "logs").mkdir(parents=True)
-    admin = create_engine(args.pg_admin, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DRILL_DB} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {DRILL_DB}"))
-    database_url = args.pg_admin.rsplit("/", 1)[0] + f"/{DRILL_DB}"
-
-    redis = Redis(free_port(), workdir)
-    redis.start()
+    admin, database_url, redis = fresh_workplace(args.pg_admin, DRILL_DB, workdir)
     provider = Provider()
     provider_server = start_provider(provider)
     web_port = free_port()

@@ -81,3 +81,30 @@ def test_sweeper_takes_over_a_retry_whose_scheduler_died(app):
         assert sweep_unqueued(runtime, older_than_seconds=0) == 1
     assert runtime.queue.count == 1
     assert registry.count == 0
+
+
+def test_sweeper_requeues_a_job_whose_worker_died_mid_run(app):
+    from datetime import UTC, datetime, timedelta
+
+    from rq.job import JobStatus
+
+    from citizen_lookup.queue import inbound_job_id
+    from citizen_lookup.services.sweeper import sweep_unqueued
+
+    add_connection(app, outbound_url="http://127.0.0.1:9/mt")
+    assert generic_sms(app.test_client(), text="DC").status_code == 200
+    runtime = runtime_of(app)
+    job = runtime.queue.fetch_job(inbound_job_id(1))
+    runtime.queue.remove(job)
+
+    def started(seconds_ago):
+        job.started_at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        job.set_status(JobStatus.STARTED)
+        job.save()
+
+    with app.app_context():
+        started(5)  # running, within its timeout: left alone
+        assert sweep_unqueued(runtime, older_than_seconds=0) == 0
+        started(600)  # far past its timeout: its worker is gone
+        assert sweep_unqueued(runtime, older_than_seconds=0) == 1
+    assert runtime.queue.count == 1

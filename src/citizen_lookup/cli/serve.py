@@ -42,8 +42,8 @@ def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
             while not stop.wait(every):
                 try:
                     sweep_unqueued(runtime)
-                except Exception:  # a sweep that fails (Redis down) is retried next round
-                    log.warning("sweep failed; retrying in %.0f s", every)
+                except Exception as exc:  # a sweep that fails (Redis down) is retried next round
+                    log.warning("sweep failed (%s); retrying in %.0f s", type(exc).__name__, every)
 
     thread = threading.Thread(target=loop, name="sweeper", daemon=True)
     thread.start()

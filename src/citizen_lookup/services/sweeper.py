@@ -62,7 +62,7 @@ def _held_by_live_job(runtime: Runtime, inbound_id: int, now: datetime) -> bool:
         started = job.started_at.replace(tzinfo=UTC) if job.started_at else now
         if started + timedelta(seconds=timeout + 10) > now:
             return True
-        StartedJobRegistry(queue=runtime.queue).remove(job)
+        StartedJobRegistry(queue=runtime.queue).remove_executions(job)
     return False
 
 
