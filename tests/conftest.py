@@ -69,9 +69,30 @@ def fake_redis() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that set ``ALSO_ON_POSTGRES = True`` run their `app` tests on both backends."""
+    if "app" in metafunc.fixturenames and getattr(metafunc.module, "ALSO_ON_POSTGRES", False):
+        metafunc.parametrize(
+            "backend",
+            ["sqlite", pytest.param("postgres", marks=pytest.mark.services)],
+            indirect=True,
+        )
+
+
 @pytest.fixture
-def app(tmp_path: Path, fake_redis: fakeredis.FakeRedis) -> Iterator[Flask]:
-    app = make_app(tmp_path, fake_redis)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def app(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_redis: fakeredis.FakeRedis, backend: str
+) -> Iterator[Flask]:
+    """The app on SQLite + fakeredis, or on the real PostgreSQL + Redis when so parametrized."""
+    if backend == "postgres":
+        app = request.getfixturevalue("pg_app")
+    else:
+        app = make_app(tmp_path, fake_redis)
     yield app
     app.extensions[EXTENSION].close()
 

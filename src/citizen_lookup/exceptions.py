@@ -23,6 +23,10 @@ class NotFound(CitizenLookupError):
     """A named object (connection, citizen) does not exist."""
 
 
+class DatabaseError(CitizenLookupError):
+    """The database failed during a job; the message names the error, never row values."""
+
+
 class InvalidStateChange(CitizenLookupError):
     """A connection cannot move from its state to the one asked for."""
 

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 
 from rq import get_current_job
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.syntax import Command, parse_command
 from citizen_lookup.domain.text import gsm7_units
-from citizen_lookup.exceptions import NotFound, SendError
+from citizen_lookup.exceptions import DatabaseError, NotFound, SendError
 from citizen_lookup.models import (
     InboundMessageRecord,
     InboundState,
@@ -35,10 +36,21 @@ log = logging.getLogger(__name__)
 def process_inbound(inbound_id: int) -> str:
     """Decide the reply to one stored inbound message and send it."""
     runtime = current_runtime()
-    outbound_id = decide(runtime, inbound_id)
-    if outbound_id is None:
-        return "no reply"
-    return deliver(runtime, outbound_id)
+    try:
+        outbound_id = decide(runtime, inbound_id)
+        if outbound_id is None:
+            return "no reply"
+        return deliver(runtime, outbound_id)
+    except DBAPIError as exc:
+        # The driver's message can quote row values (PostgreSQL's "Key (id_number)=(…)"), and
+        # RQ logs and keeps what a job raises: raise a description without them instead.
+        original = exc.orig
+        code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+        raise DatabaseError(
+            f"database error {type(exc).__name__}/{type(original).__name__} "
+            f"(SQLSTATE {code or '?'}) "
+            f"processing inbound message {inbound_id}"
+        ) from None
 
 
 def decide(runtime: Runtime, inbound_id: int) -> int | None:

@@ -28,6 +28,9 @@ from citizen_lookup.services import citizens
 from citizen_lookup.services.citizen_files import FIELDS, MALFORMED, ImportFileError, read_rows
 from citizen_lookup.services.citizens import RowError, import_citizens, validate_row
 
+# Also run against the machine's PostgreSQL and Redis (integration; see conftest).
+ALSO_ON_POSTGRES = True
+
 HEADER = ",".join(FIELDS)
 # Ha Noi (001), 1999, male; Ha Noi, 2001, female; Da Nang (048), 1985, female.
 ROW_1 = "001099012345,Nguyen Van An,1999-05-01,M,0912345678;+84 98 765 4321"

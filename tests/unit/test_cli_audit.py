@@ -19,6 +19,9 @@ from tests.helpers import (
     runtime_of,
 )
 
+# Also run against the machine's PostgreSQL and Redis (integration; see conftest).
+ALSO_ON_POSTGRES = True
+
 
 def _traffic(app, fake_provider):
     add_citizen(app)

@@ -9,6 +9,9 @@ from sqlalchemy import select
 from citizen_lookup.models import AuditEvent
 from tests.helpers import runtime_of
 
+# Also run against the machine's PostgreSQL and Redis (integration; see conftest).
+ALSO_ON_POSTGRES = True
+
 FOCAL = [
     "--focal-name",
     "Le Van Cuong",

@@ -9,6 +9,9 @@ from citizen_lookup.models import OutboundMessageRecord
 from tests.conftest import run_worker
 from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
 
+# Also run against the machine's PostgreSQL and Redis (integration; see conftest).
+ALSO_ON_POSTGRES = True
+
 
 def test_failed_reply_shows_in_status_and_retry_failed_sends_it(app, cli, fake_provider):
     add_citizen(app)

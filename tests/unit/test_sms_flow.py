@@ -13,6 +13,9 @@ from tests.helpers import (
     runtime_of,
 )
 
+# Also run against the machine's PostgreSQL and Redis (integration; see conftest).
+ALSO_ON_POSTGRES = True
+
 
 def test_owner_gets_personal_data_and_stranger_gets_refusal(app, client, fake_provider):
     add_citizen(app)

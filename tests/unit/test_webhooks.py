@@ -22,6 +22,9 @@ from tests.helpers import (
     runtime_of,
 )
 
+# Also run against the machine's PostgreSQL and Redis (integration; see conftest).
+ALSO_ON_POSTGRES = True
+
 
 def _count(app, model, *where):
     with runtime_of(app).session_factory() as session:
