@@ -173,30 +173,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.cli("db", "upgrade")
         log(f"importing {args.citizens} citizens")
         stack.cli("demo", "seed", "--citizens", str(args.citizens))
-        stack.cli(
-            "connections",
-            "add",
+        stack.add_connection(
             "bench",
-            "--kind",
             "vnmo",
-            "--focal-name",
-            "Bench",
-            "--focal-title",
-            "Benchmark",
-            "--focal-phone",
-            "+84240000000",
-            "--focal-email",
-            "bench@example.invalid",
-            "--assessment",
-            "BENCH",
+            aggregator.url,
             "--short-code",
             "8077",
             "--credential",
             f"username={USER}",
             "--credential",
             f"password={PASSWORD}",
-            "--outbound-url",
-            aggregator.url,
         )
         engine = create_engine(database_url)
         with engine.connect() as connection:

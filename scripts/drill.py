@@ -164,6 +164,15 @@ class Stack:
             raise RuntimeError(f"citizen-lookup {args[0]} {args[1]} failed:\n{result.stderr}")
         return result.stdout
 
+    def add_connection(self, slug: str, kind: str, outbound_url: str, *options: str) -> None:
+        """Register an active connection for a load run (focal point and assessment filled in)."""
+        self.cli(
+            "connections", "add", slug, "--kind", kind, "--focal-name", slug.title(),
+            "--focal-title", "Load test", "--focal-phone", "+84240000000",
+            "--focal-email", f"{slug}@example.invalid", "--assessment", slug.upper(),
+            "--outbound-url", outbound_url, *options,
+        )  # fmt: skip
+
     def start_web(self, port: int, processes: int) -> None:
         self.web = subprocess.Popen(
             [
@@ -245,26 +254,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         stack.cli("db", "upgrade")
         stack.cli("demo", "seed", "--citizens", str(args.citizens))
-        stack.cli(
-            "connections",
-            "add",
+        stack.add_connection(
             "drill",
-            "--kind",
             "generic",
-            "--focal-name",
-            "Drill",
-            "--focal-title",
-            "Fault drill",
-            "--focal-phone",
-            "+84240000000",
-            "--focal-email",
-            "drill@example.invalid",
-            "--assessment",
-            "DRILL",
+            f"http://127.0.0.1:{provider_server.server_address[1]}/mt",
             "--credential",
             f"secret={SECRET}",
-            "--outbound-url",
-            f"http://127.0.0.1:{provider_server.server_address[1]}/mt",
         )
         with engine.connect() as connection:
             citizens = connection.execute(

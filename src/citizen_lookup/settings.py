@@ -55,7 +55,6 @@ class Settings:
     send_max_retries: int = 5
     send_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
     http_timeout_seconds: float = 10.0
-    ussd_session_ttl_seconds: int = 180
     sweep_interval_seconds: float = 30.0
     sweep_grace_seconds: int = 30
     instance_path: str = ""

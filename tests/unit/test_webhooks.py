@@ -226,3 +226,4 @@ def test_metrics_count_webhook_answers(app, client):
     generic_sms(client, text="DC")
     text = client.get("/metrics").get_data(as_text=True)
     assert 'citizen_lookup_webhook_requests_total{route="sms",status="200"}' in text
+    assert 'citizen_lookup_webhook_seconds_count{route="sms"}' in text

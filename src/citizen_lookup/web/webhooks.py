@@ -23,7 +23,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from citizen_lookup.db import request_session
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload
-from citizen_lookup.metrics import ENQUEUE_FAILURES, INBOUND_STORED, WEBHOOK_REQUESTS
+from citizen_lookup.metrics import (
+    ENQUEUE_FAILURES,
+    INBOUND_STORED,
+    WEBHOOK_REQUESTS,
+    WEBHOOK_SECONDS,
+)
 from citizen_lookup.models import (
     Connection,
     ConnectionState,
@@ -144,8 +149,6 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
         provider.authenticate(request)
     except AuthenticationFailed as exc:
         raise Refused(403, "authentication_failed", "authentication failed") from exc
-    except RequestEntityTooLarge as exc:
-        raise Refused(413, "too_large", f"request body over {limit} bytes") from exc
     return connection, provider
 
 
@@ -155,14 +158,14 @@ def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], 
         try:
             response = handler(slug)
         except Refused as refusal:
-            return _refusal_response(slug, route, refusal)
-        except RequestEntityTooLarge:
+            response = _refusal_response(slug, route, refusal)
+        except RequestEntityTooLarge:  # Werkzeug's limit, met while reading the body
             limit = current_runtime().settings.max_body_bytes
-            return _refusal_response(
-                slug, route, Refused(413, "too_large", f"request body over {limit} bytes")
-            )
-        WEBHOOK_REQUESTS.labels(route, str(response.status_code)).inc()
-        log.debug("%s webhook answered in %.1f ms", route, (time.perf_counter() - started) * 1e3)
+            too_large = Refused(413, "too_large", f"request body over {limit} bytes")
+            response = _refusal_response(slug, route, too_large)
+        else:
+            WEBHOOK_REQUESTS.labels(route, str(response.status_code)).inc()
+        WEBHOOK_SECONDS.labels(route).observe(time.perf_counter() - started)
         return response
 
     view.__name__ = f"{route}_webhook"
