@@ -43,7 +43,7 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from drill import BIN, ROOT, Stack, free_port, fresh_workplace, log, wait_ready
 
-BENCH_DB = "citizen_lookup_bench"
+BENCH_DB = os.environ.get("CITIZEN_LOOKUP_BENCH_DB", "citizen_lookup_bench")
 USER, PASSWORD = "bench", secrets.token_hex(12)
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 WRK_SCRIPT = """

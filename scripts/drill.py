@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from citizen_lookup.providers.generic import sign  # noqa: E402
 
-DRILL_DB = "citizen_lookup_drill"
+DRILL_DB = os.environ.get("CITIZEN_LOOKUP_DRILL_DB", "citizen_lookup_drill")
 SECRET = secrets.token_hex(16)
 
 

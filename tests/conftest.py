@@ -31,7 +31,7 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get(
     "CITIZEN_LOOKUP_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-PG_TEST_DB = "citizen_lookup_test"
+PG_TEST_DB = os.environ.get("CITIZEN_LOOKUP_TEST_PG_DB", "citizen_lookup_test")
 REDIS_TEST_URL = os.environ.get("CITIZEN_LOOKUP_TEST_REDIS", "redis://127.0.0.1:6379/13")
 
 
