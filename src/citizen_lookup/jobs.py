@@ -13,9 +13,7 @@ from datetime import UTC, datetime
 from rq import get_current_job
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from citizen_lookup.domain.syntax import Command, parse_command
 from citizen_lookup.domain.text import gsm7_units
 from citizen_lookup.exceptions import DatabaseError, NotFound, SendError
 from citizen_lookup.models import (
@@ -27,8 +25,7 @@ from citizen_lookup.models import (
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import OutboundSms
 from citizen_lookup.runtime import Runtime, current_runtime
-from citizen_lookup.services.limits import LimitVerdict
-from citizen_lookup.services.lookup import Reply, answer
+from citizen_lookup.services import lookup
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +51,11 @@ def process_inbound(inbound_id: int) -> str:
 
 
 def decide(runtime: Runtime, inbound_id: int) -> int | None:
-    """Store the decision (and the reply to send) once; return the reply's id, if any."""
+    """Store the decision (and the reply to send) once; return the reply's id, if any.
+
+    The decision itself is :func:`services.lookup.decide`, the same call the USSD menu makes;
+    this job only loads the message, stores what was decided and hands the reply on.
+    """
     with runtime.session_factory.begin() as session:
         inbound = session.get(
             InboundMessageRecord, inbound_id, with_for_update={"of": InboundMessageRecord}
@@ -72,23 +73,27 @@ def decide(runtime: Runtime, inbound_id: int) -> int | None:
             return None
 
         connection = inbound.connection
-        command = parse_command(inbound.body)
-        now = datetime.now(UTC)
-        reply = _reply_within_limits(runtime, session, inbound, command, now)
-
-        runtime.audit.append(
+        reply = lookup.decide(
             session,
-            "lookup.decision",
+            runtime.decision_context,
+            inbound.body,
+            inbound.sender,
+            connection.language,
+            str(inbound.id),
+            inbound.received_at,
+            connection=connection.slug,
+        )
+        lookup.record_decision(
+            session,
+            runtime.audit,
+            reply,
             connection=connection.slug,
             channel=inbound.channel,
             provider_message_id=inbound.provider_message_id,
             sender=inbound.sender,
-            citizen_id_number=reply.citizen_id_number,
-            command=reply.command,
-            outcome=reply.outcome,
-            fields_disclosed=reply.fields_disclosed,
             detail={"inbound_id": inbound.id},
         )
+        now = datetime.now(UTC)
         if not reply.text:
             inbound.state = InboundState.DONE
             inbound.processed_at = now
@@ -106,41 +111,6 @@ def decide(runtime: Runtime, inbound_id: int) -> int | None:
 
 
 _UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
-
-
-def _reply_within_limits(
-    runtime: Runtime,
-    session: Session,
-    inbound: InboundMessageRecord,
-    command: Command,
-    now: datetime,
-) -> Reply:
-    """The reply, unless the connection's rate or the sender's daily limit says otherwise.
-
-    The connection's rate is checked first, so a message dropped in a burst does not use up
-    its sender's daily quota.
-    """
-    connection = inbound.connection
-    message_key = str(inbound.id)
-    verdict = runtime.rate_limiter.check(connection.slug, message_key, now)
-    template, limit = "busy", ""
-    if verdict is LimitVerdict.ALLOWED:
-        sender_key = runtime.audit.keyed_hash(inbound.sender)
-        verdict = runtime.limiter.check(sender_key, message_key, now)
-        template, limit = "over_limit", str(runtime.settings.daily_limit_per_msisdn)
-        if verdict is LimitVerdict.ALLOWED:
-            return answer(
-                session, command, inbound.sender, connection.language, runtime.lookup_context
-            )
-        outcome = verdict.value
-    else:
-        outcome = f"rate_{verdict.value}"
-    text = ""
-    if verdict is LimitVerdict.OVER_LIMIT:
-        text = runtime.templates.render(
-            connection.language, template, limit=limit, short_code=runtime.settings.short_code
-        )
-    return Reply(text, outcome, command.kind.value, (), command.id_number)
 
 
 def deliver(runtime: Runtime, outbound_id: int) -> str:

@@ -24,8 +24,9 @@ from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext
 from citizen_lookup.services.audit import AuditTrail
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
-from citizen_lookup.services.lookup import LookupContext
+from citizen_lookup.services.lookup import DecisionContext, LookupContext
 from citizen_lookup.services.replies import Templates
+from citizen_lookup.services.ussd import UssdContext, UssdStore
 from citizen_lookup.settings import Settings, audit_key
 
 EXTENSION = "citizen_lookup"
@@ -99,6 +100,27 @@ class Runtime:
     def rate_limiter(self) -> ConnectionRateLimiter:
         prefix = self.settings.redis_prefix
         return ConnectionRateLimiter(self.redis, prefix, self.settings.connection_rate_per_second)
+
+    @cached_property
+    def help_limiter(self) -> DailyLimiter:
+        prefix = self.settings.redis_prefix
+        return DailyLimiter(self.redis, prefix, self.settings.help_limit_per_msisdn, name="help")
+
+    @cached_property
+    def decision_context(self) -> DecisionContext:
+        """What :func:`services.lookup.decide` needs, shared by the SMS job and USSD."""
+        return DecisionContext(
+            lookup=self.lookup_context,
+            rate=self.rate_limiter,
+            lookups=self.limiter,
+            help=self.help_limiter,
+        )
+
+    @cached_property
+    def ussd_context(self) -> UssdContext:
+        settings = self.settings
+        store = UssdStore(self.redis, settings.redis_prefix, settings.ussd_session_ttl_seconds)
+        return UssdContext(self.decision_context, store, settings.short_code)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -46,6 +46,8 @@ class Settings:
     reply_segments: int = 1
     history_size: int = 3
     daily_limit_per_msisdn: int = 5
+    help_limit_per_msisdn: int = 20
+    ussd_session_ttl_seconds: int = 180
     connection_rate_per_second: int = 200
     max_body_bytes: int = 16384
     retry_after_seconds: int = 300
@@ -146,6 +148,10 @@ def _validate(settings: Settings) -> None:
         )
     if settings.daily_limit_per_msisdn < 1:
         raise ConfigurationError("daily_limit_per_msisdn must be at least 1")
+    if settings.help_limit_per_msisdn < 1:
+        raise ConfigurationError("help_limit_per_msisdn must be at least 1")
+    if settings.ussd_session_ttl_seconds < 1:
+        raise ConfigurationError("ussd_session_ttl_seconds must be at least 1")
 
 
 def audit_key(settings: Settings) -> bytes:

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from citizen_lookup import jobs
-from citizen_lookup.models import AuditEvent
+from citizen_lookup.models import AuditEvent, InboundMessageRecord, OutboundMessageRecord
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter, LimitVerdict
 from tests.conftest import make_app, run_worker
 from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
@@ -48,23 +47,26 @@ def test_connection_rate_is_per_second_and_per_connection(fake_redis):
     assert limiter.check("gw", "m5", NOON + timedelta(seconds=1)) is LimitVerdict.ALLOWED
 
 
-class _FrozenDatetime(datetime):
-    @classmethod
-    def now(cls, tz=None):
-        return NOON
+def _arrived_at(app, times):
+    """Set the stored messages' arrival times, in id order (as if they came then)."""
+    runtime = runtime_of(app)
+    with runtime.session_factory.begin() as session:
+        records = session.scalars(select(InboundMessageRecord).order_by(InboundMessageRecord.id))
+        for record, when in zip(records, times, strict=True):
+            record.received_at = when
 
 
 @pytest.mark.parametrize("rate", [2])
 def test_burst_over_the_connection_rate_gets_one_busy_reply_and_keeps_the_daily_quota(
-    tmp_path, fake_redis, fake_provider, monkeypatch, rate
+    tmp_path, fake_redis, fake_provider, rate
 ):
     app = make_app(tmp_path, fake_redis, connection_rate_per_second=rate)
     add_citizen(app)
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")
-    monkeypatch.setattr(jobs, "datetime", _FrozenDatetime)
     client = app.test_client()
     for n in range(5):
         assert generic_sms(client, text=f"DC {OWNER_ID}", message_id=f"b{n}").status_code == 200
+    _arrived_at(app, [NOON] * 5)  # all five in the same second of arrival
     run_worker(runtime_of(app), app)
     texts = [r.json()["text"] for r in fake_provider.requests]
     assert len(texts) == 3
@@ -88,3 +90,40 @@ def test_burst_over_the_connection_rate_gets_one_busy_reply_and_keeps_the_daily_
         )
         is LimitVerdict.ALLOWED
     )
+
+
+def test_a_backlog_drained_after_an_outage_is_answered_not_dropped(
+    tmp_path, fake_redis, fake_provider
+):
+    """Worker stopped, 30 messages over 10 s, then one drain: the rate counts arrival seconds."""
+    app = make_app(tmp_path, fake_redis, connection_rate_per_second=5, daily_limit_per_msisdn=100)
+    add_citizen(app)
+    add_connection(app, outbound_url=f"{fake_provider.url}/mt")
+    client = app.test_client()
+    for n in range(30):
+        assert generic_sms(client, text=f"DC {OWNER_ID}", message_id=f"o{n}").status_code == 200
+    # 3 a second for 10 seconds, well within 5 a second as they arrived
+    _arrived_at(app, [NOON + timedelta(seconds=n // 3) for n in range(30)])
+    run_worker(runtime_of(app), app)  # the drain: all 30 in one go, far faster than 5 a second
+    texts = [r.json()["text"] for r in fake_provider.requests]
+    assert len(texts) == 30
+    assert all("Nguyen Van An" in text for text in texts)
+    with runtime_of(app).session_factory() as session:
+        outcomes = session.scalars(
+            select(AuditEvent.outcome).where(AuditEvent.event_type == "lookup.decision")
+        ).all()
+        assert session.query(OutboundMessageRecord).count() == 30
+    assert outcomes == ["granted"] * 30
+
+
+def test_the_rate_still_stops_a_burst_that_arrived_as_one(tmp_path, fake_redis, fake_provider):
+    """The control: the same 30 arriving within one second are held to the rate."""
+    app = make_app(tmp_path, fake_redis, connection_rate_per_second=5, daily_limit_per_msisdn=100)
+    add_citizen(app)
+    add_connection(app, outbound_url=f"{fake_provider.url}/mt")
+    client = app.test_client()
+    for n in range(30):
+        assert generic_sms(client, text=f"DC {OWNER_ID}", message_id=f"s{n}").status_code == 200
+    _arrived_at(app, [NOON] * 30)
+    run_worker(runtime_of(app), app)
+    assert len(fake_provider.requests) == 6  # 5 answers and one "busy"

@@ -18,6 +18,9 @@ from typing import ClassVar, Protocol
 import requests
 from flask import Request, Response
 
+# Re-exported: a kind speaks of USSD steps in these words.
+from citizen_lookup.domain.ussd import UssdRequest as UssdRequest
+from citizen_lookup.domain.ussd import UssdScreen as UssdScreen
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 
 
@@ -121,6 +124,8 @@ class Provider(ABC):
     status_methods: ClassVar[tuple[str, ...]] = ("POST",)
     #: whether ``--outbound-url`` is required (it is the MT URL itself for some kinds)
     requires_outbound_url: ClassVar[bool] = False
+    #: whether this kind carries USSD sessions (the /ussd route answers 404 for the others)
+    supports_ussd: ClassVar[bool] = False
 
     def __init__(self, connection: ConnectionLike, context: ProviderContext) -> None:
         self.connection = connection
@@ -171,6 +176,21 @@ class Provider(ABC):
 
     def ack_status(self) -> Response:
         return Response("", status=200)
+
+    # -- USSD -----------------------------------------------------------------------------------
+    def parse_ussd(self, request: Request) -> UssdRequest:
+        """Parse one USSD step or raise :class:`MalformedPayload` (kinds with USSD override)."""
+        raise MalformedPayload(f"connection kind {self.kind!r} has no USSD")
+
+    def answer_ussd(self, screen: UssdScreen) -> Response:
+        """The HTTP answer that shows ``screen`` on the phone."""
+        raise MalformedPayload(f"connection kind {self.kind!r} has no USSD")
+
+    def simulated_ussd(
+        self, url: str, session_id: str, sender: str, service_code: str, text: str
+    ) -> SimulatedRequest:
+        """The request this provider would make for one USSD step (for `simulate` and tests)."""
+        raise MalformedPayload(f"connection kind {self.kind!r} has no USSD")
 
     # -- outbound -------------------------------------------------------------------------------
     @abstractmethod

@@ -25,6 +25,8 @@ from citizen_lookup.providers.base import (
     Provider,
     SendResult,
     SimulatedRequest,
+    UssdRequest,
+    UssdScreen,
     optional_field,
     required_field,
 )
@@ -43,6 +45,7 @@ MAX_ID = 100
 MAX_NUMBER = 32
 MAX_TEXT = 1600
 MAX_ERROR = 200
+MAX_USSD_TEXT = 500  # one input typed on a keypad; a whole session is far less
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
@@ -150,6 +153,44 @@ class GenericProvider(Provider):
 
     def ack_status(self) -> Response:
         return self.ack_inbound()
+
+    # -- USSD: {"session_id","from","service_code","text"} in, {"action","text"} out ------------
+    supports_ussd = True
+
+    def parse_ussd(self, request: Request) -> UssdRequest:
+        document = _json_object(request)
+        session_id = required_field(document, "session_id", max_length=MAX_ID)
+        sender = required_field(document, "from", max_length=MAX_NUMBER)
+        # ``text`` is the latest input only (empty on the first step), unlike Africa's Talking.
+        text = required_field(document, "text", max_length=MAX_USSD_TEXT, allow_empty=True)
+        service_code = optional_field(document, "service_code", max_length=MAX_NUMBER)
+        return UssdRequest(
+            session_id=session_id,
+            sender=sender,
+            service_code=service_code or "",
+            text=text,
+            cumulative=False,
+        )
+
+    def answer_ussd(self, screen: UssdScreen) -> Response:
+        body = json.dumps(
+            {"action": "end" if screen.end else "continue", "text": screen.text},
+            separators=(",", ":"),
+        )
+        return Response(body, status=200, mimetype="application/json")
+
+    def simulated_ussd(
+        self, url: str, session_id: str, sender: str, service_code: str, text: str
+    ) -> SimulatedRequest:
+        document = {"session_id": session_id, "from": sender, "service_code": service_code}
+        # A phone's step sends only what was typed last: the part after the last '*'.
+        document["text"] = text.rsplit("*", 1)[-1] if text else ""
+        body = json.dumps(document).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self.credential("secret"), body),
+        }
+        return SimulatedRequest("POST", url, headers, body)
 
     def simulated_inbound(
         self, url: str, sender: str, recipient: str, text: str, message_id: str

@@ -43,18 +43,31 @@ def _verdict(position: int, limit: int) -> LimitVerdict:
 
 
 class DailyLimiter:
-    """Counts messages per sender per local day."""
+    """Counts messages per sender per local day.
 
-    def __init__(self, redis: Redis, prefix: str, limit: int) -> None:
+    ``name`` keeps separate counts apart: lookups (messages that name an ID) and help
+    (help and unrecognised text, with a larger allowance of its own) never share one.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, limit: int, name: str = "daily") -> None:
         self._redis = redis
         self._prefix = prefix
         self._limit = limit
+        self._name = name
         self._script = redis.register_script(_COUNT_ONCE)
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
     def check(self, sender_key: str, message_key: str, now: datetime) -> LimitVerdict:
-        """Count ``message_key`` for ``sender_key`` (a keyed hash, never the number itself)."""
+        """Count ``message_key`` for ``sender_key`` (a keyed hash, never the number itself).
+
+        ``now`` is when the message arrived, so a message sent before midnight counts for
+        the day it was sent, however late a worker gets to it.
+        """
         day = now.astimezone(VIETNAM).strftime("%Y%m%d")
-        key = f"{self._prefix}:limit:daily:{sender_key}:{day}"
+        key = f"{self._prefix}:limit:{self._name}:{sender_key}:{day}"
         position = int(self._script(keys=[key], args=[message_key, 2 * 24 * 3600]))
         return _verdict(position, self._limit)
 
@@ -64,6 +77,10 @@ class ConnectionRateLimiter:
 
     Over the rate, the first message of the second gets one polite "busy" reply and the rest of
     that second are dropped (stored and audited, not answered), as SPEC section 5 says.
+
+    The second counted is the one the message *arrived* in (``received_at``), not the one a
+    worker processes it in: a backlog drained at once after an outage keeps the spacing it
+    arrived with, and is answered rather than dropped as a burst.
     """
 
     def __init__(self, redis: Redis, prefix: str, per_second: int) -> None:
@@ -72,8 +89,8 @@ class ConnectionRateLimiter:
         self._limit = per_second
         self._script = redis.register_script(_COUNT_ONCE)
 
-    def check(self, connection_slug: str, message_key: str, now: datetime) -> LimitVerdict:
-        window = int(now.timestamp())
+    def check(self, connection_slug: str, message_key: str, arrived_at: datetime) -> LimitVerdict:
+        window = int(arrived_at.timestamp())
         key = f"{self._prefix}:limit:rate:{connection_slug}:{window}"
         position = int(self._script(keys=[key], args=[message_key, 10]))
         return _verdict(position, self._limit)

@@ -1,20 +1,23 @@
-"""Answer a command from a sender: verify the sender against the record, compose the reply.
+"""Decide the reply to a command from a sender: limits, sender verification, the reply itself.
 
-Shared by SMS and USSD. Not-found and number-not-registered take the same path: one query that
-asks for a citizen with this ID *and* this phone, so both refusals cost the same and read the same.
+:func:`decide` is the one decision shared by the SMS job and the USSD menu. Not-found and
+number-not-registered take the same path: one query that asks for a citizen with this ID *and*
+this phone, so both refusals cost the same and read the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.identity import InvalidIdNumber, mask_id_number, parse_id_number
 from citizen_lookup.domain.phones import mask_msisdn
-from citizen_lookup.domain.syntax import Command, CommandKind
+from citizen_lookup.domain.syntax import Command, CommandKind, parse_command
 from citizen_lookup.domain.text import abbreviate
 from citizen_lookup.models import (
     Citizen,
@@ -24,7 +27,12 @@ from citizen_lookup.models import (
     TaxRegistration,
 )
 from citizen_lookup.services.audit import AuditTrail
-from citizen_lookup.services.limits import VIETNAM
+from citizen_lookup.services.limits import (
+    VIETNAM,
+    ConnectionRateLimiter,
+    DailyLimiter,
+    LimitVerdict,
+)
 from citizen_lookup.services.replies import Templates
 
 
@@ -47,11 +55,128 @@ class LookupContext:
     history_size: int
 
 
+@dataclass(frozen=True)
+class DecisionContext:
+    """What a decision needs besides the database: the lookup's context and the limiters."""
+
+    lookup: LookupContext
+    rate: ConnectionRateLimiter  # per connection, per second of arrival
+    lookups: DailyLimiter  # messages that name an ID, per sender per day
+    help: DailyLimiter  # help and unrecognised text, per sender per day
+
+
 GRANTED = ("granted", "no_record")
+# Decisions that sent nothing: shown to an ID's owner as one line with a count (DC NK).
+SILENCED = ("silenced", "rate_silenced")
+# How many recent decisions DC NK reads to find the latest ones worth a line each.
+HISTORY_SCAN = 500
 
 
 def _date(value: date | None) -> str:
     return value.strftime("%d/%m/%Y") if value else ""
+
+
+def decide(
+    session: Session,
+    ctx: DecisionContext,
+    text_or_command: str | Command,
+    sender: str,
+    language: str,
+    message_key: str,
+    arrived_at: datetime,
+    *,
+    connection: str,
+) -> Reply:
+    """The reply to one message (SMS) or one USSD result, within the limits.
+
+    Order matters: the connection's rate is checked first, so a message dropped in a burst does
+    not use up its sender's quota; then the sender's daily count, for lookups (a message naming
+    an ID) or for help (anything else), each with its own allowance. ``message_key`` identifies
+    the message, so a retried job is counted once; ``arrived_at`` is when it reached us.
+    """
+    command = (
+        parse_command(text_or_command) if isinstance(text_or_command, str) else text_or_command
+    )
+    templates = ctx.lookup.templates
+    verdict = ctx.rate.check(connection, message_key, arrived_at)
+    if verdict is not LimitVerdict.ALLOWED:
+        text = ""
+        if verdict is LimitVerdict.OVER_LIMIT:
+            text = templates.render(language, "busy", short_code=ctx.lookup.short_code)
+        return _limited(session, ctx, command, text, f"rate_{verdict.value}")
+
+    names_id = command.id_number is not None
+    limiter = ctx.lookups if names_id else ctx.help
+    verdict = limiter.check(ctx.lookup.audit.keyed_hash(sender), message_key, arrived_at)
+    if verdict is LimitVerdict.ALLOWED:
+        return answer(session, command, sender, language, ctx.lookup)
+    text = ""
+    if verdict is LimitVerdict.OVER_LIMIT:
+        # The notice names the limit that was met: lookups, or help and unrecognised messages.
+        text = templates.render(
+            language,
+            "over_limit" if names_id else "over_help_limit",
+            limit=str(limiter.limit),
+            short_code=ctx.lookup.short_code,
+        )
+    outcome = verdict.value if names_id else f"help_{verdict.value}"
+    return _limited(session, ctx, command, text, outcome)
+
+
+def _limited(
+    session: Session, ctx: DecisionContext, command: Command, text: str, outcome: str
+) -> Reply:
+    citizen_id = command.id_number
+    if citizen_id is not None:
+        # Recorded under the resolved ID, so its owner sees the attempt in DC NK.
+        citizen_id = resolve_id_number(session, citizen_id)
+    return Reply(text, outcome, command.kind.value, (), citizen_id)
+
+
+def record_decision(
+    session: Session,
+    audit: AuditTrail,
+    reply: Reply,
+    *,
+    connection: str,
+    channel: str,
+    provider_message_id: str | None,
+    sender: str,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    """The ``lookup.decision`` audit event: who asked what, the outcome, the fields disclosed."""
+    audit.append(
+        session,
+        "lookup.decision",
+        connection=connection,
+        channel=channel,
+        provider_message_id=provider_message_id,
+        sender=sender,
+        citizen_id_number=reply.citizen_id_number,
+        command=reply.command,
+        outcome=reply.outcome,
+        fields_disclosed=reply.fields_disclosed,
+        detail=detail,
+    )
+
+
+def resolve_id_number(session: Session, id_number: str) -> str:
+    """The 12-digit ID that a 9-digit old ID (CMND) belongs to, or ``id_number`` itself.
+
+    One statement that returns one row whether or not the alias exists (a scalar subquery),
+    so resolving costs the same for a known and an unknown number.
+    """
+    if len(id_number) != 9:
+        return id_number
+    resolved = session.execute(
+        select(
+            select(Citizen.id_number)
+            .where(Citizen.old_id_number == id_number)
+            .limit(1)
+            .scalar_subquery()
+        )
+    ).scalar_one()
+    return resolved or id_number
 
 
 def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> Citizen | None:
@@ -86,10 +211,13 @@ def answer(
             text = t.render(language, "invalid_id", short_code=ctx.short_code)
             return Reply(text, "invalid_id", kind, citizen_id_number=id_number)
 
+    # Both refusals record the attempt under the 12-digit ID an old 9-digit one belongs to, so
+    # its owner sees it in DC NK; resolving first, always, keeps both paths the same work.
+    recorded_id = resolve_id_number(session, id_number)
     citizen = find_citizen_for_sender(session, id_number, sender)
     if citizen is None:
         text = t.render(language, "not_matched", short_code=ctx.short_code)
-        return Reply(text, "not_matched", kind, citizen_id_number=id_number)
+        return Reply(text, "not_matched", kind, citizen_id_number=recorded_id)
     return _compose(session, command.kind, citizen, language, ctx)
 
 
@@ -152,18 +280,46 @@ def _compose(
             return no_record("social")
         return granted("social", ("social_insurance_no",), social_insurance_no=social.number)
     # CommandKind.HISTORY: earlier lookups of this ID, shown only to its owner
-    events = list(ctx.audit.lookups_of(session, citizen.id_number, ctx.history_size))
-    if not events:
+    return _history(session, citizen, language, ctx, granted)
+
+
+def _history(
+    session: Session,
+    citizen: Citizen,
+    language: str,
+    ctx: LookupContext,
+    granted: Callable[..., Reply],
+) -> Reply:
+    """The latest lookups of this ID, one line each, and silenced attempts as one line.
+
+    Attempts that got no reply (over a limit) are counted, not listed: a stranger sending many
+    of them cannot push the owner's own lookups out of the few shown.
+    """
+    t = ctx.templates
+    shown: list[Any] = []
+    silenced = 0
+    scanned = 0
+    for event in ctx.audit.lookups_of(session, citizen.id_number, HISTORY_SCAN):
+        scanned += 1
+        if event.outcome in SILENCED:
+            silenced += 1
+        elif len(shown) < ctx.history_size:
+            shown.append(event)
+    if not shown and not silenced:
         return granted("history_none", ("lookup_history",))
-    items = "; ".join(
-        " ".join(
-            (
-                event.occurred_at.astimezone(VIETNAM).strftime("%d/%m %H:%M"),
-                (event.channel or "sms").upper(),
-                event.sender_masked or mask_msisdn(""),
-                t.word(language, "granted" if event.outcome in GRANTED else "refused"),
-            )
+    items = [_history_item(event, language, t) for event in shown]
+    if silenced:
+        count = f"{silenced}+" if scanned >= HISTORY_SCAN else str(silenced)
+        items.append(t.word(language, "silenced").format(count=count))
+    return granted("history", ("lookup_history",), items="; ".join(items))
+
+
+def _history_item(event: Any, language: str, t: Templates) -> str:
+    return " ".join(
+        (
+            event.occurred_at.astimezone(VIETNAM).strftime("%d/%m %H:%M"),
+            (event.channel or "sms").upper(),
+            event.sender_masked or mask_msisdn(""),
+            t.word(language, "granted" if event.outcome in GRANTED else "refused"),
         )
-        for event in events
     )
-    return granted("history", ("lookup_history",), items=items)

@@ -17,6 +17,7 @@ REQUIRED_REPLIES = (
     "missing_id",
     "not_matched",
     "over_limit",
+    "over_help_limit",
     "busy",
     "personal",
     "residence",
@@ -26,6 +27,17 @@ REQUIRED_REPLIES = (
     "no_record",
     "history",
     "history_none",
+    "ussd_menu",
+    "ussd_reask_menu",
+    "ussd_ask_id",
+    "ussd_reask_id",
+    "ussd_help",
+    "ussd_invalid_end",
+    "ussd_sms_result",
+    "ussd_over_limit",
+    "ussd_session_ended",
+    "ussd_session_invalid",
+    "ussd_busy",
 )
 
 

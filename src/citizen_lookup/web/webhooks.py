@@ -1,7 +1,8 @@
-"""Provider webhooks: authenticate, store, queue, acknowledge. Thin: the work is in the job.
+"""Provider webhooks: authenticate, call one service, answer. Thin: the work is in services.
 
 A message is committed to the database before it is acknowledged; if Redis is down it is still
-acknowledged (it is stored) and the sweeper queues it later. Every refusal is audited.
+acknowledged (it is stored) and the sweeper queues it later. A USSD step is answered in the
+request itself (the gateway waits for the next screen). Every refusal is audited.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from citizen_lookup.db import request_session
@@ -29,17 +29,13 @@ from citizen_lookup.metrics import (
     WEBHOOK_REQUESTS,
     WEBHOOK_SECONDS,
 )
-from citizen_lookup.models import (
-    Connection,
-    ConnectionState,
-    InboundMessageRecord,
-    OutboundMessageRecord,
-    OutboundState,
-)
+from citizen_lookup.models import Connection, ConnectionState
 from citizen_lookup.providers import build_provider
-from citizen_lookup.providers.base import DeliveryStatus, Provider
+from citizen_lookup.providers.base import Provider
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
+from citizen_lookup.services import ussd
+from citizen_lookup.services.inbound import record_delivery_report, store_inbound
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -181,58 +177,28 @@ def inbound_sms(slug: str) -> Response:
         raise Refused(400, "malformed", str(exc)) from exc
 
     runtime = current_runtime()
-    session = request_session()
-    audit_fields: dict[str, Any] = {
-        "connection": connection.slug,
-        "channel": message.channel.value,
-        "provider_message_id": message.provider_message_id,
-        "sender": sender,
-    }
-    existing = session.execute(
-        select(InboundMessageRecord.id).where(
-            InboundMessageRecord.connection_id == connection.id,
-            InboundMessageRecord.provider_message_id == message.provider_message_id,
-        )
-    ).scalar_one_or_none()
-    if existing is not None:
-        return _acknowledge_duplicate(provider, audit_fields)
-    record = InboundMessageRecord(
-        connection_id=connection.id,
+    stored = store_inbound(
+        request_session(),
+        runtime.audit,
+        connection,
         provider_message_id=message.provider_message_id,
         channel=message.channel.value,
         sender=sender,
-        recipient=message.recipient[:32],
-        body=message.text,
+        recipient=message.recipient,
+        text=message.text,
     )
-    session.add(record)
+    if stored.inbound_id is not None:
+        INBOUND_STORED.labels(connection.kind).inc()
+        _enqueue(stored.inbound_id)
+    return provider.ack_inbound()
+
+
+def _enqueue(inbound_id: int) -> None:
     try:
-        session.flush()
-        runtime.audit.append(session, "inbound.received", outcome="stored", **audit_fields)
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # the same message arrived twice at once; the other one stored it
-        return _acknowledge_duplicate(provider, audit_fields)
-    INBOUND_STORED.labels(connection.kind).inc()
-    try:
-        enqueue_inbound(runtime, record.id)
+        enqueue_inbound(current_runtime(), inbound_id)
     except RedisError:
         ENQUEUE_FAILURES.inc()
-        log.warning("Redis unreachable: inbound message %s stored, left for the sweeper", record.id)
-    return provider.ack_inbound()
-
-
-def _acknowledge_duplicate(provider: Provider, audit_fields: dict[str, Any]) -> Response:
-    runtime = current_runtime()
-    session = request_session()
-    runtime.audit.append(session, "inbound.duplicate", outcome="duplicate", **audit_fields)
-    session.commit()
-    return provider.ack_inbound()
-
-
-_REPORT_STATES = {
-    DeliveryStatus.DELIVERED: OutboundState.DELIVERED,
-    DeliveryStatus.FAILED: OutboundState.FAILED,
-}
+        log.warning("Redis unreachable: inbound message %s stored, for the sweeper", inbound_id)
 
 
 def delivery_status(slug: str) -> Response:
@@ -241,43 +207,64 @@ def delivery_status(slug: str) -> Response:
         report = provider.parse_status(request)
     except MalformedPayload as exc:
         raise Refused(400, "malformed", str(exc)) from exc
+    record_delivery_report(
+        request_session(),
+        current_runtime().audit,
+        connection,
+        provider_message_id=report.provider_message_id,
+        status=report.status.value,
+        error=report.error,
+    )
+    return provider.ack_status()
+
+
+def ussd_step(slug: str) -> Response:
+    """One step of a USSD session, answered in this request (the gateway waits for the screen)."""
+    connection, provider = _gate(slug, "ussd")
+    if not provider.supports_ussd:
+        raise Refused(404, "no_ussd", f"connections of kind {connection.kind!r} have no USSD")
+    try:
+        step_request = provider.parse_ussd(request)
+        sender = normalize_msisdn(step_request.sender)
+    except (MalformedPayload, InvalidMsisdn) as exc:
+        raise Refused(400, "malformed", str(exc)) from exc
+
     runtime = current_runtime()
     session = request_session()
-    outbound = session.execute(
-        select(OutboundMessageRecord)
-        .where(
-            OutboundMessageRecord.connection_id == connection.id,
-            OutboundMessageRecord.provider_message_id == report.provider_message_id,
+    context = runtime.ussd_context
+    try:
+        result = ussd.step(session, context, connection, step_request, sender, datetime.now(UTC))
+    except RedisError:
+        # Sessions and limits live in Redis: without it no step can be answered correctly.
+        session.rollback()
+        log.warning("Redis unreachable: USSD step answered with the busy screen")
+        runtime.audit.append(
+            session,
+            "ussd.step",
+            connection=connection.slug,
+            channel="ussd",
+            provider_message_id=step_request.session_id[:128],
+            sender=sender,
+            outcome="unavailable",
         )
-        .with_for_update(of=OutboundMessageRecord)
-    ).scalar_one_or_none()
-    outcome = "unknown_message"
-    if outbound is not None:
-        new_state = _REPORT_STATES.get(report.status)
-        outcome = report.status.value
-        if new_state is not None and outbound.state in (OutboundState.SENT, OutboundState.SENDING):
-            outbound.state = new_state
-            if new_state is OutboundState.DELIVERED:
-                outbound.delivered_at = datetime.now(UTC)
-            else:
-                outbound.last_error = (report.error or "failed")[:300]
-    runtime.audit.append(
-        session,
-        "delivery.report",
-        connection=connection.slug,
-        provider_message_id=report.provider_message_id[:128],
-        sender=outbound.recipient if outbound is not None else None,
-        outcome=outcome,
-        detail={"error": (report.error or "")[:100]} if report.error else None,
-    )
+        session.commit()
+        return provider.answer_ussd(
+            ussd.busy_screen(runtime.templates, connection.language, context.short_code)
+        )
     session.commit()
-    return provider.ack_status()
+    if result.enqueue_inbound_id is not None:
+        _enqueue(result.enqueue_inbound_id)
+    return provider.answer_ussd(result.screen)
 
 
 # Every method reaches the view, which answers the ones a kind does not take with an audited
 # 405 (Flask's own would be an unaudited HTML page).
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-for _route, _handler in (("sms", inbound_sms), ("status", delivery_status)):
+for _route, _handler in (
+    ("sms", inbound_sms),
+    ("status", delivery_status),
+    ("ussd", ussd_step),
+):
     bp.add_url_rule(
         f"/<slug>/{_route}",
         view_func=_guarded(_route, _handler),

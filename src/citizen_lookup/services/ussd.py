@@ -1,0 +1,323 @@
+"""The USSD menu (SPEC section 7): one small state machine shared by every kind with USSD.
+
+    menu --1..5--> ID entry --ID--> result (END)        menu --0--> help (END)
+
+Invalid input is asked again once, then the session ends politely. A session lives in Redis
+under (connection, session id) for ``ussd_session_ttl_seconds``; an expired or unknown one starts
+at the menu. The result is the same :func:`services.lookup.decide` the SMS job calls (same
+verification, same limits, same refusal), shown on screen or, for a connection set to ``sms``,
+sent by SMS through the queue.
+
+Whose word counts: our own session. Africa's Talking resends every input so far joined by '*'
+on each step; we take as the new input only what extends the history we last saw, and a step
+whose history we have already answered gets the same screen again (the gateway retried). A
+history that does not extend ours restarts at the menu. So a gateway may replay, lose or rewrite
+its history: it can never skip a step or smuggle an input past the menu.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from redis import Redis
+from sqlalchemy.orm import Session
+
+from citizen_lookup.domain.identity import InvalidIdNumber, parse_id_number
+from citizen_lookup.domain.syntax import Command, CommandKind, parse_command
+from citizen_lookup.domain.text import cut_at_word
+from citizen_lookup.domain.ussd import UssdRequest, UssdScreen
+from citizen_lookup.models import (
+    Connection,
+    InboundMessageRecord,
+    InboundState,
+    OutboundMessageRecord,
+    OutboundState,
+)
+from citizen_lookup.services.lookup import DecisionContext, Reply, decide, record_decision
+
+MAX_SCREEN_UNITS = 182  # what a USSD screen holds
+MAX_INPUTS = 20  # a whole session is a handful of inputs; more is not a person typing
+CHOICES: dict[str, CommandKind] = {
+    "1": CommandKind.PERSONAL,
+    "2": CommandKind.RESIDENCE,
+    "3": CommandKind.HEALTH,
+    "4": CommandKind.TAX,
+    "5": CommandKind.HISTORY,
+}
+HELP_CHOICE = "0"
+
+MENU, ID_ENTRY, ENDED = "menu", "id", "ended"
+
+
+class UssdStore:
+    """USSD sessions in Redis, one key per (connection, session id), expiring on their own."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.ttl_seconds = ttl_seconds
+
+    def key(self, connection_slug: str, session_id: str) -> str:
+        # Hashed: a gateway's session id is any string up to its length limit, and a session id
+        # of one connection can never name a session of another.
+        digest = session_digest(session_id)
+        return f"{self._prefix}:ussd:{connection_slug}:{digest}"
+
+    def load(self, connection_slug: str, session_id: str) -> SessionState | None:
+        raw = self._redis.get(self.key(connection_slug, session_id))
+        if raw is None:
+            return None
+        try:
+            return SessionState(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None  # unreadable: start again at the menu
+
+    def save(self, connection_slug: str, session_id: str, state: SessionState) -> None:
+        value = json.dumps(state.__dict__, separators=(",", ":"))
+        self._redis.set(self.key(connection_slug, session_id), value, ex=self.ttl_seconds)
+
+
+def session_digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class SessionState:
+    sender: str  # keyed hash of the phone that opened the session
+    state: str = MENU
+    choice: str = ""
+    retries: int = 0
+    seen: str = ""  # the cumulative history answered last (kinds that resend it)
+    screen: str = ""  # the last screen shown, for a retried step
+    end: bool = False
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class UssdContext:
+    """What a USSD step needs: the decision's context, the session store, the short code."""
+
+    decision: DecisionContext
+    store: UssdStore
+    short_code: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    screen: UssdScreen
+    outcome: str  # for the audit: menu, ask_id, reask, help, result, invalid_end, replay, ...
+    reply: Reply | None = None  # the lookup's decision, on the result step
+    enqueue_inbound_id: int | None = None  # a result to send by SMS: queue this message
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def step(
+    session: Session,
+    ctx: UssdContext,
+    connection: Connection,
+    request: UssdRequest,
+    sender: str,
+    now: datetime,
+) -> StepResult:
+    """Answer one USSD step from ``sender`` (E.164), audit it; the caller commits.
+
+    The session state is saved in Redis before returning.
+    """
+    result, state = _advance(session, ctx, connection, request, sender, now)
+    audit = ctx.decision.lookup.audit
+    audit.append(
+        session,
+        "ussd.step",
+        connection=connection.slug,
+        channel="ussd",
+        provider_message_id=request.session_id[:128],
+        sender=sender,
+        outcome=result.outcome,
+        detail={"step": state.steps if state else 0, **result.detail},
+    )
+    if state is not None:
+        stored = replace(state, screen=result.screen.text, end=result.screen.end)
+        ctx.store.save(connection.slug, request.session_id, stored)
+    return result
+
+
+def _advance(
+    session: Session,
+    ctx: UssdContext,
+    connection: Connection,
+    request: UssdRequest,
+    sender: str,
+    now: datetime,
+) -> tuple[StepResult, SessionState | None]:
+    language = connection.language
+    sender_hash = ctx.decision.lookup.audit.keyed_hash(sender)
+    state = ctx.store.load(connection.slug, request.session_id)
+
+    if request.text.count("*") >= MAX_INPUTS:
+        return _end(ctx, language, "ussd_invalid_end", "too_many_inputs"), None
+    if state is not None and state.sender != sender_hash:
+        # Another phone's session id: never continue someone else's session, never reveal it.
+        return _end(ctx, language, "ussd_session_invalid", "foreign_session"), None
+    if state is None:
+        fresh = SessionState(sender=sender_hash, seen=request.text if request.cumulative else "")
+        return _menu(ctx, language, "menu"), replace(fresh, steps=1)
+
+    state = replace(state, steps=state.steps + 1)
+    if request.cumulative:
+        if request.text == state.seen:  # the gateway asked again for a step we answered
+            return StepResult(UssdScreen(state.screen, state.end), "replay"), state
+        if state.seen and not request.text.startswith(state.seen + "*"):
+            restarted = SessionState(sender=sender_hash, seen=request.text, steps=state.steps)
+            return _menu(ctx, language, "restart"), restarted
+        latest = request.text[len(state.seen) + 1 :] if state.seen else request.text
+        state = replace(state, seen=request.text)
+    else:
+        latest = request.text
+    latest = latest.strip()
+
+    if state.state == ENDED or state.end:
+        return _end(ctx, language, "ussd_session_ended", "ended"), state
+    if state.state == MENU:
+        if latest in CHOICES:
+            asked = replace(state, state=ID_ENTRY, choice=latest, retries=0)
+            screen = UssdScreen(_render(ctx, language, "ussd_ask_id"), end=False)
+            return StepResult(screen, "ask_id", detail={"choice": latest}), asked
+        if latest == HELP_CHOICE:
+            return _end(ctx, language, "ussd_help", "help"), replace(state, state=ENDED)
+        if state.retries >= 1:
+            return _end(ctx, language, "ussd_invalid_end", "invalid_end"), replace(
+                state, state=ENDED
+            )
+        return _menu(ctx, language, "reask", again=True), replace(state, retries=1)
+
+    # ID entry
+    command = _id_command(ctx, state.choice, latest)
+    if command is None:
+        if state.retries >= 1:
+            return _end(ctx, language, "ussd_invalid_end", "invalid_end"), replace(
+                state, state=ENDED
+            )
+        screen = UssdScreen(_render(ctx, language, "ussd_reask_id"), end=False)
+        return StepResult(screen, "reask_id"), replace(state, retries=1)
+    done = replace(state, state=ENDED)
+    return _result(session, ctx, connection, request, sender, command, now), done
+
+
+def _id_command(ctx: UssdContext, choice: str, entered: str) -> Command | None:
+    """The lookup the entry asks for, read as tolerantly as an SMS; None if it is not an ID."""
+    kind = CHOICES.get(choice)
+    if kind is None or not entered:
+        return None
+    # The same grammar as SMS: spaces, dots and groups of digits are fine, letters are not.
+    command = parse_command(f"DC {kind.value} {entered}")
+    if command.id_number is None or command.kind is not kind:
+        return None
+    if len(command.id_number) == 12:
+        lookup = ctx.decision.lookup
+        try:
+            parse_id_number(command.id_number, lookup.provinces, abroad_range=lookup.abroad_range)
+        except InvalidIdNumber:
+            return None  # a typing slip: asked again, and it is not counted as a lookup
+    return command
+
+
+def _result(
+    session: Session,
+    ctx: UssdContext,
+    connection: Connection,
+    request: UssdRequest,
+    sender: str,
+    command: Command,
+    now: datetime,
+) -> StepResult:
+    language = connection.language
+    digest = session_digest(request.session_id)
+    reply = decide(
+        session,
+        ctx.decision,
+        command,
+        sender,
+        language,
+        f"ussd:{connection.slug}:{digest}",  # one lookup per session, however often retried
+        now,
+        connection=connection.slug,
+    )
+    record_decision(
+        session,
+        ctx.decision.lookup.audit,
+        reply,
+        connection=connection.slug,
+        channel="ussd",
+        provider_message_id=request.session_id[:128],
+        sender=sender,
+        detail={"ussd_result": connection.ussd_result},
+    )
+    if connection.ussd_result == "sms" and reply.text:
+        inbound_id = _queue_sms(session, connection, sender, command, reply, digest, now)
+        screen = UssdScreen(_render(ctx, language, "ussd_sms_result"), end=True)
+        return StepResult(screen, "result_sms", reply, inbound_id)
+    # Silenced (over a limit, notice already given): no SMS, but the session must still end.
+    text = reply.text or _render(ctx, language, "ussd_over_limit")
+    screen = UssdScreen(cut_at_word(text, MAX_SCREEN_UNITS), end=True)
+    return StepResult(screen, "result", reply)
+
+
+def _queue_sms(
+    session: Session,
+    connection: Connection,
+    sender: str,
+    command: Command,
+    reply: Reply,
+    digest: str,
+    now: datetime,
+) -> int:
+    """Store the decided reply as an SMS to send, as the SMS job would; the caller queues it."""
+    inbound = InboundMessageRecord(
+        connection_id=connection.id,
+        provider_message_id=f"ussd-{digest}",
+        channel="ussd",
+        sender=sender,
+        recipient=(connection.short_code or "")[:32],
+        # The equivalent SMS, so the stored message reads like any other.
+        body=f"DC {command.kind.value} {command.id_number}",
+        state=InboundState.RECEIVED,
+        received_at=now,
+    )
+    session.add(inbound)
+    session.flush()
+    session.add(
+        OutboundMessageRecord(
+            inbound_id=inbound.id,
+            connection_id=connection.id,
+            recipient=sender,
+            body=reply.text,
+            state=OutboundState.PENDING,
+        )
+    )
+    session.flush()
+    return inbound.id
+
+
+def _render(ctx: UssdContext, language: str, name: str) -> str:
+    templates = ctx.decision.lookup.templates
+    text = templates.render(language, name, short_code=ctx.short_code)
+    return cut_at_word(text, MAX_SCREEN_UNITS)
+
+
+def _menu(ctx: UssdContext, language: str, outcome: str, *, again: bool = False) -> StepResult:
+    name = "ussd_reask_menu" if again else "ussd_menu"
+    return StepResult(UssdScreen(_render(ctx, language, name), end=False), outcome)
+
+
+def _end(ctx: UssdContext, language: str, name: str, outcome: str) -> StepResult:
+    return StepResult(UssdScreen(_render(ctx, language, name), end=True), outcome)
+
+
+def busy_screen(ctx_templates: Any, language: str, short_code: str) -> UssdScreen:
+    """What the phone shows when Redis cannot be reached: try again later."""
+    text = ctx_templates.render(language, "ussd_busy", short_code=short_code)
+    return UssdScreen(cut_at_word(text, MAX_SCREEN_UNITS), end=True)
