@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from citizen_lookup.exceptions import ConfigurationError
+from citizen_lookup.providers.africastalking import AfricasTalkingProvider
 from citizen_lookup.providers.base import ConnectionLike, Provider, ProviderContext
 from citizen_lookup.providers.generic import GenericProvider
 from citizen_lookup.providers.twilio import TwilioProvider
@@ -12,6 +13,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     VnmoProvider.kind: VnmoProvider,
     TwilioProvider.kind: TwilioProvider,
     GenericProvider.kind: GenericProvider,
+    AfricasTalkingProvider.kind: AfricasTalkingProvider,
 }
 
 

@@ -1,0 +1,310 @@
+"""The africastalking adapter: SMS and USSD form callbacks in, the messaging API out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import ClassVar
+
+import pytest
+import requests
+from provider_cases import (
+    INBOUND_PATH,
+    OUTBOUND,
+    STATUS_PATH,
+    Auth,
+    FakeProviderServer,
+    ProviderCases,
+    WebhookRequest,
+    call,
+)
+
+from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
+from citizen_lookup.providers.africastalking import AfricasTalkingProvider
+from citizen_lookup.providers.base import (
+    DeliveryReport,
+    DeliveryStatus,
+    InboundMessage,
+    UssdRequest,
+    UssdScreen,
+)
+
+USERNAME, API_KEY, SECRET = "citizen-lookup", "atsk_api-key-0123456789", "callback-secret-42"
+USSD_PATH = "/webhooks/test-link/ussd"
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def report(status: DeliveryStatus, error: str | None = None) -> DeliveryReport:
+    return DeliveryReport(provider_message_id="ATXid_42", status=status, error=error)
+
+
+def sent_answer(code: int = 101, status: str = "Success", message_id: str = "ATXid_out7") -> str:
+    return json.dumps(
+        {
+            "SMSMessageData": {
+                "Message": "Sent to 1/1 Total Cost: KES 0.8000",
+                "Recipients": [
+                    {
+                        "statusCode": code,
+                        "number": "+84912345678",
+                        "status": status,
+                        "cost": "KES 0.8000",
+                        "messageId": message_id,
+                    }
+                ],
+            }
+        }
+    )
+
+
+class TestAfricasTalking(ProviderCases):
+    provider_class = AfricasTalkingProvider
+    credentials: ClassVar[dict[str, str]] = {
+        "username": USERNAME,
+        "api_key": API_KEY,
+        "secret": SECRET,
+    }
+    expected_inbound = InboundMessage(
+        provider_message_id="ATXid_0001",
+        sender="+84912345678",
+        recipient="8077",
+        text="DC 001099012345",
+    )
+    required_inbound_fields = ("id", "from", "text")
+    status_cases = (
+        ({"id": "ATXid_42", "status": "Success"}, report(DeliveryStatus.DELIVERED)),
+        ({"id": "ATXid_42", "status": "Sent"}, report(DeliveryStatus.ACCEPTED)),
+        ({"id": "ATXid_42", "status": "Submitted"}, report(DeliveryStatus.ACCEPTED)),
+        ({"id": "ATXid_42", "status": "Buffered"}, report(DeliveryStatus.ACCEPTED)),
+        (
+            {"id": "ATXid_42", "status": "Failed", "failureReason": "UserInBlacklist"},
+            report(DeliveryStatus.FAILED, "UserInBlacklist"),
+        ),
+        (
+            {"id": "ATXid_42", "status": "Rejected", "failureReason": "DeliveryFailure"},
+            report(DeliveryStatus.FAILED, "DeliveryFailure"),
+        ),
+        ({"id": "ATXid_42", "status": "Expired"}, report(DeliveryStatus.FAILED, "Expired")),
+        ({"id": "ATXid_42", "status": "Bounced"}, report(DeliveryStatus.UNKNOWN)),
+    )
+    ack_content_type = "text/plain"
+    ack_body = b""
+    success_answer = (201, sent_answer(), "application/json")
+
+    def inbound_fields(self) -> dict[str, str]:
+        return {
+            "from": "+84912345678",
+            "to": "8077",
+            "text": "DC 001099012345",
+            "date": "2026-11-27 10:00:00",
+            "id": "ATXid_0001",
+            "networkCode": "45204",
+        }
+
+    def build_request(
+        self, path: str, fields: dict[str, str], auth: Auth = "good"
+    ) -> WebhookRequest:
+        headers = {}
+        if auth != "none":
+            headers["Authorization"] = basic(USERNAME, SECRET if auth == "good" else "wrong")
+        return WebhookRequest(path, data=fields, headers=headers)
+
+    def outbound_url(self, server_url: str) -> str:
+        return server_url  # --outbound-url replaces the API's base URL
+
+    # -- authentication specifics ---------------------------------------------------------------
+    def test_key_in_the_query_string_authenticates(self) -> None:
+        request = WebhookRequest(
+            INBOUND_PATH, data=self.inbound_fields(), query_string={"key": SECRET}
+        )
+        assert self.receive(request) == self.expected_inbound
+
+    @pytest.mark.parametrize("key", ["wrong", "", SECRET + "x", API_KEY])
+    def test_a_wrong_key_is_refused(self, key: str) -> None:
+        request = WebhookRequest(
+            INBOUND_PATH, data=self.inbound_fields(), query_string={"key": key}
+        )
+        with pytest.raises(AuthenticationFailed) as caught:
+            self.receive(request)
+        assert SECRET not in str(caught.value)
+
+    @pytest.mark.parametrize(
+        "authorization",
+        [
+            basic("someone-else", SECRET),
+            basic(USERNAME, API_KEY),  # the API key is for our calls to them, not theirs to us
+            "Basic !!!",
+            "Bearer " + SECRET,
+        ],
+    )
+    def test_other_basic_credentials_are_refused_even_with_a_good_key(
+        self, authorization: str
+    ) -> None:
+        request = WebhookRequest(
+            INBOUND_PATH,
+            data=self.inbound_fields(),
+            query_string={"key": SECRET},
+            headers={"Authorization": authorization},
+        )
+        with pytest.raises(AuthenticationFailed):
+            self.receive(request)
+
+    # -- inbound specifics ----------------------------------------------------------------------
+    def test_link_id_travels_with_the_message_id(self) -> None:
+        fields = self.inbound_fields() | {"linkId": "SampleLinkId123"}
+        message = self.receive(self.build_request(INBOUND_PATH, fields))
+        assert isinstance(message, InboundMessage)
+        assert message.provider_message_id == "ATXid_0001|SampleLinkId123"
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [("id", "x" * 101), ("from", "8" * 33), ("text", "a" * 1601), ("id", "a|b")],
+    )
+    def test_oversized_or_invalid_fields_are_malformed(self, name: str, value: str) -> None:
+        fields = self.inbound_fields() | {name: value}
+        with pytest.raises(MalformedPayload, match=name):
+            self.receive(self.build_request(INBOUND_PATH, fields))
+
+    # -- USSD -----------------------------------------------------------------------------------
+    def ussd_fields(self, text: str = "1*001099012345") -> dict[str, str]:
+        return {
+            "sessionId": "ATUid_session_1",
+            "serviceCode": "*8077#",
+            "phoneNumber": "+84912345678",
+            "networkCode": "45204",
+            "text": text,
+        }
+
+    def test_ussd_step_is_parsed_with_its_whole_history(self) -> None:
+        provider = self.provider()
+        request = self.build_request(USSD_PATH, self.ussd_fields())
+        step = call(request, provider.parse_ussd, "203.0.113.10")
+        assert step == UssdRequest(
+            session_id="ATUid_session_1",
+            sender="+84912345678",
+            service_code="*8077#",
+            text="1*001099012345",
+            cumulative=True,
+        )
+
+    def test_first_ussd_step_has_empty_text(self) -> None:
+        request = self.build_request(USSD_PATH, self.ussd_fields(""))
+        assert call(request, self.provider().parse_ussd, "203.0.113.10").text == ""
+
+    @pytest.mark.parametrize("missing", ["sessionId", "phoneNumber", "serviceCode", "text"])
+    def test_ussd_step_missing_a_field_is_malformed(self, missing: str) -> None:
+        fields = {k: v for k, v in self.ussd_fields().items() if k != missing}
+        request = self.build_request(USSD_PATH, fields)
+        with pytest.raises(MalformedPayload, match=missing):
+            call(request, self.provider().parse_ussd, "203.0.113.10")
+
+    def test_ussd_answers_are_con_or_end_plain_text(self) -> None:
+        provider = self.provider()
+        going_on = provider.answer_ussd(UssdScreen("1. Menu", end=False))
+        done = provider.answer_ussd(UssdScreen("Bye", end=True))
+        assert (going_on.mimetype, going_on.get_data()) == ("text/plain", b"CON 1. Menu")
+        assert (done.mimetype, done.get_data()) == ("text/plain", b"END Bye")
+
+    def test_simulated_ussd_is_what_the_parser_reads(self) -> None:
+        provider = self.provider()
+        prepared = provider.simulated_ussd(
+            "http://x" + USSD_PATH, "s-9", "+84912345678", "*8077#", "2*001099012345"
+        )
+        request = WebhookRequest(
+            USSD_PATH,
+            data=prepared.body,
+            headers=prepared.headers,
+            content_type=prepared.headers["Content-Type"],
+        )
+        step = call(
+            request, lambda r: (provider.authenticate(r), provider.parse_ussd(r))[1], "1.1.1.1"
+        )
+        assert (step.session_id, step.text, step.cumulative) == ("s-9", "2*001099012345", True)
+
+    # -- delivery report specifics --------------------------------------------------------------
+    def test_status_without_status_is_malformed(self) -> None:
+        with pytest.raises(MalformedPayload, match="status"):
+            self.receive(self.build_request(STATUS_PATH, {"id": "ATXid_42"}), "status")
+
+    # -- outbound specifics ---------------------------------------------------------------------
+    def test_send_posts_the_documented_form_with_the_api_key(
+        self, fake_api: FakeProviderServer, http_session: requests.Session
+    ) -> None:
+        fake_api.answer(*self.success_answer)
+        result = self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        [sent] = fake_api.requests
+        assert (sent.method, sent.path) == ("POST", "/version1/messaging")
+        assert sent.headers["apikey"] == API_KEY
+        assert sent.headers["accept"] == "application/json"
+        assert sent.form() == {
+            "username": [USERNAME],
+            "to": [OUTBOUND.to],
+            "message": [OUTBOUND.text],
+            "from": ["8077"],
+            "bulkSMSMode": ["1"],
+        }
+        assert result.provider_message_id == "ATXid_out7"
+
+    def test_a_premium_reply_quotes_the_link_id(
+        self, fake_api: FakeProviderServer, http_session: requests.Session
+    ) -> None:
+        fake_api.answer(*self.success_answer)
+        message = OUTBOUND.__class__(**{**OUTBOUND.__dict__, "in_reply_to": "ATXid_1|Link-77"})
+        self.sending_provider(fake_api, http_session).send(message)
+        form = fake_api.requests[0].form()
+        assert form["linkId"] == ["Link-77"] and form["bulkSMSMode"] == ["0"]
+
+    @pytest.mark.parametrize(
+        ("code", "status", "retryable"),
+        [
+            (405, "InsufficientBalance", False),
+            (403, "InvalidPhoneNumber", False),
+            (500, "InternalServerError", True),
+            (501, "GatewayError", True),
+        ],
+    )
+    def test_a_refused_recipient_is_a_send_error(
+        self,
+        fake_api: FakeProviderServer,
+        http_session: requests.Session,
+        code: int,
+        status: str,
+        retryable: bool,
+    ) -> None:
+        fake_api.answer(201, sent_answer(code, status), "application/json")
+        with pytest.raises(SendError) as caught:
+            self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        assert caught.value.retryable is retryable
+        self.assert_no_personal_data(caught.value)
+
+    @pytest.mark.parametrize(
+        "answer",
+        ["", "not json", '{"SMSMessageData": {"Recipients": []}}', '{"SMSMessageData": {}}'],
+    )
+    def test_an_answer_without_a_recipient_fails_for_good(
+        self, fake_api: FakeProviderServer, http_session: requests.Session, answer: str
+    ) -> None:
+        fake_api.answer(201, answer, "application/json")
+        with pytest.raises(SendError) as caught:
+            self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        assert caught.value.retryable is False
+
+    def test_a_redirect_is_not_followed(
+        self, fake_api: FakeProviderServer, http_session: requests.Session
+    ) -> None:
+        fake_api.answer(307, "", "text/plain")
+        with pytest.raises(SendError, match="redirect") as caught:
+            self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        assert caught.value.retryable is False
+        assert len(fake_api.requests) == 1
+
+    def test_default_urls_are_the_public_api_and_the_sandbox(self) -> None:
+        provider = self.provider()
+        assert isinstance(provider, AfricasTalkingProvider)
+        url = provider._messaging_url
+        assert url(USERNAME, premium=False) == "https://api.africastalking.com/version1/messaging"
+        assert url(USERNAME, premium=True).startswith("https://content.africastalking.com/")
+        assert url("sandbox", premium=False).startswith("https://api.sandbox.africastalking.com/")
