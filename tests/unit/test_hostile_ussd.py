@@ -1,0 +1,202 @@
+"""Hostile USSD input: each gets a clear END screen or a 4xx, never a 500, and is audited."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import select
+
+from citizen_lookup.models import AuditEvent
+from citizen_lookup.providers.generic import sign
+from tests.helpers import (
+    GENERIC_SECRET,
+    OWNER_ID,
+    OWNER_PHONE,
+    add_citizen,
+    add_connection,
+    runtime_of,
+)
+
+AT_CREDENTIALS = {"username": "cl", "api_key": "at-api-key-0123456789", "secret": "at-secret-42"}
+AT_AUTH = "Basic " + base64.b64encode(b"cl:at-secret-42").decode()
+
+
+@pytest.fixture
+def gateways(app: Any) -> None:
+    add_citizen(app)
+    add_connection(app, "gen", outbound_url="http://127.0.0.1:9/mt")
+    add_connection(app, "at", kind="africastalking", credentials=AT_CREDENTIALS)
+
+
+def generic_step(client: Any, session_id: Any, text: Any, sender: str = OWNER_PHONE) -> Any:
+    body = json.dumps(
+        {"session_id": session_id, "from": sender, "service_code": "*8077#", "text": text}
+    ).encode()
+    return post_generic(client, body)
+
+
+def post_generic(client: Any, body: bytes) -> Any:
+    headers = {"Content-Type": "application/json", "X-Signature": sign(GENERIC_SECRET, body)}
+    return client.post("/webhooks/gen/ussd", data=body, headers=headers)
+
+
+def at_step(client: Any, session_id: str, text: str, sender: str = OWNER_PHONE) -> Any:
+    fields = {"sessionId": session_id, "serviceCode": "*8077#", "phoneNumber": sender, "text": text}
+    return post_at(client, urlencode(fields).encode())
+
+
+def post_at(client: Any, body: bytes) -> Any:
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": AT_AUTH}
+    return client.post("/webhooks/at/ussd", data=body, headers=headers)
+
+
+def events(app: Any, event_type: str) -> list[AuditEvent]:
+    with runtime_of(app).session_factory() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.event_type == event_type)
+                .order_by(AuditEvent.seq)
+            )
+        )
+
+
+def screen(response: Any) -> tuple[bool, str]:
+    assert response.status_code == 200
+    if response.mimetype == "application/json":
+        document = response.get_json()
+        return document["action"] == "end", document["text"]
+    text = response.get_data(as_text=True)
+    return text.startswith("END "), text[4:]
+
+
+def test_empty_text_at_the_id_prompt_is_asked_again(app, client, gateways):
+    for step in (lambda t: generic_step(client, "e1", t), lambda t: at_step(client, "e1", t)):
+        step("")
+        step("1")
+    assert screen(generic_step(client, "e1", "")) == (
+        False,
+        "So CCCD chua dung. Nhap lai 12 so CCCD (hoac 9 so CMND):",
+    )
+    assert screen(at_step(client, "e1", "1*"))[0] is False
+
+
+@pytest.mark.parametrize("letters", ["abc", "DC CT 001099012345", "00109901234A", "１２３"])
+def test_letters_where_digits_are_expected_end_politely_on_the_second_try(
+    app, client, gateways, letters
+):
+    generic_step(client, "l1", "")
+    generic_step(client, "l1", "1")
+    assert screen(generic_step(client, "l1", letters))[0] is False
+    ended, text = screen(generic_step(client, "l1", letters))
+    assert ended and "*8077#" in text
+    assert events(app, "lookup.decision") == []
+
+
+def test_fifty_joined_inputs_end_the_session(app, client, gateways):
+    at_step(client, "f1", "")
+    ended, text = screen(at_step(client, "f1", "*".join(["1"] * 50)))
+    assert ended and "khong hop le" in text
+    ended, _ = screen(generic_step(client, "f2", "*".join(["1"] * 50)))
+    assert ended
+    assert [e.outcome for e in events(app, "ussd.step")][-2:] == [
+        "too_many_inputs",
+        "too_many_inputs",
+    ]
+
+
+@pytest.mark.parametrize("route", ["generic", "africastalking"])
+def test_ten_kilobytes_of_text_is_refused_with_400(app, client, gateways, route):
+    text = "1" * 10_000
+    response = (
+        generic_step(client, "k1", text) if route == "generic" else at_step(client, "k1", text)
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "malformed"
+    assert events(app, "request.refused")[-1].outcome == "malformed"
+
+
+def test_a_session_id_of_500_characters_is_refused(app, client, gateways):
+    assert generic_step(client, "s" * 500, "").status_code == 400
+    assert at_step(client, "s" * 500, "").status_code == 400
+    refused = events(app, "request.refused")
+    assert [(e.outcome, e.channel) for e in refused] == [("malformed", "ussd")] * 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"session_id": "x", "from": "+84912345678", "text": "\xff\xfe"}',
+        b"\xff\xfe\x00garbage",
+        b'{"session_id": 7, "from": "+84912345678", "text": ""}',
+        b'{"session_id": "x", "from": "not a number", "text": ""}',
+        b"[]",
+    ],
+)
+def test_non_utf8_or_wrongly_typed_json_is_refused(app, client, gateways, body):
+    response = post_generic(client, body)
+    assert response.status_code == 400
+    assert events(app, "request.refused")[-1].channel == "ussd"
+
+
+def test_non_utf8_form_bytes_read_as_unrecognised_input(app, client, gateways):
+    at_step(client, "u1", "")
+    body = b"sessionId=u1&serviceCode=%2A8077%23&phoneNumber=%2B84912345678&text=%FF%FE"
+    response = post_at(client, body)
+    ended, text = screen(response)  # a clear screen, never a 500
+    assert not ended and text.startswith("Lua chon chua dung")
+
+
+def test_a_reused_session_id_after_the_end_gets_a_clear_end(app, client, gateways):
+    generic_step(client, "r1", "")
+    generic_step(client, "r1", "1")
+    generic_step(client, "r1", OWNER_ID)
+    ended, text = screen(generic_step(client, "r1", "2"))
+    assert ended and "ket thuc" in text
+    assert events(app, "ussd.step")[-1].outcome == "ended"
+
+
+def test_a_foreign_session_id_gets_a_clear_end_and_is_audited(app, client, gateways):
+    generic_step(client, "g1", "")
+    ended, text = screen(generic_step(client, "g1", "1", sender="+84987654321"))
+    assert ended and "khong hop le" in text
+    assert events(app, "ussd.step")[-1].outcome == "foreign_session"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic " + base64.b64encode(b"cl:wrong").decode()},
+        {"Authorization": "Bearer at-secret-42"},
+    ],
+)
+def test_unauthenticated_steps_are_refused_and_audited(app, client, gateways, headers):
+    body = urlencode(
+        {"sessionId": "a", "serviceCode": "*8077#", "phoneNumber": OWNER_PHONE, "text": ""}
+    )
+    response = client.post(
+        "/webhooks/at/ussd",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+    )
+    assert response.status_code == 403
+    assert events(app, "request.refused")[-1].outcome == "authentication_failed"
+
+
+def test_redis_down_answers_a_busy_screen_not_a_500(app, client, gateways, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    store = runtime_of(app).ussd_context.store
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise RedisConnectionError("gone")
+
+    monkeypatch.setattr(store, "load", down)
+    ended, text = screen(generic_step(client, "d1", ""))
+    assert ended and "ban" in text
+    assert events(app, "ussd.step")[-1].outcome == "unavailable"
