@@ -308,10 +308,17 @@ def _history(
     if not shown and not silenced:
         return granted("history_none", ("lookup_history",))
     items = [_history_item(event, language, t) for event in shown]
+    tail = []
     if silenced:
         count = f"{silenced}+" if scanned >= HISTORY_SCAN else str(silenced)
-        items.append(t.word(language, "silenced").format(count=count))
-    return granted("history", ("lookup_history",), items="; ".join(items))
+        tail.append(t.word(language, "silenced").format(count=count))
+    # Whole lines only: the oldest lookups give way until the rest fits one reply.
+    for keep in range(len(items), 0, -1):
+        joined = "; ".join(items[:keep] + tail)
+        reply = granted("history", ("lookup_history",), items=joined)
+        if joined in reply.text:
+            return reply
+    return granted("history", ("lookup_history",), items="; ".join(items[:1] + tail))
 
 
 def _history_item(event: Any, language: str, t: Templates) -> str:
