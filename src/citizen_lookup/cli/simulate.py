@@ -1,13 +1,17 @@
-"""`citizen-lookup simulate sms`: drive the real webhook path as a provider would, print the reply.
+"""`citizen-lookup simulate sms|ussd`: drive the real webhook path as a provider would.
 
-It signs a request with the connection's own credentials in the provider's format, sends it over
-HTTP to the running service, and waits for the worker to store and send the reply.
+It signs each request with the connection's own credentials in the provider's format and sends
+it over HTTP to the running service. `sms` waits for the worker to store and send the reply;
+`ussd` shows each screen as a phone would and reads the next input (or takes them all from
+``--input 1*<ID>``).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
+import textwrap
 import time
 
 import click
@@ -18,8 +22,10 @@ from citizen_lookup.cli import pass_runtime
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.models import InboundMessageRecord, InboundState, OutboundMessageRecord
 from citizen_lookup.providers import build_provider
+from citizen_lookup.providers.base import Provider, UssdScreen
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.connections import get_connection
+from citizen_lookup.services.ussd import MAX_SCREEN_UNITS, session_digest
 
 FINAL = ("sent", "delivered", "failed")
 
@@ -64,6 +70,11 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
     if response.status_code != 200:
         sys.exit(1)
 
+    _wait_for_reply(runtime, connection_id, message_id, wait)
+
+
+def _wait_for_reply(runtime: Runtime, connection_id: int, message_id: str, wait: float) -> None:
+    """Print the reply stored for inbound ``message_id`` once it is sent; exit with its state."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         with runtime.session_factory() as session:
@@ -95,3 +106,113 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
     raise click.ClickException(
         f"no reply within {wait:.0f} s: is a worker running? (`citizen-lookup worker`)"
     )
+
+
+@group.command("ussd")
+@click.option("--from", "sender", required=True, help="Sender MSISDN (any form).")
+@click.option("--connection", "slug", default="demo", show_default=True)
+@click.option("--url", help="Service base URL [default: the public base URL setting].")
+@click.option(
+    "--input",
+    "inputs",
+    help="Every input at once, joined by '*' (e.g. 1*001099012345): one walk, no prompts.",
+)
+@click.option("--wait", default=20.0, show_default=True, help="Seconds to wait for an SMS result.")
+@pass_runtime
+def ussd(
+    runtime: Runtime,
+    sender: str,
+    slug: str,
+    url: str | None,
+    inputs: str | None,
+    wait: float,
+) -> None:
+    """Dial the service's USSD code from --from and walk its menu, screen by screen."""
+    try:
+        msisdn = normalize_msisdn(sender)
+    except InvalidMsisdn as exc:
+        raise click.BadParameter(str(exc), param_hint="--from") from exc
+    with runtime.session_factory() as session:
+        connection = get_connection(session, slug)
+        connection_id = connection.id
+        provider = build_provider(connection, runtime.provider_context)
+        service_code = f"*{connection.short_code or runtime.settings.short_code}#"
+        result_by_sms = connection.ussd_result == "sms"
+    if not provider.supports_ussd:
+        raise click.ClickException(f"connection {slug!r} is of a kind without USSD")
+    base = (url or runtime.settings.public_base_url).rstrip("/")
+    session_id = f"sim-{secrets.token_hex(8)}"
+    queued = list(inputs.split("*")) if inputs is not None else None
+    history: list[str] = []
+    click.echo(f"dialling {service_code} from {msisdn}", err=True)
+    while True:
+        screen = _ussd_step(
+            provider,
+            f"{base}/webhooks/{slug}/ussd",
+            session_id,
+            msisdn,
+            service_code,
+            "*".join(history),
+        )
+        click.echo(phone_screen(screen))
+        if screen.end:
+            break
+        if queued is not None:
+            if not queued:
+                click.echo("(--input ended before the session did)", err=True)
+                sys.exit(1)
+            entry = queued.pop(0)
+            click.echo(f"> {entry}")
+        else:
+            try:
+                entry = click.prompt(">", default="", show_default=False, prompt_suffix=" ")
+            except click.Abort:
+                click.echo("(session left)", err=True)
+                sys.exit(0)
+        history.append(entry)
+    if result_by_sms and history:
+        _wait_for_reply(runtime, connection_id, f"ussd-{session_digest(session_id)}", wait)
+
+
+def _ussd_step(
+    provider: Provider, url: str, session_id: str, msisdn: str, service_code: str, history: str
+) -> UssdScreen:
+    prepared = provider.simulated_ussd(url, session_id, msisdn, service_code, history)
+    try:
+        response = requests.request(
+            prepared.method, prepared.url, headers=prepared.headers, data=prepared.body, timeout=15
+        )
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"the service is not reachable at {url} ({type(exc).__name__}); start it first"
+        ) from exc
+    if response.status_code != 200:
+        click.echo(f"webhook answered HTTP {response.status_code}: {response.text[:200]}", err=True)
+        sys.exit(1)
+    return read_ussd_answer(response.headers.get("Content-Type", ""), response.text)
+
+
+def read_ussd_answer(content_type: str, body: str) -> UssdScreen:
+    """A gateway's view of our answer: JSON {"action","text"} or plain text "CON …"/"END …"."""
+    if content_type.startswith("application/json"):
+        document = json.loads(body)
+        return UssdScreen(str(document["text"]), end=document["action"] == "end")
+    if body[:4] in ("CON ", "END "):
+        return UssdScreen(body[4:], end=body.startswith("END "))
+    raise click.ClickException("the webhook's answer is not a USSD screen")
+
+
+PHONE_COLUMNS = 30  # what a basic phone's screen shows on a line
+
+
+def phone_screen(screen: UssdScreen) -> str:
+    """The screen in a box, as a basic phone would wrap it, with its size against the limit."""
+    lines: list[str] = []
+    for paragraph in screen.text.split("\n"):
+        lines.extend(textwrap.wrap(paragraph, PHONE_COLUMNS) or [""])
+    width = PHONE_COLUMNS
+    footer = f" {len(screen.text)}/{MAX_SCREEN_UNITS} {'END' if screen.end else 'reply'} "
+    top = "+" + "-" * (width + 2) + "+"
+    bottom = "+" + footer.center(width + 2, "-") + "+"
+    body = [f"| {line.ljust(width)} |" for line in lines]
+    return "\n".join([top, *body, bottom])
