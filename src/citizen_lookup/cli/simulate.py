@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from citizen_lookup.cli import pass_runtime
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
+from citizen_lookup.domain.text import gsm7_units
 from citizen_lookup.models import InboundMessageRecord, InboundState, OutboundMessageRecord
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import Provider, UssdScreen
@@ -211,7 +212,7 @@ def phone_screen(screen: UssdScreen) -> str:
     for paragraph in screen.text.split("\n"):
         lines.extend(textwrap.wrap(paragraph, PHONE_COLUMNS) or [""])
     width = PHONE_COLUMNS
-    footer = f" {len(screen.text)}/{MAX_SCREEN_UNITS} {'END' if screen.end else 'reply'} "
+    footer = f" {gsm7_units(screen.text)}/{MAX_SCREEN_UNITS} {'END' if screen.end else 'reply'} "
     top = "+" + "-" * (width + 2) + "+"
     bottom = "+" + footer.center(width + 2, "-") + "+"
     body = [f"| {line.ljust(width)} |" for line in lines]
