@@ -12,8 +12,10 @@ On loopback only: PostgreSQL (a database of the benchmark's own), a Redis server
 4. audit: append cost on an empty trail and on a long one; `verify` speed and memory.
 5. lookup: the whole lookup (ID + sender check + linked record) beside a raw prepared psycopg
    query, p99, on --citizens citizens.
+6. USSD: one menu step over HTTP (menu, choice, ID entry with the lookup) at 100 steps/s, p99,
+   beside the ingest anchor (``--ussd-only`` measures this part alone).
 
-Usage: scripts/bench [--citizens 200000] [--seconds 10]   (wrk: apt-get install wrk)
+Usage: scripts/bench [--citizens 200000] [--seconds 10] [--ussd-only]   (wrk: apt-get install wrk)
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ def session_poster(url: str, body_for: Callable[[int], str]) -> Callable[[int], 
 
 # -- the run -------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if not shutil.which("wrk"):
+    if not shutil.which("wrk") and not args.ussd_only:
         raise SystemExit("the benchmark needs wrk: apt-get install wrk")
     workdir = ROOT / "instance" / "bench"
     admin, database_url, redis = fresh_workplace(args.pg_admin, BENCH_DB, workdir)
@@ -216,6 +218,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(1)
         ours_url = f"http://127.0.0.1:{web_port}/webhooks/bench/sms"
         anchor_url = f"http://127.0.0.1:{anchor_port}/enqueue"
+        if args.ussd_only:
+            theirs = paced(300, 300 * args.seconds, session_poster(anchor_url, lambda i: ""))
+            results["ingest_anchor_p99_ms"] = round(percentile(theirs, 0.99) * 1000, 2)
+            results.update(measure_ussd(stack, web_port, aggregator.url, citizens, args.seconds))
+            return results
 
         # 1. ingest
         script = workdir / "mo.lua"
@@ -249,6 +256,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["ingest_p50_ms"] = round(statistics.median(ours) * 1000, 2)
         results["ingest_p99_ms"] = round(percentile(ours, 0.99) * 1000, 2)
         results["ingest_anchor_p99_ms"] = round(percentile(theirs, 0.99) * 1000, 2)
+
+        results.update(measure_ussd(stack, web_port, aggregator.url, citizens, args.seconds))
 
         # 2. one worker draining what ingest queued, beside the anchor worker
         with engine.connect() as connection:
@@ -316,6 +325,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with admin.connect() as connection:
                 connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
         admin.dispose()
+
+
+def measure_ussd(
+    stack: Stack, web_port: int, mt_url: str, citizens: list[Any], seconds: int
+) -> dict[str, Any]:
+    """One USSD step's latency over HTTP at 100 steps/s: menu, choice, then the ID's lookup.
+
+    Walks of three steps start at 100/3 a second; each walk's steps follow one another as a
+    phone's would, each from a different citizen's own phone (so the lookup is granted).
+    """
+    from citizen_lookup.providers.generic import sign
+
+    secret = secrets.token_hex(16)
+    stack.add_connection("bench-ussd", "generic", mt_url, "--credential", f"secret={secret}")
+    url = f"http://127.0.0.1:{web_port}/webhooks/bench-ussd/ussd"
+    steps: list[float] = []
+    results_ms: list[float] = []
+    granted = 0
+    lock = threading.Lock()
+    local = threading.local()
+
+    def walk(i: int) -> None:
+        nonlocal granted
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        id_number, phone = citizens[i % len(citizens)]
+        for n, entry in enumerate(("", "1", id_number)):
+            body = (
+                f'{{"session_id":"b-{i}","from":"{phone}","service_code":"*8077#",'
+                f'"text":"{entry}"}}'
+            ).encode()
+            headers = {"Content-Type": "application/json", "X-Signature": sign(secret, body)}
+            began = time.perf_counter()
+            response = session.post(url, data=body, headers=headers, timeout=10)
+            took = time.perf_counter() - began
+            if response.status_code != 200:
+                raise RuntimeError(f"{url} answered {response.status_code}")
+            with lock:
+                steps.append(took)
+                if n == 2:
+                    results_ms.append(took)
+                    granted += "NS " in response.json()["text"]  # the personal data screen
+
+    log("USSD steps at 100/s")
+    paced(100 / 3, 100 * seconds // 3, walk)
+    return {
+        "ussd_step_p50_ms": round(statistics.median(steps) * 1000, 2),
+        "ussd_step_p99_ms": round(percentile(steps, 0.99) * 1000, 2),
+        "ussd_result_step_p99_ms": round(percentile(results_ms, 0.99) * 1000, 2),
+        "ussd_results_granted": f"{granted}/{len(results_ms)}",
+    }
 
 
 def measure_audit_and_lookup(
@@ -402,6 +462,9 @@ def main() -> int:
         ),
     )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--ussd-only", action="store_true", help="measure only the USSD step (and its anchor)"
+    )
     args = parser.parse_args()
     results = run(args)
     width = max(len(k) for k in results)

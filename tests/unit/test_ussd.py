@@ -445,3 +445,26 @@ def test_a_kind_without_ussd_answers_404(app, client):
     response = client.post("/webhooks/agg/ussd", data={"x": "1"}, headers={"Authorization": auth})
     assert response.status_code == 404
     assert response.get_json()["error"] == "no_ussd"
+
+
+def test_a_session_id_reused_after_expiry_is_a_new_walk_and_a_new_lookup(
+    tmp_path, fake_redis, fake_provider
+):
+    app = make_app(tmp_path, fake_redis, ussd_session_ttl_seconds=1, daily_limit_per_msisdn=1)
+    add_citizen(app)
+    add_connection(app, ussd_result="sms", outbound_url=f"{fake_provider.url}/mt")
+    client = app.test_client()
+    first = Phone(client)
+    first.dial()
+    first.press("1")
+    assert "SMS" in first.press(OWNER_ID)[1]
+    time.sleep(1.2)
+    again = Phone(client)
+    again.session_id = first.session_id  # the gateway hands out the same id again
+    again.dial()
+    again.press("4")
+    assert again.press(OWNER_ID)[0] is False  # stored, not a crash on the id already used
+    run_worker(runtime_of(app), app)
+    texts = [r.json()["text"] for r in fake_provider.requests]
+    assert len(texts) == 2 and "Nguyen Van An" in texts[0] and "1 lan" in texts[1]
+    assert [e.outcome for e in decisions(app)] == ["granted", "over_limit"]

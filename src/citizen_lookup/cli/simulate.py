@@ -26,7 +26,7 @@ from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import Provider, UssdScreen
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.connections import get_connection
-from citizen_lookup.services.ussd import MAX_SCREEN_UNITS, session_digest
+from citizen_lookup.services.ussd import MAX_SCREEN_UNITS, ussd_message_prefix
 
 FINAL = ("sent", "delivered", "failed")
 
@@ -172,7 +172,17 @@ def ussd(
                 sys.exit(0)
         history.append(entry)
     if result_by_sms and history:
-        _wait_for_reply(runtime, connection_id, f"ussd-{session_digest(session_id)}", wait)
+        with runtime.session_factory() as session:
+            message_id = session.scalar(
+                select(InboundMessageRecord.provider_message_id).where(
+                    InboundMessageRecord.connection_id == connection_id,
+                    InboundMessageRecord.provider_message_id.startswith(
+                        ussd_message_prefix(session_id), autoescape=True
+                    ),
+                )
+            )
+        if message_id is not None:  # none when the walk ended without a result
+            _wait_for_reply(runtime, connection_id, message_id, wait)
 
 
 def _ussd_step(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,7 @@ from citizen_lookup.models import (
     OutboundState,
 )
 from citizen_lookup.services.lookup import DecisionContext, Reply, decide, record_decision
+from citizen_lookup.services.replies import Templates
 
 MAX_SCREEN_UNITS = 182  # what a USSD screen holds
 MAX_INPUTS = 20  # a whole session is a handful of inputs; more is not a person typing
@@ -85,6 +87,16 @@ def session_digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def ussd_message_id(walk_id: str) -> str:
+    """The stored message id of a walk's result sent by SMS."""
+    return f"ussd-{walk_id}"
+
+
+def ussd_message_prefix(session_id: str) -> str:
+    """What the stored ids of a session's results sent by SMS start with."""
+    return ussd_message_id(f"{session_digest(session_id)[:16]}-")
+
+
 @dataclass(frozen=True)
 class SessionState:
     sender: str  # keyed hash of the phone that opened the session
@@ -95,6 +107,9 @@ class SessionState:
     screen: str = ""  # the last screen shown, for a retried step
     end: bool = False
     steps: int = 0
+    # A fresh id per walk through the menu: a gateway that reuses a session id after it expired
+    # starts a new walk, counted as a new lookup, never one already counted.
+    walk: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 @dataclass(frozen=True)
@@ -204,7 +219,7 @@ def _advance(
         screen = UssdScreen(_render(ctx, language, "ussd_reask_id"), end=False)
         return StepResult(screen, "reask_id"), replace(state, retries=1)
     done = replace(state, state=ENDED)
-    return _result(session, ctx, connection, request, sender, command, now), done
+    return _result(session, ctx, connection, request, sender, command, state.walk, now), done
 
 
 def _id_command(ctx: UssdContext, choice: str, entered: str) -> Command | None:
@@ -232,17 +247,18 @@ def _result(
     request: UssdRequest,
     sender: str,
     command: Command,
+    walk: str,
     now: datetime,
 ) -> StepResult:
     language = connection.language
-    digest = session_digest(request.session_id)
+    walk_id = f"{session_digest(request.session_id)[:16]}-{walk}"
     reply = decide(
         session,
         ctx.decision,
         command,
         sender,
         language,
-        f"ussd:{connection.slug}:{digest}",  # one lookup per session, however often retried
+        f"ussd:{connection.slug}:{walk_id}",  # one lookup per walk, however often retried
         now,
         connection=connection.slug,
     )
@@ -257,7 +273,7 @@ def _result(
         detail={"ussd_result": connection.ussd_result},
     )
     if connection.ussd_result == "sms" and reply.text:
-        inbound_id = _queue_sms(session, connection, sender, command, reply, digest, now)
+        inbound_id = _queue_sms(session, connection, sender, command, reply, walk_id, now)
         screen = UssdScreen(_render(ctx, language, "ussd_sms_result"), end=True)
         return StepResult(screen, "result_sms", reply, inbound_id)
     # Silenced (over a limit, notice already given): no SMS, but the session must still end.
@@ -272,13 +288,13 @@ def _queue_sms(
     sender: str,
     command: Command,
     reply: Reply,
-    digest: str,
+    walk_id: str,
     now: datetime,
 ) -> int:
     """Store the decided reply as an SMS to send, as the SMS job would; the caller queues it."""
     inbound = InboundMessageRecord(
         connection_id=connection.id,
-        provider_message_id=f"ussd-{digest}",
+        provider_message_id=ussd_message_id(walk_id),
         channel="ussd",
         sender=sender,
         recipient=(connection.short_code or "")[:32],
@@ -317,7 +333,7 @@ def _end(ctx: UssdContext, language: str, name: str, outcome: str) -> StepResult
     return StepResult(UssdScreen(_render(ctx, language, name), end=True), outcome)
 
 
-def busy_screen(ctx_templates: Any, language: str, short_code: str) -> UssdScreen:
+def busy_screen(templates: Templates, language: str, short_code: str) -> UssdScreen:
     """What the phone shows when Redis cannot be reached: try again later."""
-    text = ctx_templates.render(language, "ussd_busy", short_code=short_code)
+    text = templates.render(language, "ussd_busy", short_code=short_code)
     return UssdScreen(cut_at_word(text, MAX_SCREEN_UNITS), end=True)
