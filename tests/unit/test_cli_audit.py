@@ -149,9 +149,14 @@ def _resign_head(app, size):
     note = runtime.checkpoint_signer.sign(
         Checkpoint(runtime.audit.origin, size, frontier.root(), datetime.now(UTC))
     )
-    _tamper(app, text("UPDATE audit_head SET tree_size = :n, seq = :n, frontier = :f, "
-                      "root = :r, checkpoint = :c"),
-            {"n": size, "f": json.dumps(frontier.to_hex()), "r": frontier.root().hex(), "c": note})
+    _tamper(
+        app,
+        text(
+            "UPDATE audit_head SET tree_size = :n, seq = :n, frontier = :f, "
+            "root = :r, checkpoint = :c"
+        ),
+        {"n": size, "f": json.dumps(frontier.to_hex()), "r": frontier.root().hex(), "c": note},
+    )
 
 
 def test_a_rewritten_head_fails_its_signature(app, cli, fake_provider):
@@ -183,8 +188,9 @@ def test_a_checkpoint_verifies_with_only_the_public_key(app, cli, fake_provider,
     checkpoint = verifier.open(kept.read_text())
     assert checkpoint.size == 7 and checkpoint.origin == "citizen-lookup.local/audit"
     (tmp_path / "vkey").write_text(vkey)
-    ok = cli("audit", "verify", "--since-checkpoint", str(kept), "--public-key",
-             str(tmp_path / "vkey"))
+    ok = cli(
+        "audit", "verify", "--since-checkpoint", str(kept), "--public-key", str(tmp_path / "vkey")
+    )
     assert ok.exit_code == 0 and "extends the given checkpoint of 7 events" in ok.output
     # Another key does not verify it.
     assert cli("audit", "keygen", "-o", str(tmp_path / "other.pem")).exit_code == 0
@@ -261,8 +267,14 @@ def test_export_csv_and_jsonl(app, cli, fake_provider, tmp_path):
     assert json.loads(lines[-1])["sealed"] is False  # the export event awaits the sequencer
 
 
-HOSTILE_IDS = ["=HYPERLINK(\"http://x.test\",\"y\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
-               "\t=1+1", "\r=1+1"]
+HOSTILE_IDS = [
+    '=HYPERLINK("http://x.test","y")',
+    "+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1)",
+    "\t=1+1",
+    "\r=1+1",
+]
 
 
 def test_export_csv_neutralises_formulas_from_providers(app, cli, tmp_path):
@@ -285,8 +297,9 @@ BIDI = "evil\u202eexe.txt\u0085\u009b31m"
 def test_control_and_bidi_characters_never_reach_the_terminal_or_json(app, cli, tmp_path):
     runtime = runtime_of(app)
     with runtime.session_factory.begin() as session:
-        runtime.audit.append(session, "inbound.received", connection=BIDI,
-                             provider_message_id=BIDI, outcome="ok")
+        runtime.audit.append(
+            session, "inbound.received", connection=BIDI, provider_message_id=BIDI, outcome="ok"
+        )
     for args in (("search",), ("search", "--json")):
         output = cli("audit", *args).output
         for bad in ("\u202e", "\u0085", "\u009b"):
@@ -304,10 +317,11 @@ def test_stats_by_outcome_and_connection(app, cli, fake_provider):
     assert table[0].split()[:2] == ["OUTCOME", "TOTAL"]
     totals = {line.split()[0]: int(line.split()[1]) for line in table[1:]}
     assert totals == {"granted": 1, "not_matched": 1}
-    rows = [json.loads(line) for line in cli("audit", "stats", "--by", "connection",
-                                             "--json").output.splitlines()]
-    assert rows == [{"connection": "gw", "total": 2,
-                     "outcomes": {"granted": 1, "not_matched": 1}}]
+    rows = [
+        json.loads(line)
+        for line in cli("audit", "stats", "--by", "connection", "--json").output.splitlines()
+    ]
+    assert rows == [{"connection": "gw", "total": 2, "outcomes": {"granted": 1, "not_matched": 1}}]
 
 
 def test_stats_chart_is_a_real_png_of_the_expected_size(app, cli, fake_provider, tmp_path):
