@@ -175,6 +175,7 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
                 if event.fields_disclosed
                 else [],
                 "sealed": event.seq is not None,
+                "fields": (event.fields_disclosed or "").replace(",", ", "),
             }
             for event in reports.accesses(session, hashes, start)
         ]
@@ -188,6 +189,8 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
             detail={"since": since, "lookups": len(rows), "format": fmt},
         )
     if fmt == "json":
+        for row in rows:
+            del row["fields"]
         echo_json({"id_number": mask_id_number(digits), "since": since, "lookups": rows})
         return
     click.echo(f"Lookups of {mask_id_number(digits)}" + (f" since {since}" if since else ""))
@@ -199,8 +202,8 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
         click.echo(
             clean(
                 f"{row['time']:<26} {row['connection'] or '-':<12} {row['channel'] or '-':<8} "
-                f"{row['sender'] or '-':<13} {row['command'] or '-':<8} {row['outcome'] or '-':<22} "
-                f"{', '.join(row['fields_disclosed']) or '-'}"
+                f"{row['sender'] or '-':<13} {row['command'] or '-':<8} "
+                f"{row['outcome'] or '-':<22} {row['fields'] or '-'}"
             )
         )
     click.echo(f"{len(rows)} lookups")
