@@ -43,7 +43,16 @@ import requests
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drill import BIN, ROOT, Stack, free_port, fresh_workplace, log, wait_ready
+from drill import (
+    BIN,
+    ROOT,
+    Stack,
+    checkpoint_key,
+    free_port,
+    fresh_workplace,
+    log,
+    wait_ready,
+)
 
 BENCH_DB = os.environ.get("CITIZEN_LOOKUP_BENCH_DB", "citizen_lookup_bench")
 USER, PASSWORD = "bench", secrets.token_hex(12)
@@ -162,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_DATABASE_URL": database_url,
         "CITIZEN_LOOKUP_REDIS_URL": redis_url,
         "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
+        "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": checkpoint_key(workdir),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
         "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "100000000",

@@ -226,6 +226,16 @@ def fresh_workplace(pg_admin: str, database: str, workdir: Path) -> tuple[Any, s
     return admin, pg_admin.rsplit("/", 1)[0] + f"/{database}", redis
 
 
+def checkpoint_key(workdir: Path) -> str:
+    """A new audit checkpoint signing key in the work folder (required beside a database URL)."""
+    from citizen_lookup.services.audit.checkpoint import write_new_key
+
+    path = workdir / "checkpoint-key.pem"
+    if not path.exists():
+        write_new_key(path)
+    return str(path)
+
+
 # -- the drill ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or (ROOT / "instance" / "drill"))
@@ -238,6 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_DATABASE_URL": database_url,
         "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
         "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
+        "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": checkpoint_key(workdir),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
         "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "1000000",

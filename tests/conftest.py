@@ -43,6 +43,16 @@ def service_unavailable(what: str, exc: BaseException) -> None:
 
 
 # -- the app -----------------------------------------------------------------------------------
+def checkpoint_key(folder: Path) -> Path:
+    """An Ed25519 checkpoint signing key in ``folder`` (made once)."""
+    from citizen_lookup.services.audit.checkpoint import write_new_key
+
+    path = folder / "checkpoint-key.pem"
+    if not path.exists():
+        write_new_key(path)
+    return path
+
+
 def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
     settings: dict[str, Any] = {
         "instance_path": str(tmp_path / "instance"),
@@ -55,6 +65,7 @@ def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
         "send_retry_intervals": (0,),
         "send_max_retries": 2,
         "http_timeout_seconds": 3.0,
+        "checkpoint_key_file": str(checkpoint_key(tmp_path)),
     }
     settings.update(overrides)
     app = create_app(settings, redis=redis)

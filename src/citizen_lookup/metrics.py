@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -29,4 +29,19 @@ WEBHOOK_SECONDS = Histogram(
     ["route"],
     registry=REGISTRY,
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+AUDIT_LAG_SECONDS = Gauge(
+    "citizen_lookup_audit_lag_seconds",
+    "Age of the oldest audit event not yet sealed into the tree (0 when all are sealed)",
+    registry=REGISTRY,
+)
+AUDIT_UNSEALED = Gauge(
+    "citizen_lookup_audit_unsealed_events",
+    "Audit events written but not yet sealed by the sequencer",
+    registry=REGISTRY,
+)
+AUDIT_TREE_SIZE = Gauge(
+    "citizen_lookup_audit_tree_size",
+    "Events sealed into the audit trail's Merkle tree (the latest checkpoint's size)",
+    registry=REGISTRY,
 )

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -235,11 +236,25 @@ class OutboundMessageRecord(Base):
 
 # -- audit -------------------------------------------------------------------------------------
 class AuditEvent(Base):
-    """One link of the hash chain. Never holds message bodies or disclosed values."""
+    """One audit event. Never holds message bodies or disclosed values.
+
+    Written by any process in the transaction of the change it records, with its own keyed
+    ``leaf_hash`` and no link to any other event; the sequencer later gives it its place
+    (``seq``) and its ``seal`` (see services/audit). ``id`` is the intake order.
+    """
 
     __tablename__ = "audit_events"
+    __table_args__ = (
+        Index(
+            "ix_audit_events_unsealed",
+            "id",
+            sqlite_where=text("seq IS NULL"),
+            postgresql_where=text("seq IS NULL"),
+        ),
+    )
 
-    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     event_type: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str | None] = mapped_column(String(100))
@@ -254,29 +269,45 @@ class AuditEvent(Base):
     outcome: Mapped[str | None] = mapped_column(String(40), index=True)
     fields_disclosed: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(Text)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+    seal: Mapped[str | None] = mapped_column(String(64))
+    # Events written before the sequencer existed keep their chained hash (version 1).
+    hash_version: Mapped[int] = mapped_column(Integer, default=2)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditHead(Base):
-    """The chain's last link, one row: locking it serialises appends across all processes."""
+    """Where the sealed trail stands: one row, written only by the sequencer (and purge)."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigId)
-    hash: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigId)  # last sealed seq
+    hash: Mapped[str] = mapped_column(String(64))  # its leaf hash
+    # The Merkle tree's leaves are the sealed events after ``base_seq`` (0 unless the trail was
+    # purged before it had a tree): leaf i is event base_seq + 1 + i.
+    base_seq: Mapped[int] = mapped_column(BigId, default=0)
+    tree_size: Mapped[int] = mapped_column(BigId, default=0)
+    frontier: Mapped[str] = mapped_column(Text, default="[]")
+    root: Mapped[str] = mapped_column(String(64), default="")
+    checkpoint: Mapped[str | None] = mapped_column(Text)  # the latest signed checkpoint
+    sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditCheckpoint(Base):
-    """A signed record of where the chain stood when older events were purged."""
+    """Where the trail stood when older events were purged, so `verify` can go on from there."""
 
     __tablename__ = "audit_checkpoints"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     seq: Mapped[int] = mapped_column(BigId)  # last purged event
-    hash: Mapped[str] = mapped_column(String(64))  # its hash
+    hash: Mapped[str] = mapped_column(String(64))  # its leaf hash
     purged_before: Mapped[datetime] = mapped_column(UTCDateTime)
     events_purged: Mapped[int] = mapped_column(BigId)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    signature: Mapped[str] = mapped_column(String(64))
+    # Version 1 (before signed checkpoints): an HMAC over the fields above.
+    signature: Mapped[str | None] = mapped_column(String(64))
+    # The tree as it stood at the purge: its frontier and the signed checkpoint of that size.
+    tree_size: Mapped[int | None] = mapped_column(BigId)
+    frontier: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)

@@ -6,6 +6,7 @@ Built by ``create_app``; web requests, jobs and CLI commands reach it through
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -22,12 +23,13 @@ from citizen_lookup.db import make_engine, make_session_factory
 from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext
-from citizen_lookup.services.audit import AuditTrail
+from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
+from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
 from citizen_lookup.services.lookup import DecisionContext, LookupContext
 from citizen_lookup.services.replies import Templates
 from citizen_lookup.services.ussd import UssdContext, UssdStore
-from citizen_lookup.settings import Settings, audit_key
+from citizen_lookup.settings import Settings, audit_key, checkpoint_key_path
 
 EXTENSION = "citizen_lookup"
 
@@ -47,7 +49,9 @@ class Runtime:
         self._redis = redis
         self.engine: Engine = make_engine(settings)
         self.session_factory: sessionmaker[Session] = make_session_factory(self.engine)
-        self.audit = AuditTrail(audit_key(settings))
+        self.audit = AuditTrail(
+            audit_key(settings), settings.checkpoint_origin, signer=self._load_checkpoint_signer
+        )
         self.templates = Templates.load(settings.config_dir, settings.reply_segments)
         provinces_path = settings.config_dir / "provinces.toml"
         try:
@@ -74,6 +78,21 @@ class Runtime:
             short_code=settings.short_code,
             history_size=settings.history_size,
         )
+
+    def _load_checkpoint_signer(self) -> CheckpointSigner:
+        """The checkpoint signing key; the embedded default creates its own on first use."""
+        path = checkpoint_key_path(self.settings)
+        try:
+            if not self.settings.checkpoint_key_file and not path.exists():
+                with contextlib.suppress(CheckpointError):  # another process made it first
+                    write_new_key(path)
+            return CheckpointSigner.from_file(self.settings.checkpoint_origin, path)
+        except CheckpointError as exc:
+            raise ConfigurationError(f"CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE: {exc}") from exc
+
+    @property
+    def checkpoint_signer(self) -> CheckpointSigner:
+        return self.audit.signer
 
     @property
     def redis(self) -> Redis:

@@ -59,6 +59,11 @@ class Settings:
     http_timeout_seconds: float = 10.0
     sweep_interval_seconds: float = 30.0
     sweep_grace_seconds: int = 30
+    checkpoint_key_file: str = ""
+    checkpoint_origin: str = "citizen-lookup.local/audit"
+    audit_seal_interval_seconds: float = 0.5
+    audit_seal_batch_size: int = 5000
+    audit_min_retention_days: int = 180
     instance_path: str = ""
     root: str = field(default="", compare=False)
 
@@ -146,12 +151,28 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"{ENV_PREFIX}AUDIT_KEY is required when {ENV_PREFIX}DATABASE_URL is set"
         )
+    if not settings.embedded_database and not settings.checkpoint_key_file:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}CHECKPOINT_KEY_FILE is required when {ENV_PREFIX}DATABASE_URL is set "
+            "(create one with `citizen-lookup audit keygen -o FILE`)"
+        )
+    if not 1 <= settings.audit_seal_batch_size <= 100_000:
+        raise ConfigurationError("audit_seal_batch_size must be between 1 and 100000")
+    if settings.audit_min_retention_days < 0:
+        raise ConfigurationError("audit_min_retention_days must not be negative")
     if settings.daily_limit_per_msisdn < 1:
         raise ConfigurationError("daily_limit_per_msisdn must be at least 1")
     if settings.help_limit_per_msisdn < 1:
         raise ConfigurationError("help_limit_per_msisdn must be at least 1")
     if settings.ussd_session_ttl_seconds < 1:
         raise ConfigurationError("ussd_session_ttl_seconds must be at least 1")
+
+
+def checkpoint_key_path(settings: Settings) -> Path:
+    """The checkpoint signing key's file; the embedded default keeps one under instance/."""
+    if settings.checkpoint_key_file:
+        return Path(settings.checkpoint_key_file)
+    return Path(settings.instance_path) / "checkpoint-key.pem"
 
 
 def audit_key(settings: Settings) -> bytes:

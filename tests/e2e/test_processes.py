@@ -21,6 +21,7 @@ import requests
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
+from tests.conftest import checkpoint_key
 from tests.helpers import OWNER_ID, OWNER_PHONE
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +62,7 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
         "CITIZEN_LOOKUP_DATABASE_URL": pg_url,
         "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:6379/{db_number}",
         "CITIZEN_LOOKUP_AUDIT_KEY": "e2e-audit-key",
+        "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": str(checkpoint_key(tmp_path)),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": "https://sms.example.test",
         "CITIZEN_LOOKUP_SEND_RETRY_INTERVALS": "1,1,1",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),

@@ -64,6 +64,7 @@ def test_audit_chain_stays_whole_under_concurrent_writers(pg_app):
     for thread in threads:
         thread.join()
     assert errors == []
+    assert runtime.audit.seal_all(runtime.session_factory) == 200
     with runtime.session_factory() as session:
         result = runtime.audit.verify(session)
         assert result.ok, result.problem

@@ -30,7 +30,7 @@ def _events(app, prefix="connection."):
         return session.execute(
             select(AuditEvent.event_type, AuditEvent.actor, AuditEvent.outcome, AuditEvent.detail)
             .where(AuditEvent.event_type.like(prefix + "%"))
-            .order_by(AuditEvent.seq)
+            .order_by(AuditEvent.id)
         ).all()
 
 

@@ -86,7 +86,7 @@ def wire_body(case: Any) -> bytes:
 
 def audit_head(app: flask.Flask) -> int:
     with runtime_of(app).session_factory() as session:
-        return int(session.scalar(select(func.coalesce(func.max(AuditEvent.seq), 0))))
+        return int(session.scalar(select(func.coalesce(func.max(AuditEvent.id), 0))))
 
 
 # Negative cases need something to violate: the operator endpoints take no input at all.

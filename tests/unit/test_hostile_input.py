@@ -282,13 +282,16 @@ def json_body(pairs: list[tuple[str, Any]]) -> bytes:
 # -- what every answer must be ---------------------------------------------------------------------
 def audit_head(app: flask.Flask) -> int:
     with app.extensions["citizen_lookup"].session_factory() as session:
-        return int(session.scalar(select(func.coalesce(func.max(AuditEvent.seq), 0))))
+        return int(session.scalar(select(func.coalesce(func.max(AuditEvent.id), 0))))
 
 
-def events_after(app: flask.Flask, seq: int) -> list[AuditEvent]:
+def events_after(app: flask.Flask, event_id: int) -> list[AuditEvent]:
+    """Events written after intake id ``event_id`` (sealed or not)."""
     with app.extensions["citizen_lookup"].session_factory() as session:
         return list(
-            session.scalars(select(AuditEvent).where(AuditEvent.seq > seq).order_by(AuditEvent.seq))
+            session.scalars(
+                select(AuditEvent).where(AuditEvent.id > event_id).order_by(AuditEvent.id)
+            )
         )
 
 

@@ -1,4 +1,4 @@
-"""`citizen-lookup audit …`: verify, search, export and purge the audit trail."""
+"""`citizen-lookup audit …`: verify, seal, checkpoint, search, export, stats and purge."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,15 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from citizen_lookup.cli import current_actor, pass_runtime
+from citizen_lookup.cli.output import clean, clean_data, csv_cell
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.models import AuditEvent
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.audit import HASHED_FIELDS
+from citizen_lookup.services.audit import CheckpointError, CheckpointVerifier, reports
+from citizen_lookup.services.audit.checkpoint import write_new_key
+from citizen_lookup.services.audit.trail import CONTENT_FIELDS
 
-COLUMNS = (*HASHED_FIELDS, "hash")
+COLUMNS = ("seq", "id", *CONTENT_FIELDS, "leaf_hash", "seal", "sealed")
 
 
 @click.group("audit")
@@ -28,25 +31,165 @@ def group() -> None:
     """The tamper-evident audit trail."""
 
 
-@group.command("verify")
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(clean_data(value), ensure_ascii=False, default=str))
+
+
+# -- keys and checkpoints ----------------------------------------------------------------------
+@group.command("keygen")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the new Ed25519 private key (PEM); never overwritten.",
+)
+def keygen(output: Path) -> None:
+    """Create a new checkpoint signing key (set CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE to it)."""
+    try:
+        write_new_key(output)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote a new Ed25519 checkpoint key to {output} (mode 600); keep it apart from "
+        "the audit key, and give auditors `citizen-lookup audit public-key`"
+    )
+
+
+@group.command("public-key")
+@click.option("--pem", is_flag=True, help="Print the PEM public key instead of the vkey line.")
 @pass_runtime
-def verify(runtime: Runtime) -> None:
-    """Check the whole chain; exit 1 and name the first bad event if any was tampered with."""
-    with runtime.session_factory() as session:
-        result = runtime.audit.verify(session)
-    if result.ok:
+def public_key(runtime: Runtime, pem: bool) -> None:
+    """Print the key that verifies checkpoints (a signed-note vkey: NAME+ID+KEY)."""
+    signer = runtime.checkpoint_signer
+    if pem:
+        from cryptography.hazmat.primitives import serialization
+
         click.echo(
-            f"audit trail intact: {result.checked} events checked (last seq {result.last_seq})"
+            signer.public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode(),
+            nl=False,
         )
         return
-    click.echo(
-        f"audit trail BROKEN at event {result.first_bad_seq}: {result.problem} "
-        f"({result.checked} events verified before it)",
-        err=True,
+    click.echo(signer.vkey())
+
+
+@group.command("seal")
+@pass_runtime
+def seal(runtime: Runtime) -> None:
+    """Seal every pending event now (the workers' sequencer does this within a second)."""
+    batch = runtime.settings.audit_seal_batch_size
+    count = runtime.audit.seal_all(runtime.session_factory, batch_size=batch)
+    with runtime.session_factory() as session:
+        lag = runtime.audit.lag_seconds(session)
+    click.echo(f"sealed {count} events" + (f"; oldest still unsealed: {lag:.1f} s" if lag else ""))
+
+
+@group.command("checkpoint")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_runtime
+def checkpoint(runtime: Runtime, output: Path) -> None:
+    """Write the latest signed checkpoint, for an auditor to keep elsewhere."""
+    from citizen_lookup.models import AuditHead
+
+    runtime.audit.seal_all(
+        runtime.session_factory, batch_size=runtime.settings.audit_seal_batch_size
     )
-    sys.exit(1)
+    with runtime.session_factory() as session:
+        head = session.get(AuditHead, 1)
+        note = head.checkpoint if head is not None else None
+    if note is None:
+        raise click.ClickException("no checkpoint yet (is the trail migrated?)")
+    parsed = runtime.checkpoint_signer.open(note)
+    output.write_text(note, encoding="utf-8")
+    click.echo(f"checkpoint of {parsed.size} events written to {output}")
 
 
+def _verifier(runtime: Runtime, public_key: str | None) -> CheckpointVerifier:
+    if public_key is None:
+        return runtime.checkpoint_signer
+    text = public_key
+    path = Path(public_key)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8").strip()
+    try:
+        return CheckpointVerifier.from_vkey(text)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="--public-key") from exc
+
+
+@group.command("verify")
+@click.option(
+    "--since-checkpoint",
+    "since",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint kept elsewhere: prove the trail still extends it.",
+)
+@click.option(
+    "--public-key",
+    help="Verifier key (vkey text or a file holding it); default: the "
+    "public half of this deployment's signing key.",
+)
+@click.option("--workers", type=click.IntRange(1), help="Processes (default: one per core).")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
+@pass_runtime
+def verify(
+    runtime: Runtime, since: Path | None, public_key: str | None, workers: int | None, as_json: bool
+) -> None:
+    """Check every event, the tree and its signed checkpoint; exit 1 naming the first bad event."""
+    verifier = _verifier(runtime, public_key)
+    note = since.read_text(encoding="utf-8") if since is not None else None
+    with runtime.session_factory() as session:
+        result = runtime.audit.verify(session, since=note, verifier=verifier, workers=workers)
+    if as_json:
+        echo_json(
+            {
+                "ok": result.ok,
+                "checked": result.checked,
+                "tree_size": result.tree_size,
+                "last_seq": result.last_seq,
+                "unsealed": result.unsealed,
+                "lag_seconds": round(result.lag_seconds, 3),
+                "kind": result.kind,
+                "first_bad_seq": result.first_bad_seq,
+                "first_bad_id": result.first_bad_id,
+                "problem": result.problem,
+                "checkpoint_size": result.checkpoint_size,
+                "warnings": list(result.warnings),
+            }
+        )
+    elif result.ok:
+        extends = (
+            f"; extends the given checkpoint of {result.checkpoint_size} events"
+            if result.checkpoint_size is not None
+            else ""
+        )
+        click.echo(
+            f"audit trail intact: {result.checked} events checked, {result.tree_size} sealed "
+            f"(last seq {result.last_seq}), {result.unsealed} awaiting the sequencer "
+            f"(lag {result.lag_seconds:.1f} s){extends}"
+        )
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    else:
+        where = (
+            f"event {result.first_bad_seq}"
+            if result.first_bad_seq is not None
+            else f"unsealed event #{result.first_bad_id}"
+            if result.first_bad_id is not None
+            else "the head"
+        )
+        click.echo(
+            f"audit trail BROKEN at {where} [{result.kind}]: {clean(result.problem or '')} "
+            f"({result.checked} events verified before it)",
+            err=True,
+        )
+    if not result.ok:
+        sys.exit(1)
+
+
+# -- reading ---------------------------------------------------------------------------------
 def _day(value: str | None, *, end: bool = False) -> datetime | None:
     if value is None:
         return None
@@ -61,6 +204,7 @@ def _day(value: str | None, *, end: bool = False) -> datetime | None:
 
 def _filtered(
     runtime: Runtime,
+    session: Session,
     *,
     msisdn: str | None = None,
     id_number: str | None = None,
@@ -69,7 +213,7 @@ def _filtered(
     since: str | None = None,
     until: str | None = None,
 ) -> Select[Any]:
-    query = select(AuditEvent).order_by(AuditEvent.seq)
+    query = select(AuditEvent).order_by(AuditEvent.id)
     if msisdn:
         try:
             e164 = normalize_msisdn(msisdn)
@@ -82,6 +226,12 @@ def _filtered(
     if connection:
         query = query.where(AuditEvent.connection == connection)
     if outcome:
+        known = reports.known_outcomes(session)
+        if outcome not in known:
+            raise click.BadParameter(
+                f"no event has outcome {outcome!r}; known outcomes: {', '.join(known) or 'none'}",
+                param_hint="--outcome",
+            )
         query = query.where(AuditEvent.outcome == outcome)
     start, end = _day(since), _day(until, end=True)
     if start:
@@ -92,14 +242,21 @@ def _filtered(
 
 
 def _row(event: AuditEvent) -> dict[str, Any]:
-    row = {name: getattr(event, name) for name in COLUMNS}
+    row = {name: getattr(event, name) for name in COLUMNS if name != "sealed"}
     row["occurred_at"] = event.occurred_at.isoformat()
+    row["sealed"] = event.seq is not None
     return row
 
 
 def _stream(session: Session, query: Select[Any]) -> Iterator[dict[str, Any]]:
     for event in session.scalars(query.execution_options(yield_per=2000)):
         yield _row(event)
+
+
+SEARCH_HEADER = (
+    f"{'SEQ':>8} {'ID':>8} {'TIME (UTC)':<19} {'TYPE':<20} {'CONNECTION':<12} {'SENDER':<13} "
+    f"{'CITIZEN':<13} {'CMD':<5} {'OUTCOME':<22} FIELDS"
+)
 
 
 @group.command("search")
@@ -113,9 +270,9 @@ def _stream(session: Session, query: Select[Any]) -> Iterator[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_runtime
 def search(runtime: Runtime, limit: int, as_json: bool, **filters: str | None) -> None:
-    """Find events; the search itself is audited."""
-    query = _filtered(runtime, **filters).limit(limit)
+    """Find events, sealed or not (SEQ '-' = awaiting the sequencer); the search is audited."""
     with runtime.session_factory() as session:
+        query = _filtered(runtime, session, **filters).limit(limit)
         rows = list(_stream(session, query))
     with runtime.session_factory.begin() as session:
         runtime.audit.append(
@@ -129,16 +286,21 @@ def search(runtime: Runtime, limit: int, as_json: bool, **filters: str | None) -
                 "results": len(rows),
             },
         )
+    if not as_json:
+        click.echo(SEARCH_HEADER)
     for row in rows:
         if as_json:
-            click.echo(json.dumps(row, ensure_ascii=False))
-        else:
-            click.echo(
-                f"{row['seq']:>8} {row['occurred_at'][:19]} {row['event_type']:<20} "
+            echo_json(row)
+            continue
+        seq = row["seq"] if row["seq"] is not None else "-"
+        click.echo(
+            clean(
+                f"{seq:>8} {row['id']:>8} {row['occurred_at'][:19]} {row['event_type']:<20} "
                 f"{row['connection'] or '-':<12} {row['sender_masked'] or '-':<13} "
                 f"{row['citizen_masked'] or '-':<13} {row['command'] or '-':<5} "
                 f"{row['outcome'] or '-':<22} {row['fields_disclosed'] or ''}"
             )
+        )
     if not as_json:
         click.echo(f"{len(rows)} events", err=True)
 
@@ -150,19 +312,19 @@ def search(runtime: Runtime, limit: int, as_json: bool, **filters: str | None) -
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @pass_runtime
 def export(runtime: Runtime, fmt: str, since: str | None, until: str | None, output: Path) -> None:
-    """Export events (with their hashes, so the copy can be checked too)."""
-    query = _filtered(runtime, since=since, until=until)
+    """Export events with their hashes and whether each is sealed yet."""
     count = 0
     with runtime.session_factory() as session, output.open("w", newline="", encoding="utf-8") as fh:
+        query = _filtered(runtime, session, since=since, until=until)
         if fmt == "csv":
             writer = csv.DictWriter(fh, fieldnames=COLUMNS)
             writer.writeheader()
             for row in _stream(session, query):
-                writer.writerow(row)
+                writer.writerow({k: csv_cell(v) for k, v in row.items()})
                 count += 1
         else:
             for row in _stream(session, query):
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(clean_data(row), ensure_ascii=False) + "\n")
                 count += 1
     with runtime.session_factory.begin() as session:
         runtime.audit.append(
@@ -172,7 +334,85 @@ def export(runtime: Runtime, fmt: str, since: str | None, until: str | None, out
             outcome="ok",
             detail={"format": fmt, "events": count, "since": since, "until": until},
         )
-    click.echo(f"exported {count} events to {output}")
+    click.echo(f"exported {count} events to {clean(str(output))}")
+
+
+@group.command("stats")
+@click.option("--by", "by", type=click.Choice(reports.GROUPS), default="day", show_default=True)
+@click.option("--since", help="From this date (YYYY-MM-DD) or ISO time, UTC.")
+@click.option("--until", help="Up to this date (inclusive) or ISO time, UTC.")
+@click.option(
+    "--event-type",
+    default=reports.LOOKUP_EVENT,
+    show_default=True,
+    help="Which events to count ('all' for every event).",
+)
+@click.option(
+    "--chart",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw a stacked bar chart: .png or .svg.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@pass_runtime
+def stats(
+    runtime: Runtime,
+    by: str,
+    since: str | None,
+    until: str | None,
+    event_type: str,
+    chart: Path | None,
+    as_json: bool,
+) -> None:
+    """Counts by day, connection, outcome or channel, split by outcome; with a chart."""
+    if chart is not None and chart.suffix.lower() not in (".png", ".svg"):
+        raise click.BadParameter(
+            "the chart's file name must end in .png or .svg", param_hint="--chart"
+        )
+    start, end = _day(since), _day(until, end=True)
+    with runtime.session_factory() as session:
+        counts = reports.counts(
+            session,
+            by,
+            event_type=None if event_type == "all" else event_type,
+            since=start,
+            until=end,
+        )
+    table: dict[str, dict[str, int]] = {}
+    for count in counts:
+        table.setdefault(count.key, {})[count.outcome] = count.count
+    outcomes = sorted({c.outcome for c in counts})
+    if as_json:
+        for key, per in table.items():
+            echo_json({by: key, "total": sum(per.values()), "outcomes": per})
+    else:
+        width = max([len(by), *(len(k) for k in table)]) + 2
+        click.echo(
+            clean(
+                f"{by.upper():<{width}}{'TOTAL':>8}  "
+                + "  ".join(f"{o:>{max(len(o), 6)}}" for o in outcomes)
+            )
+        )
+        for key, per in table.items():
+            click.echo(
+                clean(
+                    f"{key:<{width}}{sum(per.values()):>8}  "
+                    + "  ".join(f"{per.get(o, 0):>{max(len(o), 6)}}" for o in outcomes)
+                )
+            )
+    if chart is not None:
+        from citizen_lookup.cli.charts import stacked_bars
+
+        title = f"{'Lookups' if event_type == reports.LOOKUP_EVENT else 'Events'} by {by}"
+        stacked_bars(chart, title, list(table), outcomes, table)
+        click.echo(f"chart written to {clean(str(chart))}", err=True)
+    with runtime.session_factory.begin() as session:
+        runtime.audit.append(
+            session,
+            "audit.stats",
+            actor=current_actor(),
+            outcome="ok",
+            detail={"by": by, "since": since, "until": until, "rows": len(table)},
+        )
 
 
 @group.command("purge")
@@ -183,6 +423,16 @@ def purge(runtime: Runtime, before: str, yes: bool) -> None:
     """Retention: delete old events, keeping a signed checkpoint so `verify` still holds."""
     cutoff = _day(before)
     assert cutoff is not None
+    now = datetime.now(UTC)
+    if cutoff > now:
+        raise click.BadParameter(f"{before} is in the future", param_hint="--before")
+    keep = runtime.settings.audit_min_retention_days
+    if cutoff > now - timedelta(days=keep):
+        raise click.BadParameter(
+            f"events are kept at least {keep} days (CITIZEN_LOOKUP_AUDIT_MIN_RETENTION_DAYS); "
+            f"the latest date allowed is {(now - timedelta(days=keep)).date().isoformat()}",
+            param_hint="--before",
+        )
     if not yes:
         click.confirm(f"Delete every audit event before {cutoff.isoformat()}?", abort=True)
     with runtime.session_factory.begin() as session:

@@ -123,3 +123,87 @@ def import_(runtime: Runtime, file: Path) -> None:
     if report.rejected:
         click.echo(f"{len(report.rejected)} row(s) rejected: fix them and import again", err=True)
         ctx.exit(EXIT_REJECTED)
+
+
+@group.command("access-report")
+@click.argument("id_number")
+@click.option("--since", help="From this date (YYYY-MM-DD) or ISO time, UTC.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@pass_runtime
+def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str) -> None:
+    """Every lookup of one ID in the audit trail (a data-subject request); itself audited."""
+    from sqlalchemy import or_, select
+
+    from citizen_lookup.cli.audit import _day, echo_json
+    from citizen_lookup.cli.output import clean
+    from citizen_lookup.domain.identity import (
+        InvalidIdNumber,
+        is_old_id_number,
+        mask_id_number,
+        parse_id_number,
+    )
+    from citizen_lookup.models import Citizen
+    from citizen_lookup.services.audit import reports
+
+    digits = "".join(ch for ch in id_number if not ch.isspace())
+    if not is_old_id_number(digits):
+        try:
+            parse_id_number(digits, runtime.provinces, abroad_range=runtime.abroad_range)
+        except InvalidIdNumber as exc:
+            raise click.BadParameter(str(exc), param_hint="ID_NUMBER") from exc
+    start = _day(since)
+    with runtime.session_factory() as session:
+        # Lookups made with the citizen's old 9-digit number count too, and the other way round.
+        numbers = {digits}
+        citizen = session.scalar(
+            select(Citizen).where(or_(Citizen.id_number == digits, Citizen.old_id_number == digits))
+        )
+        if citizen is not None:
+            numbers |= {n for n in (citizen.id_number, citizen.old_id_number) if n}
+        hashes = [runtime.audit.keyed_hash(n) for n in sorted(numbers)]
+        rows = [
+            {
+                "time": event.occurred_at.isoformat(timespec="seconds"),
+                "connection": event.connection,
+                "channel": event.channel,
+                "sender": event.sender_masked,
+                "command": event.command,
+                "outcome": event.outcome,
+                "fields_disclosed": event.fields_disclosed.split(",")
+                if event.fields_disclosed
+                else [],
+                "sealed": event.seq is not None,
+                "fields": (event.fields_disclosed or "").replace(",", ", "),
+            }
+            for event in reports.accesses(session, hashes, start)
+        ]
+    with runtime.session_factory.begin() as session:
+        runtime.audit.append(
+            session,
+            "citizens.access_report",
+            actor=current_actor(),
+            citizen_id_number=digits,
+            outcome="ok",
+            detail={"since": since, "lookups": len(rows), "format": fmt},
+        )
+    if fmt == "json":
+        for row in rows:
+            del row["fields"]
+        echo_json({"id_number": mask_id_number(digits), "since": since, "lookups": rows})
+        return
+    click.echo(f"Lookups of {mask_id_number(digits)}" + (f" since {since}" if since else ""))
+    click.echo(
+        f"{'TIME (UTC)':<26} {'CONNECTION':<12} {'CHANNEL':<8} {'SENDER':<13} "
+        f"{'COMMAND':<8} {'OUTCOME':<22} FIELDS DISCLOSED"
+    )
+    for row in rows:
+        click.echo(
+            clean(
+                f"{row['time']:<26} {row['connection'] or '-':<12} {row['channel'] or '-':<8} "
+                f"{row['sender'] or '-':<13} {row['command'] or '-':<8} "
+                f"{row['outcome'] or '-':<22} {row['fields'] or '-'}"
+            )
+        )
+    click.echo(f"{len(rows)} lookups")

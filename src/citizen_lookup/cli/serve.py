@@ -50,6 +50,28 @@ def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
     return thread
 
 
+def _start_sequencer(runtime: Runtime, stop: threading.Event) -> threading.Thread:
+    """Seal committed audit events into the tree within a second (one sequencer at a time
+    across all machines holds the lock; the others find it taken and wait for the next round)."""
+    every = runtime.settings.audit_seal_interval_seconds
+    batch = runtime.settings.audit_seal_batch_size
+
+    def loop() -> None:
+        failures = 0
+        while not stop.wait(every if failures == 0 else min(30.0, every * 2**failures)):
+            try:
+                runtime.audit.seal_all(runtime.session_factory, batch_size=batch)
+                failures = 0
+            except Exception as exc:  # database down: try again, backing off, and say so once
+                if failures == 0:
+                    log.warning("audit sealing failed (%s); retrying", type(exc).__name__)
+                failures = min(failures + 1, 6)
+
+    thread = threading.Thread(target=loop, name="audit-sequencer", daemon=True)
+    thread.start()
+    return thread
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Drain the queues (and due retries), then exit.")
 @pass_runtime
@@ -61,6 +83,7 @@ def worker(runtime: Runtime, burst: bool) -> None:
         sweep_unqueued(runtime, older_than_seconds=0)
     else:
         _start_sweeper(runtime, stop)
+        _start_sequencer(runtime, stop)
     # Maintenance (cleaning registries of abandoned jobs, restarting a scheduler that died with
     # a lost Redis connection) every minute rather than RQ's default ten.
     rq_worker = SimpleWorker([runtime.queue], connection=runtime.redis, maintenance_interval=60)
@@ -68,6 +91,10 @@ def worker(runtime: Runtime, burst: bool) -> None:
         rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()
+    if burst:  # leave what this run wrote sealed
+        runtime.audit.seal_all(
+            runtime.session_factory, batch_size=runtime.settings.audit_seal_batch_size
+        )
 
 
 @click.command("serve")

@@ -8,7 +8,12 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from citizen_lookup.metrics import REGISTRY
+from citizen_lookup.metrics import (
+    AUDIT_LAG_SECONDS,
+    AUDIT_TREE_SIZE,
+    AUDIT_UNSEALED,
+    REGISTRY,
+)
 from citizen_lookup.runtime import current_runtime
 
 bp = Blueprint("health", __name__)
@@ -42,4 +47,18 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    _observe_audit()
     return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _observe_audit() -> None:
+    """The audit sequencer's lag, read from the database at scrape time."""
+    runtime = current_runtime()
+    try:
+        with runtime.session_factory() as session:
+            lag, unsealed, size = runtime.audit.progress(session)
+    except SQLAlchemyError:
+        return  # the scrape still answers; the gauges keep their last values
+    AUDIT_LAG_SECONDS.set(lag)
+    AUDIT_UNSEALED.set(unsealed)
+    AUDIT_TREE_SIZE.set(size)

@@ -1,0 +1,28 @@
+"""The audit trail: lock-free appends, one sequencer, signed checkpoints, parallel verify."""
+
+from citizen_lookup.services.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointSigner,
+    CheckpointVerifier,
+)
+from citizen_lookup.services.audit.trail import (
+    CONTENT_FIELDS,
+    GENESIS_HASH,
+    AuditTrail,
+    SealResult,
+)
+from citizen_lookup.services.audit.verify import Damage, VerifyResult
+
+__all__ = [
+    "CONTENT_FIELDS",
+    "GENESIS_HASH",
+    "AuditTrail",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointSigner",
+    "CheckpointVerifier",
+    "Damage",
+    "SealResult",
+    "VerifyResult",
+]

@@ -1,0 +1,415 @@
+"""The tamper-evident audit trail (SPEC section 8), written without a lock shared by writers.
+
+How it works, after transparency logs (Trillian's sequencer, RFC 9162, the Go checksum database):
+
+1. **Append.** A writer inserts its event in the transaction of the change it records, with
+   the keyed hashes, the masks and a *leaf hash*: HMAC-SHA256 (audit key) over the event's
+   canonical content. It takes no sequence number and links to nothing, so writers share no
+   row: eight processes appending at once wait on nothing but PostgreSQL's own inserts.
+2. **Seal.** One sequencer at a time (a PostgreSQL advisory lock; on SQLite the write lock that
+   every transaction takes at BEGIN) takes committed, unsealed events in intake order, gives
+   each the next ``seq`` and a *seal* (HMAC over seq, intake id and leaf hash, so a moved event
+   is named), appends them as leaves of an RFC 9162 Merkle tree, and advances ``audit_head``
+   with a new checkpoint signed by an Ed25519 key kept apart from the audit key: all in one
+   transaction per batch, so a sequencer killed mid-batch leaves nothing half-sealed. An event
+   that commits late (intake order is not commit order) is sealed by a later batch.
+3. **Verify** (see ``verify.py``) recomputes every leaf hash and seal in parallel, rebuilds the
+   tree root, and checks it against the signed head and, if given, an older checkpoint held
+   elsewhere: truncating the newest events or rewriting the head is then caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy.orm import Session
+
+from citizen_lookup.domain.identity import mask_id_number
+from citizen_lookup.domain.phones import mask_msisdn
+from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead
+from citizen_lookup.services.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointSigner,
+    CheckpointVerifier,
+)
+from citizen_lookup.services.audit.merkle import Frontier, leaf_hash
+
+if TYPE_CHECKING:
+    from citizen_lookup.services.audit.verify import VerifyResult
+
+GENESIS_HASH = "0" * 64
+HEAD_ID = 1
+# pg_advisory_xact_lock key of the sequencer: any fixed 64-bit number unique to this use.
+SEQUENCER_LOCK = 0x617564697473_6571  # "auditseq"
+LEAF_VERSION = 2
+
+# The content a leaf hash covers, in order (version 2). Adding one needs a new version.
+CONTENT_FIELDS = (
+    "occurred_at",
+    "event_type",
+    "actor",
+    "connection",
+    "channel",
+    "provider_message_id",
+    "sender_hash",
+    "sender_masked",
+    "citizen_hash",
+    "citizen_masked",
+    "command",
+    "outcome",
+    "fields_disclosed",
+    "detail",
+)
+# Version 1 (before the sequencer): the chained hash covered these, seq and prev_hash included.
+LEGACY_FIELDS = ("seq", *CONTENT_FIELDS, "prev_hash")
+
+
+def timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical(values: Iterable[Any]) -> bytes:
+    """A leaf's bytes: the content fields in order (occurred_at as text), as compact JSON."""
+    return json.dumps([LEAF_VERSION, *values], separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def legacy_canonical(values: Mapping[str, Any]) -> bytes:
+    document = {}
+    for name in LEGACY_FIELDS:
+        value = values.get(name)
+        document[name] = timestamp(value) if isinstance(value, datetime) else value
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def seal_message(seq: int, event_id: int, leaf_hex: str) -> bytes:
+    return b"seal:%d:%d:%s" % (seq, event_id, leaf_hex.encode())
+
+
+@dataclass(frozen=True)
+class SealResult:
+    sealed: int
+    tree_size: int
+    checkpoint: str | None
+    skipped: bool = False  # another sequencer holds the lock
+
+
+class AuditTrail:
+    """Appends, seals, purges and reads audit events with one HMAC key."""
+
+    def __init__(
+        self,
+        key: bytes,
+        origin: str = "citizen-lookup.local/audit",
+        signer: CheckpointSigner | Callable[[], CheckpointSigner] | None = None,
+    ) -> None:
+        if not key:
+            raise ValueError("the audit key must not be empty")
+        self._key = key
+        self.origin = origin
+        self._signer = signer
+
+    @property
+    def signer(self) -> CheckpointSigner:
+        """The checkpoint signing key (loaded on first use)."""
+        if self._signer is None:
+            raise CheckpointError("no checkpoint signing key is configured")
+        if not isinstance(self._signer, CheckpointSigner):
+            self._signer = self._signer()
+        return self._signer
+
+    # -- hashing --------------------------------------------------------------------------------
+    def keyed_hash(self, value: str) -> str:
+        """HMAC-SHA256 of a personal value (MSISDN, ID number) with the audit key."""
+        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+
+    def leaf_hash(self, content: Iterable[Any]) -> str:
+        return hmac.digest(self._key, canonical(content), "sha256").hex()
+
+    def legacy_hash(self, values: Mapping[str, Any]) -> str:
+        return hmac.digest(self._key, legacy_canonical(values), "sha256").hex()
+
+    def seal_hash(self, seq: int, event_id: int, leaf_hex: str) -> str:
+        return hmac.digest(self._key, seal_message(seq, event_id, leaf_hex), "sha256").hex()
+
+    def legacy_checkpoint_signature(self, checkpoint: AuditCheckpoint) -> str:
+        message = (
+            f"checkpoint|{checkpoint.seq}|{checkpoint.hash}|{timestamp(checkpoint.purged_before)}"
+            f"|{checkpoint.events_purged}"
+        ).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    @property
+    def key(self) -> bytes:
+        return self._key
+
+    # -- append ---------------------------------------------------------------------------------
+    def append(
+        self,
+        session: Session,
+        event_type: str,
+        *,
+        actor: str | None = None,
+        connection: str | None = None,
+        channel: str | None = None,
+        provider_message_id: str | None = None,
+        sender: str | None = None,
+        citizen_id_number: str | None = None,
+        command: str | None = None,
+        outcome: str | None = None,
+        fields_disclosed: Iterable[str] = (),
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Add one event in the caller's transaction (the caller commits); it locks nothing."""
+        occurred_at = datetime.now(UTC)
+        values: dict[str, Any] = {
+            "occurred_at": occurred_at,
+            "event_type": event_type,
+            "actor": actor,
+            "connection": connection,
+            "channel": channel,
+            "provider_message_id": provider_message_id,
+            "sender_hash": self.keyed_hash(sender) if sender else None,
+            "sender_masked": mask_msisdn(sender) if sender else None,
+            "citizen_hash": self.keyed_hash(citizen_id_number) if citizen_id_number else None,
+            "citizen_masked": mask_id_number(citizen_id_number) if citizen_id_number else None,
+            "command": command,
+            "outcome": outcome,
+            "fields_disclosed": ",".join(fields_disclosed) or None,
+            "detail": json.dumps(dict(detail), sort_keys=True, default=str) if detail else None,
+        }
+        content = [values[name] for name in CONTENT_FIELDS]
+        content[0] = timestamp(occurred_at)
+        event = AuditEvent(**values, leaf_hash=self.leaf_hash(content), hash_version=LEAF_VERSION)
+        session.add(event)
+        session.flush()
+        return event
+
+    # -- seal -----------------------------------------------------------------------------------
+    def seal(
+        self, session: Session, signer: CheckpointSigner | None = None, batch_size: int = 5000
+    ) -> SealResult:
+        """Seal up to ``batch_size`` committed events in intake order, in the caller's transaction.
+
+        Returns at once (``skipped``) if another sequencer holds the lock. The caller commits:
+        everything this batch changes (seqs, seals, head, checkpoint) commits or is lost together.
+        """
+        signer = signer or self.signer
+        if session.get_bind().dialect.name == "postgresql":
+            locked = session.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK}
+            )
+            if not locked:
+                return SealResult(0, 0, None, skipped=True)
+        # On SQLite the transaction already holds the database's write lock (BEGIN IMMEDIATE).
+        head = session.execute(
+            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
+        ).scalar_one()
+        pending = session.execute(
+            select(AuditEvent.id, AuditEvent.leaf_hash)
+            .where(AuditEvent.seq.is_(None))
+            .order_by(AuditEvent.id)
+            .limit(batch_size)
+        ).all()
+        if not pending and head.checkpoint and head.tree_size == head.seq - head.base_seq:
+            return SealResult(0, head.tree_size, head.checkpoint)
+        frontier = Frontier.from_hex(head.tree_size, json.loads(head.frontier or "[]"))
+        seq = head.seq
+        changes = []
+        for event_id, leaf in pending:
+            seq += 1
+            seal = self.seal_hash(seq, event_id, leaf)
+            frontier.append_leaf_hash(leaf_hash(bytes.fromhex(seal)))
+            changes.append({"b_id": event_id, "b_seq": seq, "b_seal": seal})
+        if changes:
+            self._write_seals(session, changes)
+            head.seq = seq
+            head.hash = pending[-1].leaf_hash
+        now = datetime.now(UTC)
+        note = signer.sign(Checkpoint(self.origin, frontier.size, frontier.root(), now))
+        head.tree_size = frontier.size
+        head.frontier = json.dumps(frontier.to_hex())
+        head.root = frontier.root().hex()
+        head.checkpoint = note
+        head.sealed_at = now
+        session.flush()
+        return SealResult(len(changes), frontier.size, note)
+
+    @staticmethod
+    def _write_seals(session: Session, changes: list[dict[str, Any]]) -> None:
+        if session.get_bind().dialect.name == "postgresql":
+            # One statement for the whole batch (executemany would be one round trip each).
+            session.execute(
+                text(
+                    "UPDATE audit_events AS e SET seq = v.seq, seal = v.seal FROM "
+                    "unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), "
+                    "CAST(:seals AS varchar[])) AS v(id, seq, seal) WHERE e.id = v.id"
+                ),
+                {
+                    "ids": [c["b_id"] for c in changes],
+                    "seqs": [c["b_seq"] for c in changes],
+                    "seals": [c["b_seal"] for c in changes],
+                },
+            )
+            return
+        table = AuditEvent.__table__
+        session.connection().execute(
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("b_id"))
+            .values(seq=bindparam("b_seq"), seal=bindparam("b_seal")),
+            changes,
+        )
+
+    def seal_all(
+        self,
+        session_factory: Any,
+        signer: CheckpointSigner | None = None,
+        batch_size: int = 5000,
+    ) -> int:
+        """Seal until nothing is pending (one transaction per batch); returns the events sealed."""
+        total = 0
+        while True:
+            with session_factory.begin() as session:
+                result = self.seal(session, signer, batch_size)
+            total += result.sealed
+            if result.skipped or result.sealed < batch_size:
+                return total
+
+    # -- verify ---------------------------------------------------------------------------------
+    def verify(
+        self,
+        session: Session,
+        *,
+        since: str | None = None,
+        verifier: CheckpointVerifier | None = None,
+        workers: int | None = None,
+        chunk: int | None = None,
+    ) -> VerifyResult:
+        """Check the whole trail (see ``verify.py``), with the signing key's public half."""
+        from citizen_lookup.services.audit import verify as verifying
+
+        if verifier is None and self._signer is not None:
+            verifier = self.signer
+        return verifying.verify(
+            self,
+            session,
+            verifier,
+            since=since,
+            workers=workers,
+            chunk=chunk or verifying.CHUNK,
+        )
+
+    # -- lag ------------------------------------------------------------------------------------
+    def oldest_unsealed(self, session: Session) -> datetime | None:
+        """When the oldest event not yet sealed was written (None when all are sealed)."""
+        first = session.scalar(select(func.min(AuditEvent.id)).where(AuditEvent.seq.is_(None)))
+        if first is None:
+            return None
+        return session.scalar(select(AuditEvent.occurred_at).where(AuditEvent.id == first))
+
+    def progress(self, session: Session) -> tuple[float, int, int]:
+        """(lag in seconds, events awaiting the sequencer, events sealed in the tree)."""
+        unsealed = (
+            session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.seq.is_(None))
+            )
+            or 0
+        )
+        size = session.scalar(select(AuditHead.tree_size).where(AuditHead.id == HEAD_ID)) or 0
+        return self.lag_seconds(session), unsealed, size
+
+    def lag_seconds(self, session: Session) -> float:
+        oldest = self.oldest_unsealed(session)
+        if oldest is None:
+            return 0.0
+        return max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+
+    # -- purge ----------------------------------------------------------------------------------
+    def purge(
+        self,
+        session: Session,
+        before: datetime,
+        actor: str,
+        signer: CheckpointSigner | None = None,
+    ) -> int:
+        """Delete sealed events older than ``before``, keeping the tree's frontier at that point
+        and a signed checkpoint of it, so `verify` goes on from there; returns the count."""
+        signer = signer or self.signer
+        self.seal(session, signer)  # takes the sequencer's lock for this transaction
+        head = session.get(AuditHead, HEAD_ID)
+        assert head is not None
+        last = session.execute(
+            select(AuditEvent.seq, AuditEvent.leaf_hash)
+            .where(AuditEvent.occurred_at < before, AuditEvent.seq.is_not(None))
+            .order_by(AuditEvent.seq.desc())
+            .limit(1)
+        ).one_or_none()
+        if last is None or last.seq is None:
+            return 0
+        previous = session.scalar(
+            select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)
+        )
+        if previous is not None and previous.tree_size is not None:
+            frontier = Frontier.from_hex(previous.tree_size, json.loads(previous.frontier or "[]"))
+            start = previous.seq
+        else:
+            frontier, start = Frontier(), head.base_seq
+        entries = session.execute(
+            select(AuditEvent.seal, AuditEvent.leaf_hash)
+            .where(AuditEvent.seq > start, AuditEvent.seq <= last.seq)
+            .order_by(AuditEvent.seq)
+            .execution_options(yield_per=5000)
+        )
+        for seal, leaf in entries:
+            frontier.append_leaf_hash(leaf_hash(bytes.fromhex(seal or leaf)))
+        count = (
+            session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.seq <= last.seq)
+            )
+            or 0
+        )
+        note = signer.sign(
+            Checkpoint(self.origin, frontier.size, frontier.root(), datetime.now(UTC))
+        )
+        session.add(
+            AuditCheckpoint(
+                seq=last.seq,
+                hash=last.leaf_hash,
+                purged_before=before,
+                events_purged=count,
+                signature=None,
+                tree_size=frontier.size,
+                frontier=json.dumps(frontier.to_hex()),
+                note=note,
+            )
+        )
+        session.execute(delete(AuditEvent).where(AuditEvent.seq <= last.seq))
+        self.append(
+            session,
+            "audit.purge",
+            actor=actor,
+            outcome="ok",
+            detail={"before": timestamp(before), "events_purged": count, "through_seq": last.seq},
+        )
+        return count
+
+    # -- reading --------------------------------------------------------------------------------
+    def lookups_of(self, session: Session, id_number: str, limit: int) -> Iterator[AuditEvent]:
+        """The latest lookup decisions about one ID, newest first, sealed or not (for DC NK)."""
+        rows = session.execute(
+            select(AuditEvent)
+            .where(
+                AuditEvent.citizen_hash == self.keyed_hash(id_number),
+                AuditEvent.event_type == "lookup.decision",
+            )
+            .order_by(AuditEvent.id.desc())
+            .limit(limit)
+        ).scalars()
+        yield from rows
