@@ -18,6 +18,8 @@ from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from citizen_lookup.credentials import SESSION_INFO_KEY as CIPHER_INFO_KEY
+from citizen_lookup.credentials import load_cipher
 from citizen_lookup.db import make_engine, make_session_factory
 from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
 from citizen_lookup.exceptions import ConfigurationError
@@ -45,7 +47,10 @@ class Runtime:
         self.settings = settings
         self._redis = redis
         self.engine: Engine = make_engine(settings)
-        self.session_factory: sessionmaker[Session] = make_session_factory(self.engine)
+        self.credentials_cipher = load_cipher(settings)
+        self.session_factory: sessionmaker[Session] = make_session_factory(
+            self.engine, info={CIPHER_INFO_KEY: self.credentials_cipher}
+        )
         self.audit = AuditTrail(audit_key(settings))
         self.templates = Templates.load(settings.config_dir, settings.reply_segments)
         provinces_path = settings.config_dir / "provinces.toml"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,11 +39,10 @@ from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import DeliveryStatus, Provider
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
+from citizen_lookup.services.connections import valid_slug
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
-
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 class Refused(Exception):
@@ -67,7 +65,7 @@ def _audit_refusal(slug: str, route: str, refusal: Refused) -> None:
             runtime.audit.append(
                 session,
                 "request.refused",
-                connection=slug if SLUG.match(slug) else None,
+                connection=slug if valid_slug(slug) else None,
                 channel=route if route in ("sms", "ussd") else None,
                 outcome=refusal.reason,
                 detail={
@@ -114,14 +112,19 @@ def _buffer_chunked_body(limit: int) -> None:
 
 
 def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
-    """The connection and its provider, if this request may go on; raises :class:`Refused`."""
+    """The connection and its provider, if this request may go on; raises :class:`Refused`.
+
+    Authentication comes before the connection's state, so a request that cannot authenticate
+    learns only that the slug exists (slugs are public: they are in the published register),
+    never whether the connection is pending, suspended or terminated. Signature headers are
+    checked before the body is read.
+    """
     runtime = current_runtime()
-    if not SLUG.match(slug):
+    if not valid_slug(slug):
         raise Refused(404, "unknown_connection", "no such connection")
     limit = runtime.settings.max_body_bytes
     if (request.content_length or 0) > limit or len(request.query_string) > limit:
         raise Refused(413, "too_large", f"request body over {limit} bytes")
-    _buffer_chunked_body(limit)
     connection = (
         request_session()
         .execute(select(Connection).where(Connection.slug == slug))
@@ -129,6 +132,18 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     )
     if connection is None:
         raise Refused(404, "unknown_connection", "no such connection")
+    provider = build_provider(connection, runtime.provider_context)
+    methods = provider.inbound_methods if route == "sms" else provider.status_methods
+    if request.method not in methods:
+        raise Refused(
+            405, "method_not_allowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)}
+        )
+    try:
+        provider.check_headers(request)
+        _buffer_chunked_body(limit)
+        provider.authenticate(request)
+    except AuthenticationFailed as exc:
+        raise Refused(403, "authentication_failed", "authentication failed") from exc
     state = connection.state
     if state == ConnectionState.TERMINATED:
         raise Refused(410, "terminated", "this connection has been terminated")
@@ -139,16 +154,6 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
         raise Refused(
             503, "suspended", "this connection is suspended", {"Retry-After": retry_after}
         )
-    provider = build_provider(connection, runtime.provider_context)
-    methods = provider.inbound_methods if route == "sms" else provider.status_methods
-    if request.method not in methods:
-        raise Refused(
-            405, "method_not_allowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)}
-        )
-    try:
-        provider.authenticate(request)
-    except AuthenticationFailed as exc:
-        raise Refused(403, "authentication_failed", "authentication failed") from exc
     return connection, provider
 
 
