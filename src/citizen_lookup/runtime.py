@@ -27,6 +27,7 @@ from citizen_lookup.providers.base import ProviderContext
 from citizen_lookup.services.audit import AuditTrail
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
 from citizen_lookup.services.lookup import LookupContext
+from citizen_lookup.services.refusals import RefusalCounter
 from citizen_lookup.services.replies import Templates
 from citizen_lookup.settings import Settings, audit_key
 
@@ -104,6 +105,15 @@ class Runtime:
     def rate_limiter(self) -> ConnectionRateLimiter:
         prefix = self.settings.redis_prefix
         return ConnectionRateLimiter(self.redis, prefix, self.settings.connection_rate_per_second)
+
+    @cached_property
+    def refusals(self) -> RefusalCounter:
+        return RefusalCounter(
+            lambda: self.redis,
+            self.settings.redis_prefix,
+            audited_per_minute=self.settings.refusals_audited_per_minute,
+            per_minute_per_source=self.settings.refusals_per_minute_per_source,
+        )
 
     def close(self) -> None:
         self.engine.dispose()

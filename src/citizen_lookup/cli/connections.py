@@ -49,7 +49,7 @@ def _read_credentials(kind: str, values: tuple[str, ...], files: tuple[str, ...]
             if stdin_used:
                 raise click.BadParameter("only one KEY=- can read stdin", param_hint="--credential")
             stdin_used = True
-            value = click.get_text_stream("stdin").readline().rstrip("\r\n")
+            value = sys.stdin.readline().rstrip("\r\n")
         elif key in secrets_of_kind:
             click.echo(
                 f"warning: --credential {key}=… puts a secret on the command line, where other "

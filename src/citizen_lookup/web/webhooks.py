@@ -40,6 +40,7 @@ from citizen_lookup.providers.base import DeliveryStatus, Provider
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
 from citizen_lookup.services.connections import valid_slug
+from citizen_lookup.services.refusals import RATE_LIMITED, write_due_summaries
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -84,7 +85,15 @@ def _refusal_response(slug: str, route: str, refusal: Refused) -> Response:
     # End the request's own transaction first: the audit writes in a transaction of its own,
     # and on SQLite a second writer would wait on the first.
     request_session().rollback()
-    _audit_refusal(slug, route, refusal)
+    runtime = current_runtime()
+    # Repeated refusals from one source are counted in Redis and audited as one event a minute
+    # (services/refusals.py), so a flood of bad requests does not cost a transaction each.
+    if runtime.refusals.count(request.remote_addr or "unknown", refusal.reason):
+        _audit_refusal(slug, route, refusal)
+    try:
+        write_due_summaries(runtime.refusals, runtime.session_factory, runtime.audit)
+    except SQLAlchemyError:
+        log.exception("could not audit the summaries of refused requests")
     WEBHOOK_REQUESTS.labels(route, str(refusal.status)).inc()
     response = jsonify({"error": refusal.reason, "message": refusal.message})
     response.status_code = refusal.status
@@ -120,6 +129,10 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     checked before the body is read.
     """
     runtime = current_runtime()
+    refusals = runtime.refusals
+    if refusals.over_budget(request.remote_addr or "unknown"):  # before any database work
+        retry_after = str(refusals.seconds_left_in_minute())
+        raise Refused(429, RATE_LIMITED, "too many refused requests", {"Retry-After": retry_after})
     if not valid_slug(slug):
         raise Refused(404, "unknown_connection", "no such connection")
     limit = runtime.settings.max_body_bytes
