@@ -80,7 +80,8 @@ def _validate(
     missing = [key for key in cls.required_credentials if not credentials.get(key)]
     if missing:
         raise ConfigurationError(
-            f"kind {kind!r} needs credentials: {', '.join(missing)} (--credential KEY=VALUE)"
+            f"kind {kind!r} needs credentials: {', '.join(missing)} "
+            "(--credential KEY=VALUE, KEY=- for stdin, or --credential-file KEY=PATH)"
         )
     known = {*cls.required_credentials, *cls.secret_credentials, *cls.optional_credentials}
     unknown = sorted(set(credentials) - known)
