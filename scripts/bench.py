@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_DATABASE_URL": database_url,
         "CITIZEN_LOOKUP_REDIS_URL": redis_url,
         "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY": base64.urlsafe_b64encode(
+            secrets.token_bytes(32)
+        ).decode(),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
         "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "100000000",
@@ -198,10 +201,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         anchor = subprocess.Popen(
             [
                 str(BIN / "gunicorn"),
+                "-c",
+                str(ROOT / "gunicorn.conf.py"),
                 "-w",
                 "2",
-                "--threads",
-                "4",
                 "-b",
                 f"127.0.0.1:{anchor_port}",
                 "--chdir",

@@ -181,6 +181,9 @@ def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], 
             limit = current_runtime().settings.max_body_bytes
             too_large = Refused(413, "too_large", f"request body over {limit} bytes")
             response = _refusal_response(slug, route, too_large)
+        except OSError:  # the client stopped sending its body (the server's read deadline)
+            late = Refused(408, "request_timeout", "request body not received in time")
+            response = _refusal_response(slug, route, late)
         else:
             WEBHOOK_REQUESTS.labels(route, str(response.status_code)).inc()
         WEBHOOK_SECONDS.labels(route).observe(time.perf_counter() - started)
