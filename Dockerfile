@@ -1,6 +1,9 @@
 # citizen-lookup: web (gunicorn) by default; run workers from the same image with
 #   docker run … citizen-lookup worker
-# Settings come from CITIZEN_LOOKUP_* environment variables (see README.md, "Configuration").
+# Settings come from CITIZEN_LOOKUP_* environment variables (see README.md, "Configuration"); the
+# web server refuses to start without CITIZEN_LOOKUP_DATABASE_URL and CITIZEN_LOOKUP_AUDIT_KEY
+# (and a database URL needs CITIZEN_LOOKUP_CREDENTIALS_KEY). Run it behind a buffering reverse
+# proxy (README.md, "Security").
 
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -15,7 +18,7 @@ FROM python:3.11.11-slim-bookworm
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin citizen
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY app.py alembic.ini ./
+COPY app.py alembic.ini gunicorn.conf.py ./
 COPY config ./config
 COPY migrations ./migrations
 ENV PATH=/opt/venv/bin:$PATH \
@@ -24,4 +27,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER citizen
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "app:app"]
+# gunicorn.conf.py: threaded workers with request read deadlines, and an access log without
+# query strings (providers may put a citizen's number there).
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", "app:app"]

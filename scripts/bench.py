@@ -172,6 +172,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_REDIS_URL": redis_url,
         "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
         "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": checkpoint_key(workdir),
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY": base64.urlsafe_b64encode(
+            secrets.token_bytes(32)
+        ).decode(),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
         "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "100000000",
@@ -210,10 +213,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         anchor = subprocess.Popen(
             [
                 str(BIN / "gunicorn"),
+                "-c",
+                str(ROOT / "gunicorn.conf.py"),
                 "-w",
                 "2",
-                "--threads",
-                "4",
                 "-b",
                 f"127.0.0.1:{anchor_port}",
                 "--chdir",
@@ -323,6 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 4 and 5, in this process
         results.update(measure_audit_and_lookup(env, database_url, citizens))
+        results.update(measure_oracle_gap(citizens))
         return results
     finally:
         stack.stop()
@@ -459,6 +463,43 @@ def measure_audit_and_lookup(
     results["lookup_ratio"] = round(results["lookup_p99_ms"] / results["lookup_raw_p99_ms"], 2)
     runtime.close()
     return results
+
+
+def measure_oracle_gap(citizens: list[Any], samples: int = 3000) -> dict[str, Any]:
+    """Time the two refusals a stranger can get: a known ID not registered to the sender, and an
+    unknown ID. Reported as figures: the gap of the medians beside the spread (IQR) of each.
+
+    tests/unit/test_no_oracle.py proves the two do the same database work; this measures what
+    the clock says about them on a loaded database.
+    """
+    from citizen_lookup import create_app
+    from citizen_lookup.domain.syntax import parse_command
+    from citizen_lookup.runtime import EXTENSION
+    from citizen_lookup.services.lookup import answer
+
+    log("no oracle: known ID from a stranger beside an unknown ID")
+    runtime = create_app().extensions[EXTENSION]
+    stranger = "+84987000001"
+    known = [parse_command(f"DC {id_number}") for id_number, _ in citizens[:samples]]
+    unknown = [parse_command(f"DC 0791{n:08d}") for n in range(samples)]
+    timings: dict[str, list[float]] = {"known": [], "unknown": []}
+    with runtime.session_factory() as session:
+        for i in range(samples * 2):  # interleaved, so drift in load falls on both alike
+            name = ("known", "unknown")[i % 2]
+            command = (known if name == "known" else unknown)[(i // 2) % len(known)]
+            began = time.perf_counter()
+            answer(session, command, stranger, "vi", runtime.lookup_context)
+            timings[name].append(time.perf_counter() - began)
+    runtime.close()
+    quartiles = {k: statistics.quantiles(v, n=4) for k, v in timings.items()}
+    gap = abs(quartiles["known"][1] - quartiles["unknown"][1])
+    spread = max(q[2] - q[0] for q in quartiles.values())
+    return {
+        "oracle_median_known_us": round(quartiles["known"][1] * 1e6, 1),
+        "oracle_median_unknown_us": round(quartiles["unknown"][1] * 1e6, 1),
+        "oracle_gap_us": round(gap * 1e6, 1),
+        "oracle_gap_over_iqr": round(gap / spread, 3) if spread else None,
+    }
 
 
 def main() -> int:

@@ -22,6 +22,7 @@ duplicated = 0 and the audit chain verifies)
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -177,10 +178,10 @@ class Stack:
         self.web = subprocess.Popen(
             [
                 str(BIN / "gunicorn"),
+                "-c",
+                str(ROOT / "gunicorn.conf.py"),
                 "-w",
                 str(processes),
-                "--threads",
-                "4",
                 "-b",
                 f"127.0.0.1:{port}",
                 "app:app",
@@ -249,6 +250,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
         "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
         "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": checkpoint_key(workdir),
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY": base64.urlsafe_b64encode(
+            secrets.token_bytes(32)
+        ).decode(),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
         "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "1000000",

@@ -26,6 +26,7 @@ from rq import SimpleWorker
 from citizen_lookup import create_app
 from citizen_lookup.migrate import upgrade
 from citizen_lookup.runtime import EXTENSION, Runtime
+from tests.helpers import TEST_CREDENTIALS_KEY
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get(
@@ -60,6 +61,11 @@ def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
         "redis_url": "",
         "public_base_url": "https://sms.example.test",
         "audit_key": "test-audit-key",
+        "credentials_key": TEST_CREDENTIALS_KEY,
+        # Most tests send many refused requests from one address and check each one's audit
+        # event; aggregation and the refusal rate are tested on their own with these lowered.
+        "refusals_audited_per_minute": 1_000_000,
+        "refusals_per_minute_per_source": 1_000_000,
         "redis_prefix": f"test-{uuid.uuid4().hex[:8]}",
         "queue_name": f"test-{uuid.uuid4().hex[:8]}",
         "send_retry_intervals": (0,),

@@ -13,14 +13,22 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 log = logging.getLogger(__name__)
 
 
-def create_app(overrides: Mapping[str, Any] | None = None, *, redis: Any = None) -> Flask:
-    """Build the app: settings, runtime, blueprints. Opens no connection until one is used."""
+def create_app(
+    overrides: Mapping[str, Any] | None = None, *, redis: Any = None, serving: bool = False
+) -> Flask:
+    """Build the app: settings, runtime, blueprints. Opens no connection until one is used.
+
+    ``serving`` is set by the WSGI entry point (``app.py``, which gunicorn loads): outside
+    development it refuses the embedded default's settings.
+    """
     from citizen_lookup import db
     from citizen_lookup.runtime import EXTENSION, Runtime
-    from citizen_lookup.settings import load_settings
+    from citizen_lookup.settings import check_serving, load_settings
     from citizen_lookup.web import demo, health, webhooks
 
     settings = load_settings(overrides)
+    if serving:
+        check_serving(settings)
     app = Flask(__name__, instance_path=settings.instance_path)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions[EXTENSION] = Runtime(settings, redis=redis)

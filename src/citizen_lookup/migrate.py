@@ -12,6 +12,8 @@ from citizen_lookup.settings import Settings
 def alembic_config(settings: Settings) -> Config:
     config = Config(str(settings.config_dir.parent / "alembic.ini"))
     config.set_main_option("script_location", str(settings.config_dir.parent / "migrations"))
+    # Migrations that need a key (sealing credentials) read it from these settings.
+    config.attributes["settings"] = settings
     return config
 
 

@@ -18,9 +18,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session, relationship
 from sqlalchemy.types import TypeDecorator
+
+from citizen_lookup.credentials import SESSION_INFO_KEY as CIPHER_INFO_KEY
+from citizen_lookup.credentials import CredentialsCipher
+from citizen_lookup.exceptions import ConfigurationError
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -140,7 +145,8 @@ class Connection(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default=ConnectionState.PENDING.value)
-    credentials_json: Mapped[str] = mapped_column(Text, default="{}")
+    # Sealed with the credentials key (a Fernet token), never plaintext: see credentials.py.
+    credentials_sealed: Mapped[str] = mapped_column(Text, default="")
     short_code: Mapped[str | None] = mapped_column(String(20))
     language: Mapped[str] = mapped_column(String(2), default="vi")
     allowed_networks_json: Mapped[str] = mapped_column(Text, default="[]")
@@ -157,12 +163,19 @@ class Connection(Base):
 
     @property
     def credentials(self) -> Mapping[str, str]:
-        data: dict[str, str] = json.loads(self.credentials_json or "{}")
-        return data
+        """The opened credentials: opened when the row is loaded, so they outlive the session."""
+        cached: tuple[str, Mapping[str, str]] | None = self.__dict__.get("_opened_credentials")
+        if cached is not None and cached[0] == self.credentials_sealed:
+            return cached[1]
+        opened = _cipher_of(self).open(self.credentials_sealed)
+        self.__dict__["_opened_credentials"] = (self.credentials_sealed, opened)
+        return opened
 
     @credentials.setter
     def credentials(self, value: Mapping[str, str]) -> None:
-        self.credentials_json = json.dumps(dict(value), sort_keys=True)
+        """Seal ``value``; the connection must be in a session of the runtime's (for the key)."""
+        self.credentials_sealed = _cipher_of(self).seal(value)
+        self.__dict__["_opened_credentials"] = (self.credentials_sealed, dict(value))
 
     @property
     def allowed_networks(self) -> Sequence[str]:
@@ -172,6 +185,24 @@ class Connection(Base):
     @allowed_networks.setter
     def allowed_networks(self, value: Sequence[str]) -> None:
         self.allowed_networks_json = json.dumps(list(value))
+
+
+def _cipher_of(connection: Connection) -> CredentialsCipher:
+    session = object_session(connection)
+    cipher = session.info.get(CIPHER_INFO_KEY) if session is not None else None
+    if not isinstance(cipher, CredentialsCipher):
+        raise ConfigurationError(
+            f"connection {connection.slug!r}: its credentials need a session with the key"
+        )
+    return cipher
+
+
+@event.listens_for(Connection, "load")
+def _open_on_load(connection: Connection, _context: object) -> None:
+    # Opened while the row is in its session, so a job can send after the session has closed.
+    session = object_session(connection)
+    if connection.credentials_sealed and session is not None and CIPHER_INFO_KEY in session.info:
+        connection.credentials  # noqa: B018
 
 
 # -- messages ----------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from citizen_lookup.credentials import SESSION_INFO_KEY as CIPHER_INFO_KEY
+from citizen_lookup.credentials import load_cipher
 from citizen_lookup.db import make_engine, make_session_factory
 from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
 from citizen_lookup.exceptions import ConfigurationError
@@ -27,6 +29,7 @@ from citizen_lookup.services.audit import AuditTrail, CheckpointError, Checkpoin
 from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
 from citizen_lookup.services.lookup import DecisionContext, LookupContext
+from citizen_lookup.services.refusals import RefusalCounter
 from citizen_lookup.services.replies import Templates
 from citizen_lookup.services.ussd import UssdContext, UssdStore
 from citizen_lookup.settings import Settings, audit_key, checkpoint_key_path
@@ -48,7 +51,10 @@ class Runtime:
         self.settings = settings
         self._redis = redis
         self.engine: Engine = make_engine(settings)
-        self.session_factory: sessionmaker[Session] = make_session_factory(self.engine)
+        self.credentials_cipher = load_cipher(settings)
+        self.session_factory: sessionmaker[Session] = make_session_factory(
+            self.engine, info={CIPHER_INFO_KEY: self.credentials_cipher}
+        )
         self.audit = AuditTrail(
             audit_key(settings), settings.checkpoint_origin, signer=self._load_checkpoint_signer
         )
@@ -140,6 +146,15 @@ class Runtime:
         settings = self.settings
         store = UssdStore(self.redis, settings.redis_prefix, settings.ussd_session_ttl_seconds)
         return UssdContext(self.decision_context, store, settings.short_code)
+
+    @cached_property
+    def refusals(self) -> RefusalCounter:
+        return RefusalCounter(
+            lambda: self.redis,
+            self.settings.redis_prefix,
+            audited_per_minute=self.settings.refusals_audited_per_minute,
+            per_minute_per_source=self.settings.refusals_per_minute_per_source,
+        )
 
     def close(self) -> None:
         self.engine.dispose()

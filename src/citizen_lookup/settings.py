@@ -40,6 +40,8 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:8000"
     short_code: str = "8077"
     audit_key: str = ""
+    credentials_key: str = ""
+    env: str = "production"
     redis_prefix: str = "citizen-lookup"
     queue_name: str = "citizen-lookup"
     default_language: str = "vi"
@@ -53,6 +55,8 @@ class Settings:
     retry_after_seconds: int = 300
     signature_tolerance_seconds: int = 300
     trusted_proxies: int = 0
+    refusals_audited_per_minute: int = 1
+    refusals_per_minute_per_source: int = 600
     job_timeout_seconds: int = 60
     send_max_retries: int = 5
     send_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
@@ -160,6 +164,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError("audit_seal_batch_size must be between 1 and 100000")
     if settings.audit_min_retention_days < 0:
         raise ConfigurationError("audit_min_retention_days must not be negative")
+    if not settings.embedded_database and not settings.credentials_key:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}CREDENTIALS_KEY is required when {ENV_PREFIX}DATABASE_URL is set"
+        )
+    if settings.env not in ("production", "development"):
+        raise ConfigurationError(f"{ENV_PREFIX}ENV must be 'production' or 'development'")
     if settings.daily_limit_per_msisdn < 1:
         raise ConfigurationError("daily_limit_per_msisdn must be at least 1")
     if settings.help_limit_per_msisdn < 1:
@@ -173,6 +183,29 @@ def checkpoint_key_path(settings: Settings) -> Path:
     if settings.checkpoint_key_file:
         return Path(settings.checkpoint_key_file)
     return Path(settings.instance_path) / "checkpoint-key.pem"
+
+
+def check_serving(settings: Settings) -> None:
+    """Refuse to serve requests on the embedded default's settings outside development.
+
+    Without a database URL the app would run on SQLite with the published development audit
+    key and the demo MT endpoint: fine on a laptop, never on a server.
+    """
+    if settings.env == "development":
+        return
+    missing = [
+        ENV_PREFIX + name
+        for name, value in (
+            ("DATABASE_URL", settings.database_url),
+            ("AUDIT_KEY", settings.audit_key),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"refusing to serve without {' and '.join(missing)}; set them, or set "
+            f"{ENV_PREFIX}ENV=development to run on the embedded default"
+        )
 
 
 def audit_key(settings: Settings) -> bytes:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
@@ -63,6 +64,7 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
         "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:6379/{db_number}",
         "CITIZEN_LOOKUP_AUDIT_KEY": "e2e-audit-key",
         "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": str(checkpoint_key(tmp_path)),
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY": Fernet.generate_key().decode(),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": "https://sms.example.test",
         "CITIZEN_LOOKUP_SEND_RETRY_INTERVALS": "1,1,1",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),
@@ -140,7 +142,7 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
     logs = tmp_path / "logs"
     logs.mkdir()
     web = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "app:app"],
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:app"],
         env=env,
         cwd=Path(__file__).resolve().parents[2],
         stdout=(logs / "web.log").open("w"),

@@ -172,7 +172,8 @@ class TestGeneric(ProviderCases):
         [sent] = fake_api.requests
         assert (sent.method, sent.path) == ("POST", "/mt")
         assert sent.headers["content-type"] == "application/json"
-        verify_signature(SECRET, sent.body, sent.headers["x-signature"], tolerance=5)
+        # Signed as a reply ("<t>.mt.<body>"), so it would not verify as an inbound message.
+        verify_signature(SECRET, sent.body, sent.headers["x-signature"], tolerance=5, outbound=True)
         assert sent.json() == {
             "id": OUTBOUND.reply_id,
             "to": OUTBOUND.to,

@@ -16,6 +16,7 @@ from tests.helpers import (
     GENERIC_SECRET,
     OWNER_ID,
     OWNER_PHONE,
+    TEST_CREDENTIALS_KEY,
     add_citizen,
     add_connection,
     generic_sms,
@@ -181,6 +182,7 @@ def test_database_down_is_503_so_the_provider_retries(tmp_path, fake_redis):
             "instance_path": str(tmp_path),
             "database_url": "postgresql+psycopg://postgres@127.0.0.1:9/none",
             "audit_key": "k",
+            "credentials_key": TEST_CREDENTIALS_KEY,
         },
         redis=fake_redis,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -11,7 +13,7 @@ from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.models import Connection
-from citizen_lookup.providers import PROVIDERS
+from citizen_lookup.providers import PROVIDERS, provider_class
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connections as service
 
@@ -21,15 +23,59 @@ def group() -> None:
     """Provider connections (one per provider link)."""
 
 
-def _parse_credentials(values: tuple[str, ...]) -> dict[str, str]:
+def _interactive() -> bool:
+    """Whether a person is at the terminal to be asked for a missing secret."""
+    return sys.stdin.isatty()
+
+
+def _read_credentials(kind: str, values: tuple[str, ...], files: tuple[str, ...]) -> dict[str, str]:
+    """Credentials from --credential KEY=VALUE (KEY=- reads stdin), --credential-file KEY=PATH,
+    and, at a terminal, a hidden prompt for each secret still missing.
+
+    A secret given as a value on the command line is visible to every local user (``ps``) and
+    kept in shell history: it works, with a warning.
+    """
+    secrets_of_kind = set(service.secret_credentials(kind))
     credentials: dict[str, str] = {}
+    stdin_used = False
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise click.BadParameter(
                 f"expected KEY=VALUE, got {key!r}=…", param_hint="--credential"
             )
-        credentials[key.strip()] = value
+        if value == "-":
+            if stdin_used:
+                raise click.BadParameter("only one KEY=- can read stdin", param_hint="--credential")
+            stdin_used = True
+            value = sys.stdin.readline().rstrip("\r\n")
+        elif key in secrets_of_kind:
+            click.echo(
+                f"warning: --credential {key}=… puts a secret on the command line, where other "
+                f"local users can see it; use {key}=- (stdin), --credential-file {key}=PATH, "
+                "or leave it out to be asked for it",
+                err=True,
+            )
+        credentials[key] = value
+    for item in files:
+        key, sep, path = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not path:
+            raise click.BadParameter(
+                f"expected KEY=PATH, got {item.split('=')[0]!r}=…", param_hint="--credential-file"
+            )
+        try:
+            credentials[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"cannot read {path}: {type(exc).__name__}", param_hint="--credential-file"
+            ) from exc
+    if _interactive():
+        required = provider_class(kind).required_credentials
+        for key in required:
+            if key in secrets_of_kind and not credentials.get(key):
+                credentials[key] = click.prompt(key, hide_input=True, confirmation_prompt=True)
     return credentials
 
 
@@ -42,7 +88,20 @@ def _parse_credentials(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--focal-email", required=True, help="Focal point: e-mail.")
 @click.option("--short-code", help="Short code or number this connection serves.")
 @click.option("--language", type=click.Choice(["vi", "en"]), default="vi", show_default=True)
-@click.option("--credential", "credentials", multiple=True, metavar="KEY=VALUE")
+@click.option(
+    "--credential",
+    "credentials",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A credential; KEY=- reads its value from stdin. Secrets left out are asked for.",
+)
+@click.option(
+    "--credential-file",
+    "credential_files",
+    multiple=True,
+    metavar="KEY=PATH",
+    help="A credential read from a file (its first line).",
+)
 @click.option("--outbound-url", help="Provider API base URL (the MT URL for vnmo and generic).")
 @click.option("--allow", "networks", multiple=True, metavar="CIDR", help="Allowed source network.")
 @click.option("--ussd-result", type=click.Choice(["screen", "sms"]), default="screen")
@@ -59,12 +118,17 @@ def add(
     short_code: str | None,
     language: str,
     credentials: tuple[str, ...],
+    credential_files: tuple[str, ...],
     outbound_url: str | None,
     networks: tuple[str, ...],
     ussd_result: str,
     assessment: str | None,
 ) -> None:
     """Register a connection (pending until approved, unless --assessment is given)."""
+    read = _read_credentials(kind, credentials, credential_files)
+    if runtime.settings.env != "development":
+        for warning in service.outbound_url_warnings(outbound_url):
+            click.echo(f"warning: {warning}; replies carry citizens' data", err=True)
     with runtime.session_factory.begin() as session:
         connection = service.create_connection(
             session,
@@ -75,7 +139,7 @@ def add(
             actor=current_actor(),
             short_code=short_code,
             language=language,
-            credentials=_parse_credentials(credentials),
+            credentials=read,
             outbound_url=outbound_url,
             allowed_networks=networks,
             ussd_result=ussd_result,
@@ -139,6 +203,20 @@ def rotate_secret(runtime: Runtime, slug: str, key: str | None) -> None:
     # Shown once on the terminal only (never logged or audited) so it can reach the provider.
     click.echo(f"new {name} for {slug} (shown once, give it to the provider over a safe channel):")
     click.echo(value)
+
+
+@group.command("reencrypt")
+@pass_runtime
+def reencrypt(runtime: Runtime) -> None:
+    """Seal every connection's credentials with the first key of CITIZEN_LOOKUP_CREDENTIALS_KEY.
+
+    To rotate the key: set the variable to "NEW,OLD", run this, then set it to "NEW".
+    """
+    with runtime.session_factory.begin() as session:
+        resealed, total = service.reencrypt(
+            session, runtime.audit, runtime.credentials_cipher, actor=current_actor()
+        )
+    click.echo(f"{resealed} of {total} connections resealed with the first key")
 
 
 @group.command("list")

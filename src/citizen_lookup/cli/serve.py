@@ -19,6 +19,7 @@ from rq import SimpleWorker
 
 from citizen_lookup.cli import pass_runtime
 from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.refusals import write_due_summaries
 from citizen_lookup.services.sweeper import sweep_unqueued
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
             while not stop.wait(every):
                 try:
                     sweep_unqueued(runtime)
+                    # Refusal summaries of minutes with no later refusal to write them.
+                    write_due_summaries(runtime.refusals, runtime.session_factory, runtime.audit)
                 except Exception as exc:  # a sweep that fails (Redis down) is retried next round
                     log.warning("sweep failed (%s); retrying in %.0f s", type(exc).__name__, every)
 

@@ -150,6 +150,15 @@ class Provider(ABC):
                 return
         raise AuthenticationFailed("source address is outside the connection's allowed networks")
 
+    def check_headers(self, request: Request) -> None:
+        """Raise :class:`AuthenticationFailed` if the headers alone show the request is not good.
+
+        Runs before the body is read (a missing or malformed signature header), so a client
+        that trickles a body cannot hold a worker for a request that would be refused anyway.
+        Kinds whose proof is not in a header (HTTP Basic aside) have nothing to check here.
+        """
+        return None
+
     @abstractmethod
     def check_credentials(self, request: Request) -> None:
         """Raise :class:`AuthenticationFailed` unless the request carries this kind's proof."""
@@ -219,6 +228,14 @@ class Provider(ABC):
     def raise_for_send_status(response: requests.Response) -> None:
         """Map a provider's HTTP answer to :class:`SendError` (retryable for 5xx and 429)."""
         status = response.status_code
+        if 300 <= status < 400:
+            # Redirects are never followed (the citizen's data would go where the redirect
+            # says): a 3xx is a failure, and one a retry would not change.
+            raise SendError(
+                f"provider answered HTTP {status} (a redirect; not followed)",
+                retryable=False,
+                status_code=status,
+            )
         if status < 400:
             return
         retryable = status >= 500 or status == 429
@@ -242,13 +259,32 @@ class Provider(ABC):
         return self.connection.outbound_url
 
     def post(self, url: str, **kwargs: object) -> requests.Response:
-        """POST with the configured timeout; network failures become retryable SendErrors."""
+        """POST with the configured timeout and no redirects; network failures are retryable."""
         try:
-            response = self.http().post(url, timeout=self.context.http_timeout, **kwargs)  # type: ignore[arg-type]
+            response = self.http().post(
+                url,
+                timeout=self.context.http_timeout,
+                allow_redirects=False,
+                **kwargs,  # type: ignore[arg-type]
+            )
         except requests.RequestException as exc:
             raise SendError(f"provider unreachable: {type(exc).__name__}", retryable=True) from exc
         self.raise_for_send_status(response)
         return response
+
+
+def utf8_form(request: Request) -> Mapping[str, str]:
+    """The request's form, or :class:`MalformedPayload` naming the encoding if it is not UTF-8.
+
+    Werkzeug drops every field of a form body that is not UTF-8, which would read as missing
+    fields; the raw body is checked first so the answer says what is wrong.
+    """
+    if request.mimetype == "application/x-www-form-urlencoded":
+        try:
+            request.get_data(cache=True).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedPayload("form body is not UTF-8") from exc
+    return request.form
 
 
 # -- field access for parsers: one wording for every kind's 400s, and never the value itself ------

@@ -1,8 +1,10 @@
 """A documented JSON interface for gateways with no format of their own (and for our simulator).
 
-Both directions are signed like Stripe's webhooks: ``X-Signature: t=<unix>,v1=<hex>`` where the
-hex is HMAC-SHA256(secret, "<t>.<raw body>"). The timestamp bounds replays; several ``v1`` entries
-let a gateway sign with the old and the new secret while a rotation is under way.
+Both directions are signed like Stripe's webhooks: ``X-Signature: t=<unix>,v1=<hex>``. Inbound
+(the gateway to us) the hex is HMAC-SHA256(secret, "<t>.<raw body>"); outbound (our replies) it is
+HMAC-SHA256(secret, "<t>.mt.<raw body>"), so a reply we signed cannot be posted back to us as an
+inbound message. The timestamp bounds replays; several ``v1`` entries let a gateway sign with the
+old and the new secret while a rotation is under way.
 """
 
 from __future__ import annotations
@@ -49,18 +51,27 @@ MAX_USSD_TEXT = 500  # one input typed on a keypad; a whole session is far less
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The ``X-Signature`` header value for ``body``, timestamped now unless told otherwise."""
+def sign(secret: str, body: bytes, timestamp: int | None = None, *, outbound: bool = False) -> str:
+    """The ``X-Signature`` header value for ``body``, timestamped now unless told otherwise.
+
+    ``outbound`` signs a reply (MT): the signed string carries the direction.
+    """
     t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={_digest(secret, t, body)}"
+    return f"t={t},v1={_digest(secret, t, body, outbound)}"
 
 
 def verify_signature(
-    secret: str, body: bytes, header: str | None, *, tolerance: int, now: float | None = None
+    secret: str,
+    body: bytes,
+    header: str | None,
+    *,
+    tolerance: int,
+    now: float | None = None,
+    outbound: bool = False,
 ) -> None:
     """Raise :class:`AuthenticationFailed` unless ``header`` signs ``body`` with ``secret``."""
     timestamp, candidates = _parse_header(header)
-    expected = _digest(secret, timestamp, body).encode()
+    expected = _digest(secret, timestamp, body, outbound).encode()
     # Every candidate is compared, matched or not, so timing does not reveal which one matched.
     matched = False
     for candidate in candidates:
@@ -72,8 +83,9 @@ def verify_signature(
         raise AuthenticationFailed(f"{SIGNATURE_HEADER} timestamp is outside the allowed window")
 
 
-def _digest(secret: str, timestamp: int, body: bytes) -> str:
-    signed = str(timestamp).encode() + b"." + body
+def _digest(secret: str, timestamp: int, body: bytes, outbound: bool) -> str:
+    direction = b"mt." if outbound else b""
+    signed = str(timestamp).encode() + b"." + direction + body
     return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
@@ -115,6 +127,11 @@ class GenericProvider(Provider):
     required_credentials = ("secret",)
     secret_credentials = ("secret",)
     requires_outbound_url = True
+
+    def check_headers(self, request: Request) -> None:
+        # A request without a well-formed signature header is refused before its body is read,
+        # so a client trickling a body cannot hold a worker on an unsigned request.
+        _parse_header(request.headers.get(SIGNATURE_HEADER))
 
     def check_credentials(self, request: Request) -> None:
         verify_signature(
@@ -221,7 +238,10 @@ class GenericProvider(Provider):
         }
         # Serialised once: the signature covers these exact bytes.
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)}
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, body, outbound=True),
+        }
         response = self.post(url, data=body, headers=headers)
         return SendResult(provider_message_id=_answered_id(response.content) or message.reply_id)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from flask import Request, Response
@@ -12,7 +14,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from citizen_lookup.exceptions import AuthenticationFailed, SendError
+from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
     DeliveryReport,
     DeliveryStatus,
@@ -23,6 +25,7 @@ from citizen_lookup.providers.base import (
     SimulatedRequest,
     optional_field,
     required_field,
+    utf8_form,
 )
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -39,6 +42,25 @@ STATUS: dict[str, DeliveryStatus] = {
 }
 
 MAX_SID = 64
+# A Twilio message sid: SM (SMS) or MM (MMS) and 32 hexadecimal digits.
+MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
+# The X-Twilio-Signature header: base64 of an HMAC-SHA1 (20 bytes), or of an HMAC-SHA256.
+_SIGNATURE = re.compile(r"[A-Za-z0-9+/]{27}=|[A-Za-z0-9+/]{43}=")
+# The fields Twilio posts to a messaging webhook (incoming message or status callback).
+TWILIO_FIELDS = frozenset(
+    {
+        "AccountSid", "AddOns", "ApiVersion", "Body", "ButtonPayload", "ButtonText",
+        "ChannelInstallSid", "ChannelPrefix", "ChannelStatusMessage", "ErrorCode",
+        "ErrorMessage", "EventType", "Forwarded", "FrequentlyForwarded", "From", "FromCity",
+        "FromCountry", "FromState", "FromZip", "Latitude", "Longitude", "MessageSid",
+        "MessageStatus", "MessagingServiceSid", "NumMedia", "NumSegments", "OptOutType",
+        "ProfileName", "RawDlrDoneDate", "ReferralBody", "ReferralCtaUrl", "ReferralHeadline",
+        "ReferralMediaContentType", "ReferralMediaId", "ReferralMediaUrl", "ReferralNumMedia",
+        "ReferralSourceId", "ReferralSourceType", "ReferralSourceUrl", "SmsMessageSid",
+        "SmsSid", "SmsStatus", "To", "ToCity", "ToCountry", "ToState", "ToZip", "WaId",
+    }
+)  # fmt: skip
+_MEDIA_FIELD = re.compile(r"Media(Url|ContentType)[0-9]{1,2}")
 MAX_NUMBER = 32
 MAX_BODY = 1600  # Twilio's own limit for a message body
 
@@ -51,20 +73,29 @@ class TwilioProvider(Provider):
     optional_credentials = ("from_number",)
 
     # -- authentication -------------------------------------------------------------------------
+    def check_headers(self, request: Request) -> None:
+        # Refused before the body is read: a missing or malformed signature cannot be good.
+        if not _SIGNATURE.fullmatch(request.headers.get(SIGNATURE_HEADER, "")):
+            raise AuthenticationFailed(f"missing or malformed {SIGNATURE_HEADER} header")
+
     def check_credentials(self, request: Request) -> None:
-        signature = request.headers.get(SIGNATURE_HEADER)
-        if not signature:
-            raise AuthenticationFailed(f"missing {SIGNATURE_HEADER} header")
+        self.check_headers(request)
+        signature = request.headers[SIGNATURE_HEADER]
         validator = RequestValidator(self.credential("auth_token"))
         # Twilio signed the URL it called (our public one, not what a proxy hands us) and every
         # value of every form field: the MultiDict is passed whole so repeated fields count too.
         if not validator.validate(self.public_url(request), request.form, signature):
             raise AuthenticationFailed(f"{SIGNATURE_HEADER} does not match")
+        # Twilio's signature concatenates names and values without separators, so text can be
+        # moved from one field into its neighbour (NumMedia into MessageSid, say) and still
+        # verify: a replay with a new MessageSid. Only Twilio's own field names, and sids in
+        # Twilio's own format, close that door.
+        _check_twilio_fields(request.form)
 
     # -- inbound --------------------------------------------------------------------------------
     def parse_inbound(self, request: Request) -> InboundMessage:
-        form = request.form
-        sid = required_field(form, "MessageSid", max_length=MAX_SID)
+        form = utf8_form(request)
+        sid = _message_sid(form)
         sender = required_field(form, "From", max_length=MAX_NUMBER)
         # A picture message without text has an empty Body; the parser answers it with help.
         text = required_field(form, "Body", max_length=MAX_BODY, allow_empty=True)
@@ -82,8 +113,8 @@ class TwilioProvider(Provider):
 
     # -- delivery reports -----------------------------------------------------------------------
     def parse_status(self, request: Request) -> DeliveryReport:
-        form = request.form
-        sid = required_field(form, "MessageSid", max_length=MAX_SID)
+        form = utf8_form(request)
+        sid = _message_sid(form)
         raw = required_field(form, "MessageStatus", max_length=MAX_SID).strip().lower()
         status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
         error = None
@@ -160,6 +191,20 @@ class TwilioProvider(Provider):
         http_client = TwilioHttpClient(pool_connections=False, timeout=timeout)
         http_client.session = self.context.session  # reuse the worker's connection pool
         return http_client, False
+
+
+def _check_twilio_fields(form: Mapping[str, str]) -> None:
+    """Raise :class:`AuthenticationFailed` on a field name Twilio does not send."""
+    for name in form:
+        if name not in TWILIO_FIELDS and not _MEDIA_FIELD.fullmatch(name):
+            raise AuthenticationFailed("a field Twilio does not send")
+
+
+def _message_sid(form: Mapping[str, str]) -> str:
+    sid = required_field(form, "MessageSid", max_length=MAX_SID)
+    if not MESSAGE_SID.fullmatch(sid):
+        raise MalformedPayload("field 'MessageSid' is not a Twilio message sid")
+    return sid
 
 
 def _http_status(value: object) -> int:

@@ -28,6 +28,7 @@ from citizen_lookup.providers.base import (
     SimulatedRequest,
     optional_field,
     required_field,
+    utf8_form,
 )
 
 COMMAND_CODE = "DC"
@@ -152,8 +153,10 @@ class VnmoProvider(Provider):
 
 def _fields(request: Request) -> Mapping[str, str]:
     """The request's fields: the query for GET; for POST the form, falling back to the query."""
-    if request.method != "GET" and request.form:
-        return request.form
+    if request.method != "GET":
+        form = utf8_form(request)
+        if form:
+            return form
     # Werkzeug decodes the query as strict UTF-8 (the form parser is lenient): raw bytes that
     # are not UTF-8 would raise here and answer 500.
     try:

@@ -12,16 +12,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from citizen_lookup.credentials import CredentialsCipher, describe_secret
 from citizen_lookup.exceptions import ConfigurationError, InvalidStateChange, NotFound
 from citizen_lookup.models import Connection, ConnectionState
 from citizen_lookup.providers import provider_class
 from citizen_lookup.services.audit import AuditTrail
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# The one slug pattern (URLs, the CLI, the audit trail); always applied with fullmatch, since
+# "$" would also match before a trailing newline.
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 # Which states each action may leave; terminated is final.
@@ -44,11 +48,9 @@ class FocalPoint:
     email: str
 
 
-def mask_secret(value: str) -> str:
-    """Enough of a secret to recognise it, never enough to use it."""
-    if len(value) <= 8:
-        return "****"
-    return f"{value[:4]}…{value[-2:]} ({len(value)} chars)"
+def valid_slug(value: str) -> bool:
+    """Whether ``value`` is a well-formed connection slug, whole."""
+    return SLUG.fullmatch(value) is not None
 
 
 def get_connection(session: Session, slug: str) -> Connection:
@@ -70,7 +72,7 @@ def _validate(
     networks: Sequence[str],
     ussd_result: str,
 ) -> None:
-    if not SLUG.match(slug):
+    if not valid_slug(slug):
         raise ConfigurationError(
             "slug must be 1-64 lowercase letters, digits or '-', starting with a letter or digit"
         )
@@ -78,7 +80,8 @@ def _validate(
     missing = [key for key in cls.required_credentials if not credentials.get(key)]
     if missing:
         raise ConfigurationError(
-            f"kind {kind!r} needs credentials: {', '.join(missing)} (--credential KEY=VALUE)"
+            f"kind {kind!r} needs credentials: {', '.join(missing)} "
+            "(--credential KEY=VALUE, KEY=- for stdin, or --credential-file KEY=PATH)"
         )
     known = {*cls.required_credentials, *cls.secret_credentials, *cls.optional_credentials}
     unknown = sorted(set(credentials) - known)
@@ -86,8 +89,8 @@ def _validate(
         raise ConfigurationError(f"kind {kind!r} has no credentials named {', '.join(unknown)}")
     if cls.requires_outbound_url and not outbound_url:
         raise ConfigurationError(f"kind {kind!r} needs --outbound-url (its MT URL)")
-    if outbound_url and not re.match(r"^https?://[^\s]+$", outbound_url):
-        raise ConfigurationError("--outbound-url must be an http(s) URL")
+    if outbound_url:
+        _check_outbound_url(outbound_url)
     for cidr in networks:
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -102,6 +105,37 @@ def _validate(
             raise ConfigurationError(f"the focal point's {label} is required (--focal-{label})")
     if not EMAIL.match(focal.email):
         raise ConfigurationError("--focal-email is not an e-mail address")
+
+
+def _check_outbound_url(url: str) -> None:
+    if not re.fullmatch(r"https?://[^\s]+", url):
+        raise ConfigurationError("--outbound-url must be an http(s) URL")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # A password in the URL would be stored and shown with it; credentials go in --credential.
+        raise ConfigurationError(
+            "--outbound-url must not carry a user name or password (use --credential)"
+        )
+    if not parts.hostname:
+        raise ConfigurationError("--outbound-url has no host")
+
+
+def outbound_url_warnings(url: str | None) -> list[str]:
+    """Why an outbound URL looks wrong for production (loopback or link-local targets)."""
+    if not url:
+        return []
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return [f"--outbound-url points at this machine ({host})"]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    if address.is_loopback:
+        return [f"--outbound-url points at a loopback address ({host})"]
+    if address.is_link_local:
+        return [f"--outbound-url points at a link-local address ({host}) (a metadata service?)"]
+    return []
 
 
 def create_connection(
@@ -140,9 +174,9 @@ def create_connection(
         focal_email=focal.email.strip(),
         assessment_ref=assessment,
     )
+    session.add(connection)  # first: the session holds the key that seals the credentials
     connection.credentials = creds
     connection.allowed_networks = list(allowed_networks)
-    session.add(connection)
     session.flush()
     audit.append(
         session,
@@ -229,9 +263,39 @@ def rotate_secret(
     return key, value
 
 
+def secret_credentials(kind: str) -> tuple[str, ...]:
+    """The credential keys of ``kind`` that are secrets (never shown, never on a command line)."""
+    return (*provider_class(kind).secret_credentials, "secret")
+
+
+def reencrypt(
+    session: Session, audit: AuditTrail, cipher: CredentialsCipher, *, actor: str
+) -> tuple[int, int]:
+    """Seal every connection's credentials with the first key; returns (resealed, total)."""
+    connections = session.scalars(
+        select(Connection).order_by(Connection.id).with_for_update()
+    ).all()
+    resealed = 0
+    for connection in connections:
+        if not connection.credentials_sealed or cipher.sealed_with_first_key(
+            connection.credentials_sealed
+        ):
+            continue
+        connection.credentials_sealed = cipher.reseal(connection.credentials_sealed)
+        resealed += 1
+    audit.append(
+        session,
+        "connection.reencrypt",
+        actor=actor,
+        outcome="reencrypted",
+        detail={"resealed": resealed, "connections": len(connections)},
+    )
+    return resealed, len(connections)
+
+
 def describe(connection: Connection) -> dict[str, Any]:
     """A connection as operators see it: secrets masked."""
-    secret_keys = set(provider_class(connection.kind).secret_credentials) | {"secret"}
+    secret_keys = set(secret_credentials(connection.kind))
     return {
         "slug": connection.slug,
         "kind": connection.kind,
@@ -251,7 +315,7 @@ def describe(connection: Connection) -> dict[str, Any]:
             "email": connection.focal_email,
         },
         "credentials": {
-            key: (mask_secret(value) if key in secret_keys else value)
+            key: (describe_secret(value) if key in secret_keys else value)
             for key, value in sorted(connection.credentials.items())
         },
         "created_at": connection.created_at.isoformat(),

@@ -39,6 +39,7 @@ def demo_mt() -> tuple[Response, int]:
             body,
             request.headers.get(SIGNATURE_HEADER),
             tolerance=current_runtime().settings.signature_tolerance_seconds,
+            outbound=True,
         )
         payload = json.loads(body)
         reply_id = str(payload["id"])

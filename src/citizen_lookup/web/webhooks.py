@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,11 +35,11 @@ from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
 from citizen_lookup.services import ussd
 from citizen_lookup.services.inbound import record_delivery_report, store_inbound
+from citizen_lookup.services.connections import valid_slug
+from citizen_lookup.services.refusals import RATE_LIMITED, write_due_summaries
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
-
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 class Refused(Exception):
@@ -63,7 +62,7 @@ def _audit_refusal(slug: str, route: str, refusal: Refused) -> None:
             runtime.audit.append(
                 session,
                 "request.refused",
-                connection=slug if SLUG.match(slug) else None,
+                connection=slug if valid_slug(slug) else None,
                 channel=route if route in ("sms", "ussd") else None,
                 outcome=refusal.reason,
                 detail={
@@ -82,7 +81,15 @@ def _refusal_response(slug: str, route: str, refusal: Refused) -> Response:
     # End the request's own transaction first: the audit writes in a transaction of its own,
     # and on SQLite a second writer would wait on the first.
     request_session().rollback()
-    _audit_refusal(slug, route, refusal)
+    runtime = current_runtime()
+    # Repeated refusals from one source are counted in Redis and audited as one event a minute
+    # (services/refusals.py), so a flood of bad requests does not cost a transaction each.
+    if runtime.refusals.count(request.remote_addr or "unknown", refusal.reason):
+        _audit_refusal(slug, route, refusal)
+    try:
+        write_due_summaries(runtime.refusals, runtime.session_factory, runtime.audit)
+    except SQLAlchemyError:
+        log.exception("could not audit the summaries of refused requests")
     WEBHOOK_REQUESTS.labels(route, str(refusal.status)).inc()
     response = jsonify({"error": refusal.reason, "message": refusal.message})
     response.status_code = refusal.status
@@ -110,14 +117,23 @@ def _buffer_chunked_body(limit: int) -> None:
 
 
 def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
-    """The connection and its provider, if this request may go on; raises :class:`Refused`."""
+    """The connection and its provider, if this request may go on; raises :class:`Refused`.
+
+    Authentication comes before the connection's state, so a request that cannot authenticate
+    learns only that the slug exists (slugs are public: they are in the published register),
+    never whether the connection is pending, suspended or terminated. Signature headers are
+    checked before the body is read.
+    """
     runtime = current_runtime()
-    if not SLUG.match(slug):
+    refusals = runtime.refusals
+    if refusals.over_budget(request.remote_addr or "unknown"):  # before any database work
+        retry_after = str(refusals.seconds_left_in_minute())
+        raise Refused(429, RATE_LIMITED, "too many refused requests", {"Retry-After": retry_after})
+    if not valid_slug(slug):
         raise Refused(404, "unknown_connection", "no such connection")
     limit = runtime.settings.max_body_bytes
     if (request.content_length or 0) > limit or len(request.query_string) > limit:
         raise Refused(413, "too_large", f"request body over {limit} bytes")
-    _buffer_chunked_body(limit)
     connection = (
         request_session()
         .execute(select(Connection).where(Connection.slug == slug))
@@ -125,6 +141,18 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     )
     if connection is None:
         raise Refused(404, "unknown_connection", "no such connection")
+    provider = build_provider(connection, runtime.provider_context)
+    methods = provider.inbound_methods if route == "sms" else provider.status_methods
+    if request.method not in methods:
+        raise Refused(
+            405, "method_not_allowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)}
+        )
+    try:
+        provider.check_headers(request)
+        _buffer_chunked_body(limit)
+        provider.authenticate(request)
+    except AuthenticationFailed as exc:
+        raise Refused(403, "authentication_failed", "authentication failed") from exc
     state = connection.state
     if state == ConnectionState.TERMINATED:
         raise Refused(410, "terminated", "this connection has been terminated")
@@ -135,16 +163,6 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
         raise Refused(
             503, "suspended", "this connection is suspended", {"Retry-After": retry_after}
         )
-    provider = build_provider(connection, runtime.provider_context)
-    methods = provider.inbound_methods if route == "sms" else provider.status_methods
-    if request.method not in methods:
-        raise Refused(
-            405, "method_not_allowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)}
-        )
-    try:
-        provider.authenticate(request)
-    except AuthenticationFailed as exc:
-        raise Refused(403, "authentication_failed", "authentication failed") from exc
     return connection, provider
 
 
@@ -159,6 +177,9 @@ def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], 
             limit = current_runtime().settings.max_body_bytes
             too_large = Refused(413, "too_large", f"request body over {limit} bytes")
             response = _refusal_response(slug, route, too_large)
+        except OSError:  # the client stopped sending its body (the server's read deadline)
+            late = Refused(408, "request_timeout", "request body not received in time")
+            response = _refusal_response(slug, route, late)
         else:
             WEBHOOK_REQUESTS.labels(route, str(response.status_code)).inc()
         WEBHOOK_SECONDS.labels(route).observe(time.perf_counter() - started)

@@ -1,0 +1,83 @@
+"""gunicorn settings for citizen-lookup: `gunicorn -c gunicorn.conf.py app:app`.
+
+Used by the Dockerfile, the benchmark, the fault drill and the end-to-end tests; options given on
+the command line (`-b`, `-w`) override these.
+
+Slow clients. A sync worker is held by one client for as long as it takes to send its request,
+so two clients trickling headers took the service down. Here each worker runs threads (gthread):
+a slow client holds one thread, not the worker, and every request must be read whole (headers and
+body) within ``REQUEST_READ_SECONDS`` of its first byte, each read waiting at most
+``IDLE_READ_SECONDS``. Idle keep-alive connections are closed after ``keepalive`` seconds. This
+bounds what one slow client costs; it does not replace the buffering reverse proxy that
+production runs behind (nginx, HAProxy, a cloud load balancer), which reads each request whole
+before it reaches gunicorn.
+
+Personal data in logs. Providers may send a citizen's number and message in the query string
+(vnmo takes GET), so the access log records the path without the query string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+bind = os.environ.get("CITIZEN_LOOKUP_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+# Enough threads that slow clients landing on one worker leave threads for real requests; the
+# database pool (5 + 10 overflow per process) is only taken by requests already read.
+threads = int(os.environ.get("CITIZEN_LOOKUP_WEB_THREADS", "32"))
+keepalive = 2
+timeout = 30
+graceful_timeout = 30
+# Providers send small requests: a short request line and few, short headers.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+REQUEST_READ_SECONDS = float(os.environ.get("CITIZEN_LOOKUP_REQUEST_READ_SECONDS", "10"))
+IDLE_READ_SECONDS = 5.0
+
+accesslog = "-"
+# %(U)s is the path without the query string; no %(r)s (request line), %(q)s (query) or
+# %(f)s (referer), which would carry it.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss "%(a)s"'
+errorlog = "-"
+loglevel = "info"
+
+
+def _bound_request_reads() -> None:
+    """Give every request a read deadline, counted from its first byte, headers and body."""
+    from gunicorn.http.parser import Parser
+    from gunicorn.http.unreader import SocketUnreader
+
+    parse_next = Parser.__next__
+    read_chunk = SocketUnreader.chunk
+
+    def next_request(self: Parser) -> object:
+        if isinstance(self.unreader, SocketUnreader):
+            self.unreader.deadline = time.monotonic() + REQUEST_READ_SECONDS  # type: ignore[attr-defined]
+        return parse_next(self)
+
+    def chunk(self: SocketUnreader) -> bytes:
+        deadline = getattr(self, "deadline", None)
+        if deadline is None:
+            return read_chunk(self)  # type: ignore[no-any-return]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not received in time")
+        self.sock.settimeout(min(remaining, IDLE_READ_SECONDS))
+        try:
+            return read_chunk(self)  # type: ignore[no-any-return]
+        finally:
+            self.sock.settimeout(IDLE_READ_SECONDS)  # for writing the response, too
+
+    Parser.__next__ = next_request  # type: ignore[method-assign]
+    SocketUnreader.chunk = chunk  # type: ignore[method-assign]
+
+
+try:
+    _bound_request_reads()
+except (ImportError, AttributeError) as exc:  # a gunicorn whose internals moved
+    logging.getLogger("gunicorn.error").warning("request read deadlines not set: %s", exc)

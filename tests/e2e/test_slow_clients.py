@@ -1,0 +1,225 @@
+"""gunicorn with the shipped gunicorn.conf.py, on loopback: slow clients do not take the service
+down, the access log holds no personal data, and the production entry point refuses the embedded
+default (issue 9, items 1, 2 and 12)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+
+from citizen_lookup.providers.generic import sign
+from tests.helpers import FOCAL, OWNER_ID
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SECRET = "e2e-generic-secret-0123456789"
+VNMO_USER, VNMO_PASSWORD = "aggregator", "e2e-vnmo-password"
+SLOW_CLIENTS = 20
+SLOW_SECONDS = 8.0  # how long each slow client keeps trickling (bounded)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture
+def web(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[dict[str, Any]]:
+    """gunicorn -c gunicorn.conf.py on a free port, with a generic and a vnmo connection."""
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    port = _free_port()
+    db_number = real_redis.connection_pool.connection_kwargs.get("db", 0)
+    env = {
+        **os.environ,
+        "CITIZEN_LOOKUP_DATABASE_URL": pg_url,
+        "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:6379/{db_number}",
+        "CITIZEN_LOOKUP_AUDIT_KEY": "e2e-audit-key",
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY": Fernet.generate_key().decode(),
+        "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),
+    }
+
+    def cli(*args: str, input: str | None = None) -> None:
+        result = subprocess.run(
+            [str(BIN / "citizen-lookup"), *args],
+            env=env,
+            input=input,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr + result.stdout
+
+    focal = [
+        "--focal-name", FOCAL.name, "--focal-title", FOCAL.title,
+        "--focal-phone", FOCAL.phone, "--focal-email", FOCAL.email, "--assessment", "ATTT-E2E",
+    ]  # fmt: skip
+    cli("db", "upgrade")
+    cli(
+        "connections", "add", "gw", "--kind", "generic", *focal,
+        "--outbound-url", "https://gateway.example/mt", "--credential", "secret=-",
+        input=SECRET + "\n",
+    )  # fmt: skip
+    cli(
+        "connections", "add", "vn", "--kind", "vnmo", *focal,
+        "--outbound-url", "https://gateway.example/mt",
+        "--credential", f"username={VNMO_USER}", "--credential", "password=-",
+        input=VNMO_PASSWORD + "\n",
+    )  # fmt: skip
+    log = tmp_path / "web.log"
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:app"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        yield {"base": base, "port": port, "log": log, "env": env}
+    finally:
+        _stop(process)
+
+
+def _signed_message(base: str, message_id: str, timeout: float) -> requests.Response:
+    body = json.dumps(
+        {"id": message_id, "from": "+84912345678", "to": "8077", "text": f"DC {OWNER_ID}"}
+    ).encode()
+    return requests.post(
+        f"{base}/webhooks/gw/sms",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Signature": sign(SECRET, body)},
+        timeout=timeout,
+    )
+
+
+def _slow_client(port: int, slow_body: bool, stop: threading.Event) -> None:
+    """Send a request a few bytes at a time: headers line by line, or an unsigned body."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /webhooks/gw/sms HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            if slow_body:
+                sock.sendall(b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n{")
+            started = time.monotonic()
+            n = 0
+            while not stop.wait(0.5) and time.monotonic() - started < SLOW_SECONDS:
+                n += 1
+                sock.sendall(b'"a":1,' if slow_body else f"X-Slow-{n}: {n}\r\n".encode())
+    except OSError:
+        pass  # the server closed on us: that is what it should do
+
+
+def test_twenty_slow_clients_do_not_stop_a_well_formed_webhook(web: dict[str, Any]) -> None:
+    base = web["base"]
+    assert _signed_message(base, "warm-up", timeout=10).status_code == 200
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_slow_client, args=(web["port"], i % 2 == 1, stop), daemon=True)
+        for i in range(SLOW_CLIENTS)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.5)  # every slow client connected and trickling
+        for n in range(3):
+            # Answered within 1 s while the slow clients are still sending.
+            assert _signed_message(base, f"during-{n}", timeout=1.0).status_code == 200
+            assert requests.get(f"{base}/healthz", timeout=1.0).status_code == 200
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=SLOW_SECONDS + 5)
+
+
+def test_an_unsigned_slow_body_is_refused_without_waiting_for_the_body(
+    web: dict[str, Any],
+) -> None:
+    with socket.create_connection(("127.0.0.1", web["port"]), timeout=5) as sock:
+        sock.sendall(
+            b"POST /webhooks/gw/sms HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n{"
+        )
+        answer = sock.recv(4096)  # within the socket's 5 s, with 3,999 bytes still unsent
+    assert answer.startswith(b"HTTP/1.1 403 ")
+
+
+def test_the_access_log_records_no_query_string(web: dict[str, Any]) -> None:
+    auth = base64.b64encode(f"{VNMO_USER}:{VNMO_PASSWORD}".encode()).decode()
+    response = requests.get(
+        f"{web['base']}/webhooks/vn/sms",
+        params={
+            "User_ID": "84912345678",
+            "Service_ID": "8077",
+            "Command_Code": "DC",
+            "Message": f"DC BHYT {OWNER_ID}",
+            "Request_ID": "log-scan-1",
+        },
+        headers={"Authorization": f"Basic {auth}"},
+        timeout=10,
+    )
+    assert (response.status_code, response.text) == (200, "1")
+    _stop_log = web["log"]
+    deadline = time.monotonic() + 5
+    while "/webhooks/vn/sms" not in _stop_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    logged = _stop_log.read_text()
+    assert '"GET /webhooks/vn/sms HTTP/1.1" 200' in logged  # the request was logged
+    for personal in ("84912345678", "912345678", OWNER_ID, "BHYT", "User_ID", VNMO_PASSWORD):
+        assert personal not in logged
+
+
+def test_gunicorn_refuses_to_start_on_the_embedded_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITIZEN_LOOKUP_")}
+    env["CITIZEN_LOOKUP_INSTANCE_PATH"] = str(tmp_path)
+    result = subprocess.run(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{_free_port()}",
+         "app:app"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "refusing to serve without CITIZEN_LOOKUP_DATABASE_URL" in result.stderr

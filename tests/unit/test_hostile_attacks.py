@@ -1,0 +1,438 @@
+"""Attacks from a hostile network, provider or operator, each reproduced against the public routes,
+the CLI or the job that sends replies (issue 9's items 8-13).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
+
+from citizen_lookup import create_app
+from citizen_lookup.exceptions import ConfigurationError
+from citizen_lookup.models import AuditEvent, InboundMessageRecord, OutboundMessageRecord
+from citizen_lookup.providers.generic import sign
+from tests.conftest import run_worker
+from tests.helpers import (
+    FOCAL,
+    GENERIC_SECRET,
+    OWNER_ID,
+    OWNER_PHONE,
+    TEST_CREDENTIALS_KEY,
+    add_citizen,
+    add_connection,
+    generic_sms,
+    runtime_of,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "twilio-attack-token-0123456789"
+PUBLIC = "https://sms.example.test"
+MT_URL = "https://gateway.example/mt"
+
+
+def _inbound_count(app: Any) -> int:
+    with runtime_of(app).session_factory() as session:
+        return int(session.scalar(select(func.count()).select_from(InboundMessageRecord)) or 0)
+
+
+def _refusals(app: Any) -> list[AuditEvent]:
+    with runtime_of(app).session_factory() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.event_type == "request.refused")
+                .order_by(AuditEvent.seq)
+            )
+        )
+
+
+# -- 8. a captured Twilio request replayed with a new MessageSid ------------------------------------
+def _twilio_post(client: Any, fields: dict[str, str], signature: str) -> Any:
+    return client.post(
+        "/webhooks/tw/sms",
+        data=urlencode(fields),
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": signature},
+    )
+
+
+@pytest.fixture
+def twilio_app(app: Any) -> Any:
+    add_citizen(app)
+    add_connection(
+        app,
+        "tw",
+        "twilio",
+        credentials={"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN},
+    )
+    return app
+
+
+def test_a_twilio_request_replayed_with_text_moved_into_the_message_sid_is_not_stored(
+    twilio_app: Any, client: Any
+) -> None:
+    captured = {
+        "AccountSid": TWILIO_SID,
+        "Body": f"DC {OWNER_ID}",
+        "From": OWNER_PHONE,
+        "MessageSid": "SM" + "a" * 32,
+        "NumMedia": "0",
+        "To": "8077",
+    }
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(
+        f"{PUBLIC}/webhooks/tw/sms", captured
+    )
+    assert _twilio_post(client, captured, signature).status_code == 200
+    # Twilio signs "name value name value …" with no separators: "NumMedia0" slides into the
+    # MessageSid and the signature still matches, with a MessageSid never seen before.
+    replay = {k: v for k, v in captured.items() if k != "NumMedia"}
+    replay["MessageSid"] = captured["MessageSid"] + "NumMedia0"
+    assert RequestValidator(TWILIO_TOKEN).validate(f"{PUBLIC}/webhooks/tw/sms", replay, signature)
+    response = _twilio_post(client, replay, signature)
+    assert response.status_code in (400, 403)
+    assert _inbound_count(twilio_app) == 1
+
+
+def test_a_twilio_request_with_a_field_twilio_never_sends_is_refused(
+    twilio_app: Any, client: Any
+) -> None:
+    # The same trick the other way: text moved out of a field into a made-up neighbour.
+    fields = {
+        "AccountSid": TWILIO_SID,
+        "Bod": f"yDC {OWNER_ID}",  # "Bod" + "yDC …" signs like "Body" + "DC …"
+        "Body": "",
+        "From": OWNER_PHONE,
+        "MessageSid": "SM" + "b" * 32,
+        "To": "8077",
+    }
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(
+        f"{PUBLIC}/webhooks/tw/sms", fields
+    )
+    response = _twilio_post(client, fields, signature)
+    assert response.status_code == 403
+    assert _inbound_count(twilio_app) == 0
+
+
+def test_twilio_media_fields_are_ones_twilio_sends(twilio_app: Any, client: Any) -> None:
+    fields = {
+        "AccountSid": TWILIO_SID,
+        "Body": "DC",
+        "From": OWNER_PHONE,
+        "MessageSid": "MM" + "c" * 32,
+        "NumMedia": "1",
+        "MediaUrl0": "https://api.twilio.com/media/1",
+        "MediaContentType0": "image/jpeg",
+        "To": "8077",
+    }
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(
+        f"{PUBLIC}/webhooks/tw/sms", fields
+    )
+    assert _twilio_post(client, fields, signature).status_code == 200
+
+
+# -- 9. our own signed reply posted back as an inbound message --------------------------------------
+def test_a_signed_generic_reply_posted_back_is_not_an_inbound_message(
+    app: Any, client: Any, fake_provider: Any
+) -> None:
+    add_citizen(app)
+    # A sending number that is a valid MSISDN, so the reply would parse as a message "from" it.
+    add_connection(app, outbound_url=f"{fake_provider.url}/mt", short_code="+84901234567")
+    assert generic_sms(client, text=f"DC {OWNER_ID}").status_code == 200
+    run_worker(runtime_of(app), app)
+    [reply] = fake_provider.requests
+    assert reply.json()["from"] == "+84901234567"
+
+    response = client.post(
+        "/webhooks/gw/sms",
+        data=reply.body,
+        headers={"Content-Type": "application/json", "X-Signature": reply.headers["X-Signature"]},
+    )
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "authentication_failed"
+    assert _inbound_count(app) == 1
+
+
+# -- 10. replies that follow redirects; outbound URLs with credentials or internal targets ----------
+@pytest.fixture
+def redirecting_server(fake_provider: Any) -> Iterator[str]:
+    """An MT URL that answers every POST with 307 to the fake provider's /stolen."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", f"{fake_provider.url}/stolen")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/mt"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["generic", "vnmo"])
+def test_a_reply_is_never_posted_to_where_a_redirect_points(
+    app: Any, client: Any, fake_provider: Any, redirecting_server: str, kind: str
+) -> None:
+    add_citizen(app)
+    credentials = (
+        {"secret": GENERIC_SECRET} if kind == "generic" else {"username": "u", "password": "p"}
+    )
+    add_connection(app, kind=kind, outbound_url=redirecting_server, credentials=credentials)
+    if kind == "generic":
+        assert generic_sms(client, text=f"DC {OWNER_ID}").status_code == 200
+    else:
+        response = client.post(
+            "/webhooks/gw/sms",
+            data={
+                "User_ID": OWNER_PHONE.lstrip("+"),
+                "Message": f"DC {OWNER_ID}",
+                "Request_ID": "r1",
+            },
+            headers={"Authorization": "Basic dTpw"},
+        )
+        assert response.status_code == 200
+    run_worker(runtime_of(app), app)
+    assert fake_provider.requests == []  # the citizen's data never reached the redirect target
+    with runtime_of(app).session_factory() as session:
+        [outbound] = session.scalars(select(OutboundMessageRecord)).all()
+        assert outbound.state == "failed"
+        assert "redirect" in (outbound.last_error or "")
+
+
+def test_outbound_url_with_user_info_is_refused(app: Any, cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("a-generic-secret\n")
+    result = cli(
+        "connections", "add", "gw", "--kind", "generic",
+        "--focal-name", FOCAL.name, "--focal-title", FOCAL.title,
+        "--focal-phone", FOCAL.phone, "--focal-email", FOCAL.email,
+        "--credential-file", f"secret={tmp_path / 'secret'}",
+        "--outbound-url", "https://user:pw@gateway.example/mt",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "user name or password" in result.output
+    assert "pw@" not in result.output
+    assert cli("connections", "list", "--json").output.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:9000/mt",
+        "http://localhost/mt",
+        "http://[::1]/mt",
+    ],
+)
+def test_loopback_and_link_local_outbound_urls_are_warned_about(
+    app: Any, cli: Any, url: str
+) -> None:
+    result = cli(
+        "connections", "add", "gw", "--kind", "generic",
+        "--focal-name", FOCAL.name, "--focal-title", FOCAL.title,
+        "--focal-phone", FOCAL.phone, "--focal-email", FOCAL.email,
+        "--credential", "secret=-", "--outbound-url", url,
+        input="a-generic-secret\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "warning: --outbound-url points at" in result.stderr
+
+
+def test_loopback_outbound_urls_are_not_warned_about_in_development(
+    tmp_path: Path, fake_redis: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from citizen_lookup.cli import AppHolder, main
+    from tests.conftest import make_app
+
+    holder = AppHolder()
+    holder._app = make_app(tmp_path, fake_redis, env="development")
+    result = CliRunner().invoke(
+        main,
+        [
+            "connections",
+            "add",
+            "gw",
+            "--kind",
+            "generic",
+            "--focal-name",
+            FOCAL.name,
+            "--focal-title",
+            FOCAL.title,
+            "--focal-phone",
+            FOCAL.phone,
+            "--focal-email",
+            FOCAL.email,
+            "--credential",
+            "secret=-",
+            "--outbound-url",
+            "http://127.0.0.1:9/mt",
+        ],
+        obj=holder,
+        input="a-generic-secret\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+
+
+# -- 11. a newline at the end of the slug ----------------------------------------------------------
+@pytest.mark.parametrize("slug", ["gw%0A", "gw%0D%0A", "gw%0A%0A", "%0Agw"])
+def test_a_slug_with_a_newline_is_404_and_never_audited_as_a_connection(
+    app: Any, client: Any, slug: str
+) -> None:
+    add_connection(app, outbound_url=MT_URL)
+    response = client.post(f"/webhooks/{slug}/sms", data=b"{}")
+    assert response.status_code == 404
+    [event] = _refusals(app)
+    assert event.connection is None
+    assert event.outcome == "unknown_connection"
+
+
+def test_the_cli_refuses_a_slug_with_a_trailing_newline(app: Any, cli: Any) -> None:
+    result = cli(
+        "connections", "add", "gw\n", "--kind", "generic",
+        "--focal-name", FOCAL.name, "--focal-title", FOCAL.title,
+        "--focal-phone", FOCAL.phone, "--focal-email", FOCAL.email,
+        "--credential", "secret=-", "--outbound-url", "https://gateway.example/mt",
+        input="a-generic-secret\n",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "slug" in result.output
+
+
+# -- 12. the embedded default served in production --------------------------------------------------
+def _import_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CITIZEN_LOOKUP_")}
+    return subprocess.run(
+        [sys.executable, "-c", "import app"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_wsgi_entry_point_refuses_the_embedded_default_outside_development(
+    tmp_path: Path,
+) -> None:
+    result = _import_app({"CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path)})
+    assert result.returncode != 0
+    assert "CITIZEN_LOOKUP_DATABASE_URL" in result.stderr
+    assert "CITIZEN_LOOKUP_AUDIT_KEY" in result.stderr
+    assert "CITIZEN_LOOKUP_ENV=development" in result.stderr
+
+
+def test_the_wsgi_entry_point_serves_the_embedded_default_in_development(tmp_path: Path) -> None:
+    result = _import_app(
+        {"CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path), "CITIZEN_LOOKUP_ENV": "development"}
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_serving_with_a_database_but_no_audit_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="AUDIT_KEY"):
+        create_app(
+            {"instance_path": str(tmp_path), "database_url": "postgresql+psycopg://h/db"},
+            serving=True,
+        )
+    app = create_app(
+        {
+            "instance_path": str(tmp_path),
+            "database_url": "postgresql+psycopg://h/db",
+            "audit_key": "k",
+            "credentials_key": TEST_CREDENTIALS_KEY,
+        },
+        serving=True,
+    )
+    assert "demo" not in app.blueprints
+
+
+# -- 13. what an unauthenticated request learns; forms that are not UTF-8 -------------------------
+@pytest.mark.parametrize(
+    ("action", "authenticated_status", "reason"),
+    [("suspend", 503, "suspended"), ("terminate", 410, "terminated"), (None, 403, "pending")],
+)
+def test_an_unauthenticated_request_does_not_learn_the_connection_state(
+    app: Any, client: Any, action: str | None, authenticated_status: int, reason: str
+) -> None:
+    add_connection(app, state_active=action is not None, outbound_url=MT_URL)
+    if action:
+        from citizen_lookup.services.connections import change_state
+
+        with runtime_of(app).session_factory.begin() as session:
+            change_state(session, runtime_of(app).audit, "gw", action, actor="t", reason="test")
+    add_connection(app, "other", outbound_url=MT_URL)  # an active one, for comparison
+    unsigned = {"Content-Type": "application/json"}
+    forged = {**unsigned, "X-Signature": sign("not-the-secret", b"{}")}
+    for headers in (unsigned, forged):
+        answers = [
+            client.post(f"/webhooks/{slug}/sms", data=b"{}", headers=headers)
+            for slug in ("gw", "other")
+        ]
+        assert [a.status_code for a in answers] == [403, 403]
+        assert answers[0].get_data() == answers[1].get_data()
+    signed = generic_sms(client, text="DC")
+    assert signed.status_code == authenticated_status
+    assert signed.get_json()["error"] == reason
+
+
+def test_a_form_that_is_not_utf8_is_400_naming_the_encoding(app: Any, client: Any) -> None:
+    add_connection(app, kind="vnmo", credentials={"username": "u", "password": "p"},
+                   outbound_url="https://gateway.example/mt")  # fmt: skip
+    body = "User_ID=84912345678&Message=DC Hà Nam&Request_ID=r-latin1".encode("latin-1")
+    response = client.post(
+        "/webhooks/gw/sms",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"Authorization": "Basic dTpw"},
+    )
+    assert response.status_code == 400
+    assert "UTF-8" in response.get_json()["message"]
+    assert "Request_ID" not in response.get_json()["message"]
+
+
+def test_a_generic_request_without_a_signature_is_refused_before_its_body_is_read(
+    app: Any,
+) -> None:
+    add_connection(app, outbound_url=MT_URL)
+
+    class Untouchable:
+        """A request body that fails the test if anything reads it."""
+
+        def read(self, *args: Any) -> bytes:
+            raise AssertionError("the body was read")
+
+        readline = read
+
+    for header in (None, "garbage", "t=1", "v1=00"):
+        environ = {"wsgi.input": Untouchable(), "CONTENT_LENGTH": "100"}
+        headers = {"Content-Type": "application/json"}
+        if header:
+            headers["X-Signature"] = header
+        response = app.test_client().post(
+            "/webhooks/gw/sms", headers=headers, environ_overrides=environ
+        )
+        assert response.status_code == 403
+    assert json.loads(_refusals(app)[-1].detail)["status"] == 403
