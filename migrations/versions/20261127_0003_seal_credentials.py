@@ -5,7 +5,7 @@ row with the credentials key (CITIZEN_LOOKUP_CREDENTIALS_KEY, or the embedded de
 instance/). The downgrade opens them again.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-27 17:00:00
 """
 
