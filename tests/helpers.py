@@ -23,7 +23,7 @@ OWNER_ID = "001099012345"  # Ha Noi, 1999, male
 OWNER_PHONE = "+84912345678"
 STRANGER_PHONE = "+84987654321"
 GENERIC_SECRET = "generic-test-secret-0123456789"
-FOCAL = FocalPoint("Nguyen Van Dau Moi", "Truong phong", "+84241234567", "daumoi@example.vn")
+FOCAL = FocalPoint("Nguyen Van Dau Moi", "Truong phong", "+842439999999", "daumoi@example.vn")
 
 
 def runtime_of(app: Flask) -> Runtime:

@@ -18,7 +18,7 @@ from citizen_lookup.services.demo import as_raw, generate_citizens
 
 DEMO_SLUG = "demo"
 DEMO_ASSESSMENT = "DEMO-LOCAL"
-DEMO_FOCAL = FocalPoint("Demo Operator", "Local demo", "+84240000000", "demo@example.invalid")
+DEMO_FOCAL = FocalPoint("Demo Operator", "Local demo", "+842430000000", "demo@example.invalid")
 SHOWN_CITIZENS = 3
 
 
