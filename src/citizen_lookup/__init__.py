@@ -15,13 +15,14 @@ log = logging.getLogger(__name__)
 
 def create_app(overrides: Mapping[str, Any] | None = None, *, redis: Any = None) -> Flask:
     """Build the app: settings, runtime, blueprints. Opens no connection until one is used."""
-    from citizen_lookup import db
+    from citizen_lookup import db, logging_setup
     from citizen_lookup.runtime import EXTENSION, Runtime
     from citizen_lookup.settings import load_settings
     from citizen_lookup.web import demo, health, webhooks
 
     settings = load_settings(overrides)
     app = Flask(__name__, instance_path=settings.instance_path)
+    logging_setup.init_app(app, settings.log_format)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions[EXTENSION] = Runtime(settings, redis=redis)
     if settings.trusted_proxies:

@@ -57,6 +57,7 @@ class Settings:
     http_timeout_seconds: float = 10.0
     sweep_interval_seconds: float = 30.0
     sweep_grace_seconds: int = 30
+    log_format: str = "text"
     instance_path: str = ""
     root: str = field(default="", compare=False)
 
@@ -144,6 +145,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"{ENV_PREFIX}AUDIT_KEY is required when {ENV_PREFIX}DATABASE_URL is set"
         )
+    if settings.log_format not in ("text", "json"):
+        raise ConfigurationError(f"{ENV_PREFIX}LOG_FORMAT must be text or json")
     if settings.daily_limit_per_msisdn < 1:
         raise ConfigurationError("daily_limit_per_msisdn must be at least 1")
 
