@@ -169,7 +169,7 @@ class Stack:
         """Register an active connection for a load run (focal point and assessment filled in)."""
         self.cli(
             "connections", "add", slug, "--kind", kind, "--focal-name", slug.title(),
-            "--focal-title", "Load test", "--focal-phone", "+84240000000",
+            "--focal-title", "Load test", "--focal-phone", "+842430000000",
             "--focal-email", f"{slug}@example.invalid", "--assessment", slug.upper(),
             "--outbound-url", outbound_url, *options,
         )  # fmt: skip

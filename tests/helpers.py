@@ -25,7 +25,7 @@ STRANGER_PHONE = "+84987654321"
 GENERIC_SECRET = "generic-test-secret-0123456789"
 # A Fernet key for test apps (a fixed, public test value: it seals only test credentials).
 TEST_CREDENTIALS_KEY = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMhISE="
-FOCAL = FocalPoint("Nguyen Van Dau Moi", "Truong phong", "+84241234567", "daumoi@example.vn")
+FOCAL = FocalPoint("Nguyen Van Dau Moi", "Truong phong", "+842439999999", "daumoi@example.vn")
 
 
 def runtime_of(app: Flask) -> Runtime:

@@ -21,7 +21,7 @@ def create_app(
     ``serving`` is set by the WSGI entry point (``app.py``, which gunicorn loads): outside
     development it refuses the embedded default's settings.
     """
-    from citizen_lookup import db
+    from citizen_lookup import db, logging_setup
     from citizen_lookup.runtime import EXTENSION, Runtime
     from citizen_lookup.settings import check_serving, load_settings
     from citizen_lookup.web import demo, health, webhooks
@@ -30,6 +30,7 @@ def create_app(
     if serving:
         check_serving(settings)
     app = Flask(__name__, instance_path=settings.instance_path)
+    logging_setup.init_app(app, settings.log_format)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions[EXTENSION] = Runtime(settings, redis=redis)
     if settings.trusted_proxies:

@@ -171,7 +171,22 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
                     "error": str(exc)[:200],
                 },
             )
-        log.warning("reply %s attempt %s failed: %s", outbound_id, attempts, exc)
+        # Expected (the provider said no, or is down): one line, no traceback (logging_setup).
+        log.warning(
+            "reply %s on %s: attempt %s failed with status %s, %s",
+            outbound_id,
+            connection.slug,
+            attempts,
+            exc.status_code or "none",
+            "giving up" if final else "will retry",
+            extra={
+                "connection": connection.slug,
+                "reply_id": outbound_id,
+                "attempt": attempts,
+                "status": exc.status_code,
+                "final": final,
+            },
+        )
         if final:
             # A 4xx other than 429 will fail again: keep RQ from retrying it, so the job goes
             # straight to the failed registry.
@@ -209,4 +224,11 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
         now = datetime.now(UTC)  # taken last, so it marks the end of the window above
         outbound.sent_at = now
         outbound.inbound.processed_at = now
+    log.info(
+        "reply %s on %s sent (attempt %s)",
+        outbound_id,
+        connection.slug,
+        attempts,
+        extra={"connection": connection.slug, "reply_id": outbound_id, "attempt": attempts},
+    )
     return "sent"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 from rq import Retry
 from rq.job import Job
 
+from citizen_lookup.logging_setup import current_request_id, new_request_id
 from citizen_lookup.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 PROCESS_INBOUND = "citizen_lookup.jobs.process_inbound"
 
@@ -29,7 +33,9 @@ def retry_policy(runtime: Runtime) -> Retry:
 def enqueue_inbound(runtime: Runtime, inbound_id: int) -> Job:
     """Queue the processing of a stored inbound message (the database stays the truth)."""
     settings = runtime.settings
-    return runtime.queue.enqueue(
+    # The job carries the webhook's request id, so its log lines (and the reply's) name it too.
+    request_id = current_request_id() or new_request_id()
+    job = runtime.queue.enqueue(
         PROCESS_INBOUND,
         inbound_id,
         job_id=inbound_job_id(inbound_id),
@@ -38,4 +44,7 @@ def enqueue_inbound(runtime: Runtime, inbound_id: int) -> Job:
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         description=f"process inbound message {inbound_id}",
+        meta={"request_id": request_id},
     )
+    log.info("inbound message %s queued", inbound_id, extra={"request_id": request_id})
+    return job

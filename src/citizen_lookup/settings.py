@@ -68,6 +68,7 @@ class Settings:
     audit_seal_interval_seconds: float = 0.5
     audit_seal_batch_size: int = 5000
     audit_min_retention_days: int = 180
+    log_format: str = "text"
     instance_path: str = ""
     root: str = field(default="", compare=False)
 
@@ -170,6 +171,8 @@ def _validate(settings: Settings) -> None:
         )
     if settings.env not in ("production", "development"):
         raise ConfigurationError(f"{ENV_PREFIX}ENV must be 'production' or 'development'")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigurationError(f"{ENV_PREFIX}LOG_FORMAT must be text or json")
     if settings.daily_limit_per_msisdn < 1:
         raise ConfigurationError("daily_limit_per_msisdn must be at least 1")
     if settings.help_limit_per_msisdn < 1:

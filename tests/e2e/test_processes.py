@@ -96,7 +96,7 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
         "--focal-title",
         "Truong phong",
         "--focal-phone",
-        "+84241234567",
+        "+842439999999",
         "--focal-email",
         "binh@example.vn",
         "--assessment",

@@ -18,7 +18,7 @@ FOCAL = [
     "--focal-title",
     "Pho phong ATTT",
     "--focal-phone",
-    "+84241234567",
+    "+842439999999",
     "--focal-email",
     "cuong@example.vn",
 ]

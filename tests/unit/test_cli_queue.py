@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 
 from citizen_lookup import create_app
@@ -23,6 +25,10 @@ def test_failed_reply_shows_in_status_and_retry_failed_sends_it(app, cli, fake_p
     assert status.exit_code == 0
     assert "failed:    1" in status.output and "inbound-1" in status.output
     assert "SendError" in status.output
+    document = json.loads(cli("queue", "status", "--json").output)
+    assert (document["failed"], document["queued"], document["scheduled"]) == (1, 0, 0)
+    assert document["failed_jobs"][0]["id"] == "inbound-1"
+    assert "SendError" in document["failed_jobs"][0]["reason"]
 
     with runtime_of(app).session_factory() as session:
         assert session.scalars(select(OutboundMessageRecord.state)).one() == "failed"

@@ -130,7 +130,7 @@ def test_seed_twice_updates_the_same_citizens_and_keeps_one_connection(app: Flas
     )  # fmt: skip
     assert demo.outbound_url == f"{runtime.settings.public_base_url.rstrip('/')}/demo/mt"
     assert demo.short_code == runtime.settings.short_code
-    assert (demo.focal_name, demo.focal_phone) == ("Demo Operator", "+84240000000")
+    assert (demo.focal_name, demo.focal_phone) == ("Demo Operator", "+842430000000")
     secret = demo.credentials["secret"]
     assert re.fullmatch(r"[0-9a-f]{64}", secret)
     assert secret not in first.output + second.output

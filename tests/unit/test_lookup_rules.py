@@ -58,7 +58,10 @@ def test_each_command_discloses_its_own_fields(app, client, fake_provider):
     assert "Nguyen Van An" in personal and "14/03/1999" in personal and "001*****2345" in personal
     assert "P. Dien Bien" in personal  # addresses go out abbreviated
     residence = ask(app, client, fake_provider, f"dc ct {OWNER_ID}")
-    assert "Le Loi" in residence and "Ngo Hue" in residence  # long fields are cut at a word
+    # Too long for one SMS: whole local units go, every ward, district and province stays.
+    assert "P. Dien Bien, Q. Ba Dinh, TP Ha Noi" in residence
+    assert "P. Ben Nghe, Q. 1, TP Ho Chi Minh" in residence and "Ngo Hue" in residence
+    assert ".." not in residence and gsm7_units(residence) <= 160
     assert "DN4010123456789" in ask(app, client, fake_provider, f"DC BHYT {OWNER_ID}")
     assert "8012345678" in ask(app, client, fake_provider, f"DC MST {OWNER_ID}")
     assert "0123456789" in ask(app, client, fake_provider, f"DC BHXH {OWNER_ID}")

@@ -25,7 +25,7 @@ FOCAL = [
     "--focal-title",
     "B",
     "--focal-phone",
-    "+84241234567",
+    "+842439999999",
     "--focal-email",
     "a@example.vn",
     "--assessment",

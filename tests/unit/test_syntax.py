@@ -15,6 +15,7 @@ def test_command_kinds_are_the_sms_keywords() -> None:
     assert [kind.value for kind in CommandKind] == [
         "TTCN",
         "CT",
+        "TT",
         "BHYT",
         "MST",
         "BHXH",
@@ -29,6 +30,7 @@ def test_command_kinds_are_the_sms_keywords() -> None:
         ("TTCN", CommandKind.PERSONAL),
         ("INFO", CommandKind.PERSONAL),
         ("CT", CommandKind.RESIDENCE),
+        ("TT", CommandKind.TEMPORARY),
         ("BHYT", CommandKind.HEALTH),
         ("MST", CommandKind.TAX),
         ("BHXH", CommandKind.SOCIAL),
@@ -40,6 +42,21 @@ def test_each_lookup_keyword_with_each_service_alias(
     service: str, keyword: str, kind: CommandKind
 ) -> None:
     assert parse_command(f"{service} {keyword} {ID}") == Command(kind, id_number=ID)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        (f"DCTT{ID}", CommandKind.TEMPORARY),
+        (f"DCTTCN{ID}", CommandKind.PERSONAL),
+        (f"dc tt {ID}", CommandKind.TEMPORARY),
+        (f"DC TT. {ID[:3]} {ID[3:6]} {ID[6:]}", CommandKind.TEMPORARY),
+    ],
+)
+def test_temporary_residence_is_told_apart_from_personal_information(
+    text: str, kind: CommandKind
+) -> None:
+    assert parse_command(text) == Command(kind, id_number=ID)
 
 
 @pytest.mark.parametrize("service", ["DC", "DANCU", "TRACUU"])

@@ -182,8 +182,8 @@ def test_abbreviations_are_listed_longest_first() -> None:
         ("So nha 12", "SN 12"),
         ("To dan pho 5", "TDP 5"),
         ("Khu pho 3", "KP 3"),
-        ("Thon Dong", "T. Dong"),
-        ("Ap 4", "A. 4"),
+        ("Thon Dong", "Th. Dong"),  # DOMAIN.md: Thon -> Th., so it never reads as Tinh (T.)
+        ("Ap 4", "Ap 4"),  # already as short as DOMAIN.md writes it
         ("THANH PHO HA NOI", "TP HA NOI"),
         ("thanh  pho Hue", "TP Hue"),
         ("So nha 5, Duong Le Loi, Phuong Ben Nghe, Quan 1, Thanh pho Ho Chi Minh",
@@ -407,3 +407,29 @@ def test_fit_reply_keeps_a_value_that_fits_unchanged(value: str, max_units: int)
     expected = " ".join(to_gsm7(value).split())
     if gsm7_units(expected) <= max_units:
         assert fit_reply("{v}", {"v": value}, max_units) == expected
+
+
+def test_fit_reply_gives_units_left_by_word_boundaries_back_to_the_longest_value() -> None:
+    # At the common length "a" can only be "..." and "b" is cut at a word; the units left over
+    # go back to "b" (two more words) instead of being wasted.
+    fields = {"a": "xxxxxxxxxxxxxxxxxxxx yy", "b": "w " * 18}
+    assert fit_reply("{a}|{b}", fields, 30) == "...|w w w w w w w w w w w..."
+
+
+def test_fit_reply_never_prints_a_run_of_dots() -> None:
+    fields = {
+        "name": "Nguyen Thi Minh Khai Hoang",
+        "clinic": "Benh vien Da khoa Trung uong Thai Nguyen co so 2",
+    }
+    reply = fit_reply("Ten: {name}. Noi KCB: {clinic}", fields, 60)
+    assert reply == "Ten: Nguyen Thi Minh Khai... Noi KCB: Benh vien Da khoa..."
+    assert fit_reply("{a}", {"a": "P. Ben Nghe Q. 1"}, 8) == "P..."
+
+
+@given(
+    st.lists(st.sampled_from(["P.", "Q.", "Ben", "Nghe.", "..", "x"]), max_size=30),
+    st.integers(10, 80),
+)
+def test_fit_reply_output_has_no_run_of_more_than_three_dots(words: list[str], limit: int) -> None:
+    reply = fit_reply("A: {a}. B: {b}.", {"a": " ".join(words), "b": " ".join(words[::-1])}, limit)
+    assert "...." not in reply and gsm7_units(reply) <= limit

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
+from citizen_lookup.cli.connections_review import describe_change, publish, report
 from citizen_lookup.models import Connection
 from citizen_lookup.providers import PROVIDERS, provider_class
 from citizen_lookup.runtime import Runtime
+from citizen_lookup.services import connection_review as review
 from citizen_lookup.services import connections as service
 
 
@@ -146,6 +147,8 @@ def add(
             assessment=assessment,
         )
         state = connection.state
+    for warning in service.network_warnings(networks):
+        click.echo(f"warning: {warning}", err=True)
     base = runtime.settings.public_base_url.rstrip("/")
     click.echo(f"connection {slug} ({kind}) created: {state}")
     click.echo(f"  inbound SMS:      {base}/webhooks/{slug}/sms")
@@ -217,13 +220,45 @@ def reencrypt(runtime: Runtime) -> None:
             session, runtime.audit, runtime.credentials_cipher, actor=current_actor()
         )
     click.echo(f"{resealed} of {total} connections resealed with the first key")
+LIST_WIDTH = 80
+
+
+def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str]:
+    """A plain table within ``width`` columns: slugs whole, the focal point's name takes the rest.
+
+    `connections show` has the rest (language, focal title, phone and e-mail, assessment).
+    """
+    header = ("SLUG", "KIND", "STATE", "SINCE", "CODE", "FOCAL POINT")
+    table = [
+        (
+            row["slug"],
+            row["kind"],
+            row["state"],
+            row["state_changed_at"][:10],
+            row["short_code"] or "",
+            row["focal_point"]["name"],
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header) - 1)]
+    room = max(width - sum(widths) - 2 * len(widths), 12)
+
+    def fit(text: str) -> str:
+        return text if len(text) <= room else text[: room - 1].rstrip() + "~"
+
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
+        + "  "
+        + fit(line[-1])
+        for line in [header, *table]
+    ]
 
 
 @group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @pass_runtime
 def list_(runtime: Runtime, as_json: bool) -> None:
-    """List connections."""
+    """List connections (one line each, within 80 columns)."""
     with runtime.session_factory() as session:
         rows = [
             service.describe(c)
@@ -232,19 +267,11 @@ def list_(runtime: Runtime, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    table = Table("slug", "kind", "state", "short code", "language", "focal point", "assessment")
-    for row in rows:
-        focal = row["focal_point"]
-        table.add_row(
-            row["slug"],
-            row["kind"],
-            row["state"],
-            row["short_code"] or "",
-            row["language"],
-            f"{focal['name']} ({focal['title']})",
-            row["assessment_ref"] or "",
-        )
-    Console().print(table)
+    if not rows:
+        click.echo("no connections yet (connections add SLUG --kind KIND ...)")
+        return
+    for line in _list_lines(rows):
+        click.echo(line.rstrip())
 
 
 @group.command("show")
@@ -252,10 +279,13 @@ def list_(runtime: Runtime, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @pass_runtime
 def show(runtime: Runtime, slug: str, as_json: bool) -> None:
-    """Show one connection (secrets masked)."""
+    """Show one connection (secrets masked), its state history and its last 30 days."""
     with runtime.session_factory() as session:
         row = service.describe(service.get_connection(session, slug))
+        history = [change.as_json() for change in review.state_history(session, slug)]
+        counts = review.recent_counts(session, slug, days=RECENT_DAYS)
     if as_json:
+        row = {**row, "state_history": history, f"last_{RECENT_DAYS}_days": counts}
         click.echo(json.dumps(row, ensure_ascii=False, indent=2))
         return
     for key, value in row.items():
@@ -265,3 +295,17 @@ def show(runtime: Runtime, slug: str, as_json: bool) -> None:
                 click.echo(f"  {sub}: {item}")
         else:
             click.echo(f"{key}: {value if value is not None else ''}")
+    click.echo("state history (Vietnam time):")
+    for change in history:
+        click.echo(f"  {describe_change(change)}")
+    click.echo(f"messages, last {RECENT_DAYS} days, by outcome:")
+    for event_type, outcomes in counts.items():
+        listed = ", ".join(f"{outcome or '-'} {n}" for outcome, n in outcomes.items())
+        click.echo(f"  {event_type}: {listed}")
+    if not counts:
+        click.echo("  none")
+
+
+RECENT_DAYS = 30
+group.add_command(publish)
+group.add_command(report)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import click
 from sqlalchemy import select
@@ -18,7 +20,7 @@ from citizen_lookup.services.demo import as_raw, generate_citizens
 
 DEMO_SLUG = "demo"
 DEMO_ASSESSMENT = "DEMO-LOCAL"
-DEMO_FOCAL = FocalPoint("Demo Operator", "Local demo", "+84240000000", "demo@example.invalid")
+DEMO_FOCAL = FocalPoint("Demo Operator", "Local demo", "+842430000000", "demo@example.invalid")
 SHOWN_CITIZENS = 3
 
 
@@ -85,7 +87,17 @@ def seed(runtime: Runtime, count: int, seed: int) -> None:
         example = first[0]
         click.echo("\nFor example:")
         click.echo(
-            f'  citizen-lookup simulate sms --from {example.phones[0]} "DC {example.id_number}"'
+            f'  {_program()} simulate sms --from {example.phones[0]} "DC {example.id_number}"'
         )
     if report.rejected:
         click.get_current_context().exit(1)
+
+
+def _program() -> str:
+    """How to type this command here: `.venv/bin/citizen-lookup` from a checkout."""
+    installed = Path(sys.executable).parent / "citizen-lookup"
+    try:
+        relative = installed.relative_to(Path.cwd())
+    except ValueError:
+        return "citizen-lookup"  # installed elsewhere (an image, an activated venv): on the PATH
+    return str(relative) if installed.exists() else "citizen-lookup"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
@@ -16,22 +18,36 @@ def group() -> None:
 
 
 @group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @pass_runtime
-def status(runtime: Runtime) -> None:
+def status(runtime: Runtime, as_json: bool) -> None:
     """Queued, running, scheduled (retries) and failed jobs."""
     queue = runtime.queue
     failed = FailedJobRegistry(queue=queue)
-    click.echo(f"queue {queue.name}")
-    click.echo(f"  queued:    {queue.count}")
-    click.echo(f"  running:   {StartedJobRegistry(queue=queue).count}")
     scheduled = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
-    click.echo(f"  scheduled: {scheduled.count}  (retries waiting)")
-    click.echo(f"  failed:    {failed.count}")
+    failed_jobs = []
     for job_id in failed.get_job_ids()[:20]:
         job = queue.fetch_job(job_id)
         result = job.latest_result() if job else None
         reason = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-        click.echo(f"    {job_id}: {reason[0] if reason else 'unknown'}")
+        failed_jobs.append({"id": job_id, "reason": reason[0] if reason else "unknown"})
+    counts = {
+        "queued": queue.count,
+        "running": StartedJobRegistry(queue=queue).count,
+        "scheduled": scheduled.count,
+        "failed": failed.count,
+    }
+    if as_json:
+        document = {"queue": queue.name, **counts, "failed_jobs": failed_jobs}
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo(f"queue {queue.name}")
+    click.echo(f"  queued:    {counts['queued']}")
+    click.echo(f"  running:   {counts['running']}")
+    click.echo(f"  scheduled: {counts['scheduled']}  (retries waiting)")
+    click.echo(f"  failed:    {counts['failed']}")
+    for entry in failed_jobs:
+        click.echo(f"    {entry['id']}: {entry['reason']}")
 
 
 @group.command("retry-failed")

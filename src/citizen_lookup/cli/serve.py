@@ -18,6 +18,7 @@ import click
 from rq import SimpleWorker
 
 from citizen_lookup.cli import pass_runtime
+from citizen_lookup.logging_setup import configure_logging
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.refusals import write_due_summaries
 from citizen_lookup.services.sweeper import sweep_unqueued
@@ -25,10 +26,8 @@ from citizen_lookup.services.sweeper import sweep_unqueued
 log = logging.getLogger(__name__)
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The twilio SDK logs every API request's URL and headers at INFO: noise, and not ours.
-    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+def _configure_logging(runtime: Runtime) -> None:
+    configure_logging(runtime.settings.log_format)
 
 
 def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
@@ -80,7 +79,7 @@ def _start_sequencer(runtime: Runtime, stop: threading.Event) -> threading.Threa
 @pass_runtime
 def worker(runtime: Runtime, burst: bool) -> None:
     """Run a non-forking RQ worker with its scheduler (and the outbox sweeper)."""
-    _configure_logging()
+    _configure_logging(runtime)
     stop = threading.Event()
     if burst:
         sweep_unqueued(runtime, older_than_seconds=0)
@@ -113,7 +112,7 @@ def worker(runtime: Runtime, burst: bool) -> None:
 @pass_runtime
 def serve(runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
     """Development server (use gunicorn in production), with a worker beside it."""
-    _configure_logging()
+    _configure_logging(runtime)
     env = dict(os.environ)
     if runtime.settings.embedded_redis:
         # The worker joins this process's embedded Redis through its socket.

@@ -13,6 +13,7 @@ import secrets
 import sys
 import textwrap
 import time
+from typing import Any
 
 import click
 import requests
@@ -54,6 +55,7 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
         connection_id = connection.id
         provider = build_provider(connection, runtime.provider_context)
         short_code = connection.short_code or runtime.settings.short_code
+        kind, outbound_url = connection.kind, connection.outbound_url
     base = (url or runtime.settings.public_base_url).rstrip("/")
     message_id = f"sim-{secrets.token_hex(8)}"
     prepared = provider.simulated_inbound(
@@ -71,12 +73,15 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
     if response.status_code != 200:
         sys.exit(1)
 
-    _wait_for_reply(runtime, connection_id, message_id, wait)
+    _wait_for_reply(runtime, connection_id, message_id, wait, reply_destination(kind, outbound_url))
 
 
-def _wait_for_reply(runtime: Runtime, connection_id: int, message_id: str, wait: float) -> None:
+def _wait_for_reply(
+    runtime: Runtime, connection_id: int, message_id: str, wait: float, where: str
+) -> None:
     """Print the reply stored for inbound ``message_id`` once it is sent; exit with its state."""
     deadline = time.monotonic() + wait
+    row = None
     while time.monotonic() < deadline:
         with runtime.session_factory() as session:
             row = session.execute(
@@ -84,6 +89,9 @@ def _wait_for_reply(runtime: Runtime, connection_id: int, message_id: str, wait:
                     InboundMessageRecord.state,
                     OutboundMessageRecord.state,
                     OutboundMessageRecord.body,
+                    OutboundMessageRecord.attempts,
+                    OutboundMessageRecord.last_error,
+                    OutboundMessageRecord.provider_message_id,
                 )
                 .outerjoin(
                     OutboundMessageRecord,
@@ -95,17 +103,47 @@ def _wait_for_reply(runtime: Runtime, connection_id: int, message_id: str, wait:
                 )
             ).one_or_none()
         if row is not None:
-            inbound_state, outbound_state, body = row
+            inbound_state, outbound_state, body, attempts, last_error, provider_id = row
             if outbound_state in FINAL:
                 click.echo(body)
-                click.echo(f"(reply {outbound_state})", err=True)
-                sys.exit(0 if outbound_state != "failed" else 1)
+                if outbound_state == "failed":
+                    click.echo(
+                        f"(reply failed after {attempts} attempt(s) to {where}: {last_error}; "
+                        "`queue retry-failed` sends it again)",
+                        err=True,
+                    )
+                    sys.exit(1)
+                handed = f", provider id {provider_id}" if provider_id else ""
+                click.echo(f"(reply {outbound_state}: handed to {where}{handed})", err=True)
+                sys.exit(0)
             if outbound_state is None and inbound_state == InboundState.DONE:
                 click.echo("(no reply: this sender is over its daily limit)", err=True)
                 sys.exit(0)
         time.sleep(0.2)
-    raise click.ClickException(
-        f"no reply within {wait:.0f} s: is a worker running? (`citizen-lookup worker`)"
+    raise click.ClickException(_not_yet(row, where, wait))
+
+
+def reply_destination(kind: str, outbound_url: str | None) -> str:
+    """Where a connection's replies go, in words."""
+    if outbound_url:
+        return f"{kind} at {outbound_url}"
+    return f"the {kind} provider's own API"
+
+
+def _not_yet(row: Any, where: str, wait: float) -> str:
+    """Why no reply is final after ``wait`` seconds, from the stored rows."""
+    if row is None:
+        return f"no stored message after {wait:.0f} s (the webhook answered 200)"
+    inbound_state, outbound_state, _, attempts, last_error, _ = row
+    if outbound_state is None:
+        return (
+            f"the message is stored ({inbound_state}) but no worker has answered it within "
+            f"{wait:.0f} s: is a worker running? (`citizen-lookup worker`)"
+        )
+    error = f" ({last_error})" if last_error else ""
+    return (
+        f"the reply is {outbound_state} after {attempts} attempt(s) to {where}{error}; "
+        "the worker retries it with backoff (`citizen-lookup queue status`)"
     )
 
 
@@ -139,6 +177,7 @@ def ussd(
         provider = build_provider(connection, runtime.provider_context)
         service_code = f"*{connection.short_code or runtime.settings.short_code}#"
         result_by_sms = connection.ussd_result == "sms"
+        where = reply_destination(connection.kind, connection.outbound_url)
     if not provider.supports_ussd:
         raise click.ClickException(f"connection {slug!r} is of a kind without USSD")
     base = (url or runtime.settings.public_base_url).rstrip("/")
@@ -182,7 +221,7 @@ def ussd(
                 )
             )
         if message_id is not None:  # none when the walk ended without a result
-            _wait_for_reply(runtime, connection_id, message_id, wait)
+            _wait_for_reply(runtime, connection_id, message_id, wait, where)
 
 
 def _ussd_step(

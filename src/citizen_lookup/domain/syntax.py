@@ -19,6 +19,7 @@ PROBLEM_UNKNOWN_KIND = "unknown_kind"  # the service keyword followed by a word 
 class CommandKind(StrEnum):
     PERSONAL = "TTCN"
     RESIDENCE = "CT"
+    TEMPORARY = "TT"  # temporary residence (tam tru); "TTCN" is personal information
     HEALTH = "BHYT"
     TAX = "MST"
     SOCIAL = "BHXH"

@@ -6,7 +6,7 @@ import math
 import re
 import string
 import unicodedata
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 # GSM 03.38 default alphabet, in code-point order; 0x1B (the escape to the extension table) is
 # not a character of its own and is left out.
@@ -51,9 +51,8 @@ ABBREVIATIONS: list[tuple[str, str]] = [
     ("Huyen", "H."),
     ("Quan", "Q."),
     ("Tinh", "T."),
-    ("Thon", "T."),
+    ("Thon", "Th."),
     ("Xa", "X."),
-    ("Ap", "A."),
 ]
 
 _ABBREVIATION_BY_KEY = {long.casefold(): short for long, short in ABBREVIATIONS}
@@ -70,6 +69,7 @@ _ABBREVIATION_PATTERN = re.compile(
 
 _TRAILING_JUNK = " \t\n,;:-/"
 _ELLIPSIS = "..."
+_RUN_OF_DOTS = re.compile(r"\.{4,}")
 
 
 class TemplateError(ValueError):
@@ -170,7 +170,8 @@ def cut_at_word(text: str, max_units: int, ellipsis: str = _ELLIPSIS) -> str:
         used += _units(ch)
         if used > budget:
             break
-    kept = text[:boundary].rstrip(_TRAILING_JUNK)
+    # "P." cut before its name must not read "P....": the ellipsis replaces trailing dots.
+    kept = text[:boundary].rstrip(_TRAILING_JUNK + ellipsis[:1])
     return kept + ellipsis
 
 
@@ -200,16 +201,58 @@ def _render(pieces: list[tuple[str, str | None]], values: Mapping[str, str]) -> 
     return "".join(literal + (values[name] if name is not None else "") for literal, name in pieces)
 
 
-def _water_level(units: Mapping[str, int], occurrences: Mapping[str, int], budget: int) -> int:
-    """The largest cap on every value's units that keeps the values within ``budget``."""
-    low, high = 0, max(units.values(), default=0)
+class ReplyDoesNotFit(ValueError):
+    """A reply cannot fit its limit without cutting the whole text (``fit_reply(strict=True)``)."""
+
+
+def _largest_level(total_at: Callable[[int], int], budget: int, high: int) -> int:
+    """The largest cap on every value's units (0..high) whose total stays within ``budget``."""
+    low = 0
     while low < high:
         level = (low + high + 1) // 2
-        if sum(occurrences[n] * min(u, level) for n, u in units.items()) <= budget:
+        if total_at(level) <= budget:
             low = level
         else:
             high = level - 1
     return low
+
+
+def _step_down_choices(
+    forms: Mapping[str, Sequence[tuple[int, str]]],
+    values: dict[str, str],
+    units: dict[str, int],
+    total: Callable[[], int],
+    max_units: int,
+) -> bool:
+    """Shorten the ``choices`` fields step by step, least important step first; True if it fits.
+
+    Every field takes its rank-0 steps before any takes a rank-1 step (the longest value first
+    among equals), so an abbreviation is used everywhere before a unit is dropped anywhere, and a
+    house number before any ward. Steps that turn out not to be needed are then given back.
+    """
+    position = dict.fromkeys(forms, 0)
+    taken: list[tuple[str, int]] = []
+
+    def move(name: str, index: int) -> None:
+        position[name] = index
+        values[name] = forms[name][index][1]
+        units[name] = gsm7_units(values[name])
+
+    while total() > max_units:
+        steppable = [n for n in forms if position[n] + 1 < len(forms[n])]
+        if not steppable:
+            return False
+        name = min(steppable, key=lambda n: (forms[n][position[n] + 1][0], -units[n]))
+        move(name, position[name] + 1)
+        taken.append((name, position[name]))
+    # A late, large step can make earlier small ones unnecessary: undo them, latest first.
+    for name, index in reversed(taken):
+        if position[name] != index:
+            continue
+        move(name, index - 1)
+        if total() > max_units:
+            move(name, index)
+    return True
 
 
 def fit_reply(
@@ -218,13 +261,23 @@ def fit_reply(
     max_units: int,
     *,
     abbreviate_fields: Collection[str] | None = None,
+    choices: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+    keep_whole: Collection[str] = (),
+    strict: bool = False,
 ) -> str:
     """Render ``template`` with ``fields`` as GSM-7 text of at most ``max_units`` units.
 
     Values are substituted as they are (never formatted or evaluated). When the reply is too long,
-    the longest values are abbreviated first, then the long values are cut at word boundaries to
-    a common length (never below an ellipsis), and only then is the whole reply cut at a word
-    boundary. ``abbreviate_fields`` limits abbreviation to address fields: "Quan" is also a name.
+    ``choices`` fields step down first (see below); then the longest plain values are abbreviated,
+    then cut at word boundaries to one common length (never below an ellipsis), the units that
+    word boundaries leave unused are given back, longest value first, and only then is the whole
+    reply cut at a word boundary (or, with ``strict``, :class:`ReplyDoesNotFit` raised).
+
+    ``abbreviate_fields`` limits abbreviation to address fields: "Quan" is also a name.
+    ``choices`` gives a field as readable forms, longest first, each with the rank of the step
+    that made it (an address losing whole units, domain.addresses): such a value is never cut,
+    only replaced by a shorter form, the lowest-ranked step first across all such fields.
+    ``keep_whole`` names values that are never shortened (a masked ID number).
     """
     if max_units < 0:
         raise ValueError(f"max_units must not be negative, got {max_units}")
@@ -233,11 +286,20 @@ def fit_reply(
     for _, name in pieces:
         if name is not None:
             occurrences[name] = occurrences.get(name, 0) + 1
-    missing = sorted(set(occurrences) - set(fields))
+    # Each form after the first carries the rank of the step that made it (lower: dropped first).
+    forms = {
+        name: [(rank, " ".join(to_gsm7(form).split())) for rank, form in options]
+        for name, options in (choices or {}).items()
+        if name in occurrences and options
+    }
+    missing = sorted(set(occurrences) - set(fields) - set(forms))
     if missing:
         raise TemplateError(f"reply template needs field(s) not given: {', '.join(missing)}")
     # Newlines or runs of spaces inside a value would break the template's layout.
-    values = {name: " ".join(to_gsm7(fields[name]).split()) for name in occurrences}
+    values = {
+        name: forms[name][0][1] if name in forms else " ".join(to_gsm7(fields[name]).split())
+        for name in occurrences
+    }
     units = {name: gsm7_units(value) for name, value in values.items()}
     literal_units = sum(gsm7_units(literal) for literal, _ in pieces)
 
@@ -247,41 +309,60 @@ def fit_reply(
     if total() <= max_units:
         return _render(pieces, values)
 
+    if forms and _step_down_choices(forms, values, units, total, max_units):
+        return _render(pieces, values)
+
+    plain = [n for n in values if n not in forms and n not in keep_whole]
     # An abbreviation saves at most 10 → 3 units, so anything past 4x the limit is lost anyway;
     # capping first keeps the work proportional to the limit, not to the size of the data.
     cap = 4 * max_units + 16
-    for name, value in values.items():
+    for name in plain:
         if units[name] > cap:
-            values[name] = cut_at_word(value, cap)
+            values[name] = cut_at_word(values[name], cap)
             units[name] = gsm7_units(values[name])
 
-    abbreviable = [n for n in values if abbreviate_fields is None or n in abbreviate_fields]
+    abbreviable = [n for n in plain if abbreviate_fields is None or n in abbreviate_fields]
     for name in sorted(abbreviable, key=units.__getitem__, reverse=True):
         values[name] = abbreviate(values[name])
         units[name] = gsm7_units(values[name])
         if total() <= max_units:
             return _render(pieces, values)
 
-    # Cut every long value to one common length rather than wiping out the longest one; a value
-    # is never cut to less than an ellipsis, so that the reader sees something was there.
-    level = max(_water_level(units, occurrences, max_units - literal_units), gsm7_units(_ELLIPSIS))
     originals = dict(values)
-    cut = [name for name in values if units[name] > level]
-    for name in cut:
-        values[name] = cut_at_word(originals[name], level)
+    floor = gsm7_units(_ELLIPSIS)
+
+    def shortened(name: str, level: int) -> str:
+        # A value is never cut to less than an ellipsis, so the reader sees something was there.
+        return cut_at_word(originals[name], max(level, floor))
+
+    def total_at(level: int) -> int:
+        fixed = sum(occurrences[n] * units[n] for n in units if n not in plain)
+        return (
+            literal_units
+            + fixed
+            + sum(occurrences[n] * gsm7_units(shortened(n, level)) for n in plain)
+        )
+
+    # Cut every long value to one common length rather than wiping out the longest one.
+    level = _largest_level(total_at, max_units, max((units[n] for n in plain), default=0))
+    for name in plain:
+        values[name] = shortened(name, level)
         units[name] = gsm7_units(values[name])
     # Word boundaries leave some units unused: give them back, longest original first.
     slack = max_units - total()
-    for name in sorted(cut, key=lambda n: gsm7_units(originals[n]), reverse=True):
+    for name in sorted(plain, key=lambda n: gsm7_units(originals[n]), reverse=True):
         if slack < occurrences[name]:
             continue
-        grown = cut_at_word(originals[name], units[name] + slack // occurrences[name])
+        grown = shortened(name, units[name] + slack // occurrences[name])
         gain = (gsm7_units(grown) - units[name]) * occurrences[name]
         if gain > 0:
             values[name], units[name] = grown, units[name] + gain // occurrences[name]
             slack -= gain
 
-    rendered = _render(pieces, values)
-    if total() <= max_units:
+    # A cut value before a template's "." would read "....": one ellipsis is enough.
+    rendered = _RUN_OF_DOTS.sub(_ELLIPSIS, _render(pieces, values))
+    if gsm7_units(rendered) <= max_units:
         return rendered
-    return cut_at_word(rendered, max_units)
+    if strict:
+        raise ReplyDoesNotFit(f"the reply needs {total()} units, more than {max_units}")
+    return _RUN_OF_DOTS.sub(_ELLIPSIS, cut_at_word(rendered, max_units))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from citizen_lookup.services.audit import AuditTrail
 # "$" would also match before a trailing newline.
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SHORT_CODE = re.compile(r"^[0-9]{2,15}$")
 
 # Which states each action may leave; terminated is final.
 TRANSITIONS: dict[str, tuple[tuple[ConnectionState, ...], ConnectionState]] = {
@@ -71,6 +73,7 @@ def _validate(
     outbound_url: str | None,
     networks: Sequence[str],
     ussd_result: str,
+    short_code: str | None = None,
 ) -> None:
     if not valid_slug(slug):
         raise ConfigurationError(
@@ -96,6 +99,8 @@ def _validate(
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigurationError(f"--allow {cidr!r} is not a CIDR network") from exc
+    if short_code is not None and not SHORT_CODE.match(short_code):
+        raise ConfigurationError(f"--short-code must be 2-15 digits, not {short_code!r}")
     if language not in ("vi", "en"):
         raise ConfigurationError("--language must be vi or en")
     if ussd_result not in ("screen", "sms"):
@@ -103,6 +108,7 @@ def _validate(
     for label, value in (("name", focal.name), ("title", focal.title), ("phone", focal.phone)):
         if not value.strip():
             raise ConfigurationError(f"the focal point's {label} is required (--focal-{label})")
+    focal_phone_e164(focal.phone)
     if not EMAIL.match(focal.email):
         raise ConfigurationError("--focal-email is not an e-mail address")
 
@@ -136,6 +142,30 @@ def outbound_url_warnings(url: str | None) -> list[str]:
     if address.is_link_local:
         return [f"--outbound-url points at a link-local address ({host}) (a metadata service?)"]
     return []
+def focal_phone_e164(phone: str) -> str:
+    """The focal point's phone in E.164, if it is a valid Vietnamese number (mobile or landline)."""
+    try:
+        number = phonenumbers.parse(phone, "VN")
+    except phonenumbers.NumberParseException as exc:
+        raise ConfigurationError(f"--focal-phone {phone!r} is not a phone number") from exc
+    if not phonenumbers.is_valid_number(number) or number.country_code != 84:
+        raise ConfigurationError(
+            f"--focal-phone {phone!r} is not a valid Vietnamese number "
+            "(a mobile like 0912 345 678 or a landline like 024 3825 3456)"
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def network_warnings(networks: Sequence[str]) -> list[str]:
+    """Warnings for CIDR networks written with host bits set (``10.0.0.5/24`` means 10.0.0.0/24)."""
+    warnings = []
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            network = ipaddress.ip_network(cidr, strict=False)
+            warnings.append(f"--allow {cidr} has host bits set: it allows all of {network}")
+    return warnings
 
 
 def create_connection(
@@ -156,7 +186,9 @@ def create_connection(
 ) -> Connection:
     """Register a connection: active with an assessment reference, else pending."""
     creds = dict(credentials or {})
-    _validate(slug, kind, focal, language, creds, outbound_url, allowed_networks, ussd_result)
+    _validate(
+        slug, kind, focal, language, creds, outbound_url, allowed_networks, ussd_result, short_code
+    )
     if session.execute(select(Connection.id).where(Connection.slug == slug)).first():
         raise ConfigurationError(f"a connection named {slug!r} exists already")
     state = ConnectionState.ACTIVE if assessment else ConnectionState.PENDING
@@ -170,7 +202,7 @@ def create_connection(
         ussd_result=ussd_result,
         focal_name=focal.name.strip(),
         focal_title=focal.title.strip(),
-        focal_phone=focal.phone.strip(),
+        focal_phone=focal_phone_e164(focal.phone),
         focal_email=focal.email.strip(),
         assessment_ref=assessment,
     )
@@ -240,6 +272,10 @@ def rotate_secret(
 ) -> tuple[str, str]:
     """Replace a secret credential with a new random one; returns (key, new value)."""
     connection = get_connection(session, slug)
+    if connection.state == ConnectionState.TERMINATED:
+        raise InvalidStateChange(
+            f"connection {slug!r} is terminated (final): its secrets are not rotated"
+        )
     cls = provider_class(connection.kind)
     candidates = cls.secret_credentials or cls.required_credentials
     key = key or (candidates[0] if candidates else "secret")

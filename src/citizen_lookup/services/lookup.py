@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from citizen_lookup.domain.addresses import Level, address_forms, same_address
 from citizen_lookup.domain.identity import InvalidIdNumber, mask_id_number, parse_id_number
 from citizen_lookup.domain.phones import mask_msisdn
 from citizen_lookup.domain.syntax import Command, CommandKind, parse_command
-from citizen_lookup.domain.text import abbreviate
+from citizen_lookup.domain.text import ReplyDoesNotFit, abbreviate, fit_reply
 from citizen_lookup.models import (
     Citizen,
     CitizenPhone,
@@ -250,14 +251,8 @@ def _compose(
             gender=gender,
             permanent_address=address(citizen.permanent_address),
         )
-    if kind is CommandKind.RESIDENCE:
-        return granted(
-            "residence",
-            ("permanent_address", "temporary_address", "current_address"),
-            permanent_address=address(citizen.permanent_address),
-            temporary_address=address(citizen.temporary_address),
-            current_address=address(citizen.current_address),
-        )
+    if kind in (CommandKind.RESIDENCE, CommandKind.TEMPORARY):
+        return _residence(kind, citizen, language, ctx)
     if kind is CommandKind.HEALTH:
         card = session.get(HealthInsurance, citizen.id)
         if card is None:
@@ -330,3 +325,89 @@ def _history_item(event: Any, language: str, t: Templates) -> str:
             t.word(language, "granted" if event.outcome in GRANTED else "refused"),
         )
     )
+
+
+# One part of a residence reply: (template key, field, address, word said instead of it).
+_Part = tuple[str, str | None, str | None, str | None]
+
+
+def _fit_residence(
+    templates: Templates, language: str, masked: str, parts: list[_Part], lowest_kept: Level
+) -> str:
+    """The residence reply with ``parts`` in order; raises ReplyDoesNotFit below the units kept."""
+    replies = templates.replies[language if language in templates.replies else "vi"]
+    joined = ". ".join(replies[key] for key, _, _, _ in parts)
+    template = replies["residence"].replace("{addresses}", joined)
+    fields = {"id_masked": masked}
+    choices: dict[str, list[tuple[int, str]]] = {}
+    for _, field, value, word in parts:
+        if field is None:
+            continue
+        if word is not None:
+            fields[field] = templates.word(language, word)
+        elif value:
+            choices[field] = address_forms(value, lowest_kept=lowest_kept)
+    return fit_reply(
+        template,
+        fields,
+        templates.max_units,
+        choices=choices,
+        keep_whole=fields.keys(),
+        strict=lowest_kept is not Level.PROVINCE,
+    )
+
+
+def _residence(kind: CommandKind, citizen: Citizen, language: str, ctx: LookupContext) -> Reply:
+    """DC CT (permanent, temporary, current) and DC TT (temporary): whole units, province kept.
+
+    An absent address is left out; a current address equal to another one says so in a word.
+    When the three do not fit one reply with every administrative unit kept, the temporary one
+    gives way to a line saying how to ask for it (DC TT).
+    """
+    t = ctx.templates
+    masked = mask_id_number(citizen.id_number)
+    permanent, temporary, current = (
+        (value or "").strip() or None
+        for value in (citizen.permanent_address, citizen.temporary_address, citizen.current_address)
+    )
+
+    def reply(text: str, parts: list[_Part]) -> Reply:
+        disclosed = tuple(field for _, field, _, _ in parts if field is not None)
+        return Reply(text, "granted", kind.value, disclosed, citizen.id_number)
+
+    def no_record(what: str) -> Reply:
+        text = t.render(language, "no_record", id_masked=masked, what=t.word(language, what))
+        return Reply(text, "no_record", kind.value, (), citizen.id_number)
+
+    if kind is CommandKind.TEMPORARY:
+        if temporary is None:
+            return no_record("temporary")
+        parts: list[_Part] = [("residence_temporary", "temporary_address", temporary, None)]
+        return reply(_fit_residence(t, language, masked, parts, Level.PROVINCE), parts)
+    if permanent is None and temporary is None and current is None:
+        return no_record("residence")
+
+    same = None
+    if same_address(current, permanent):
+        same = "same_as_permanent"
+    elif same_address(current, temporary):
+        same = "same_as_temporary"
+    parts = []
+    if permanent is not None:
+        parts.append(("residence_permanent", "permanent_address", permanent, None))
+    if temporary is not None:
+        parts.append(("residence_temporary", "temporary_address", temporary, None))
+    if current is not None:
+        parts.append(("residence_current", "current_address", current, same))
+    if temporary is not None:
+        try:
+            return reply(_fit_residence(t, language, masked, parts, Level.WARD), parts)
+        except ReplyDoesNotFit:
+            pass
+        parts = [
+            (key, field, value, None if word == "same_as_temporary" else word)
+            for key, field, value, word in parts
+            if field != "temporary_address"
+        ]
+        parts.append(("residence_temporary_hint", None, None, None))
+    return reply(_fit_residence(t, language, masked, parts, Level.PROVINCE), parts)

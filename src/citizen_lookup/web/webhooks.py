@@ -34,8 +34,8 @@ from citizen_lookup.providers.base import Provider
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
 from citizen_lookup.services import ussd
-from citizen_lookup.services.inbound import record_delivery_report, store_inbound
 from citizen_lookup.services.connections import valid_slug
+from citizen_lookup.services.inbound import record_delivery_report, store_inbound
 from citizen_lookup.services.refusals import RATE_LIMITED, write_due_summaries
 
 log = logging.getLogger(__name__)

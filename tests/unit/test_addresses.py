@@ -1,0 +1,104 @@
+"""Addresses as a reader needs them (DOMAIN.md, "Addresses"): whole units, province kept."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from citizen_lookup.domain.addresses import Level, Step, address_forms, same_address, units_of
+from citizen_lookup.domain.text import gsm7_units
+
+# Real-shaped addresses built on DOMAIN.md's province list, pre-2025 (with a district) and after.
+HCM = (
+    "Số 1234/56/78 Đường Cách Mạng Tháng Tám, Phường Nguyễn Cư Trinh, Quận 1, Thành phố Hồ Chí Minh"
+)
+VUNG_TAU = (
+    "Tổ dân phố 12, Khu phố Hải Đình, Phường Thắng Nhất, Thành phố Vũng Tàu, Tỉnh Bà Rịa–Vũng Tàu"
+)
+HUE = "Thôn Phước Yên, Xã Quảng Thọ, Huyện Quảng Điền, Tỉnh Thừa Thiên Huế"
+HANOI_2025 = "Số 18 Ngõ 54 Phố Nguyễn Chí Thanh, Phường Láng, Thành phố Hà Nội"
+
+
+def test_forms_of_a_city_address_lose_the_house_number_then_whole_units() -> None:
+    assert address_forms(HCM) == [
+        (Step.PROVINCE_WORD, "So 1234/56/78 D. Cach Mang Thang Tam, P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh"),
+        (Step.HOUSE_NUMBER, "D. Cach Mang Thang Tam, P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh"),
+        (Step.LOCAL_UNIT, "P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh"),
+        (Step.WARD, "Q. 1, TP Ho Chi Minh"),
+        (Step.DISTRICT, "TP Ho Chi Minh"),
+    ]  # fmt: skip
+
+
+def test_tinh_is_dropped_before_any_unit_and_a_city_under_a_province_is_a_district() -> None:
+    assert address_forms(VUNG_TAU) == [
+        (Step.PROVINCE_WORD, "TDP 12, KP Hai Dinh, P. Thang Nhat, TP Vung Tau, T. Ba Ria-Vung Tau"),
+        (Step.PROVINCE_WORD, "TDP 12, KP Hai Dinh, P. Thang Nhat, TP Vung Tau, Ba Ria-Vung Tau"),
+        (Step.LOCAL_UNIT, "KP Hai Dinh, P. Thang Nhat, TP Vung Tau, Ba Ria-Vung Tau"),
+        (Step.LOCAL_UNIT, "P. Thang Nhat, TP Vung Tau, Ba Ria-Vung Tau"),
+        (Step.WARD, "TP Vung Tau, Ba Ria-Vung Tau"),
+        (Step.DISTRICT, "Ba Ria-Vung Tau"),
+    ]  # fmt: skip
+
+
+def test_a_two_level_address_after_2025_reads_as_well() -> None:
+    assert [form for _, form in address_forms(HANOI_2025)] == [
+        "So 18 Ngo 54 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi",
+        "Ngo 54 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi",
+        "P. Lang, TP Ha Noi",
+        "TP Ha Noi",
+    ]
+
+
+def test_keeping_wards_keeps_every_administrative_unit() -> None:
+    assert [form for _, form in address_forms(HUE, lowest_kept=Level.WARD)] == [
+        "Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, T. Thua Thien Hue",
+        "Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, Thua Thien Hue",
+        "X. Quang Tho, H. Quang Dien, Thua Thien Hue",
+    ]
+
+
+def test_an_address_of_one_unit_is_its_province_and_stays_whole() -> None:
+    assert address_forms("Hà Nội") == [(Step.PROVINCE_WORD, "Ha Noi")]
+    assert address_forms("  ") == []
+
+
+def test_units_are_split_on_commas_and_abbreviated() -> None:
+    assert units_of("Ấp 4,  Xã Tân Phú ,Huyện Củ Chi, Thành phố Hồ Chí Minh.") == [
+        "Ap 4",
+        "X. Tan Phu",
+        "H. Cu Chi",
+        "TP Ho Chi Minh",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        (HUE, "thon phuoc yen, xa quang tho,  huyen quang dien, tinh thua thien hue", True),
+        (HUE, "Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, T. Thua Thien Hue", True),
+        (HUE, "Thôn Phước Yên, Xã Quảng Thọ, Huyện Quảng Điền, Tỉnh Quảng Trị", False),
+        (HUE, None, False),
+        (None, None, False),
+    ],
+)
+def test_same_address_ignores_spelling_and_abbreviation(
+    first: str | None, second: str | None, same: bool
+) -> None:
+    assert same_address(first, second) is same
+
+
+_UNIT = st.sampled_from(
+    ["So 12 Duong Le Loi", "Thon 3", "Phuong Ben Nghe", "Xa Tan Phu", "Quan 1", "Huyen Cu Chi"]
+)
+
+
+@given(st.lists(_UNIT, max_size=5), st.sampled_from(["Tinh Vinh Phuc", "Thanh pho Ha Noi"]))
+def test_every_form_ends_with_the_province_and_is_shorter_than_the_last(
+    units: list[str], province: str
+) -> None:
+    forms = [form for _, form in address_forms(", ".join([*units, province]))]
+    assert all(form.endswith(province.split(maxsplit=1)[-1].replace("pho ", "")) for form in forms)
+    lengths = [gsm7_units(form) for form in forms]
+    assert lengths == sorted(lengths, reverse=True) and len(set(lengths)) == len(lengths)
+    assert all("..." not in form for form in forms)

@@ -1,0 +1,174 @@
+"""`DC CT` and `DC TT` as a citizen reads them: whole replies pinned, through the job path.
+
+Rules (issue "addresses a person can read", SPEC sections 4 and 6): never cut inside a unit,
+never a run of dots, the province always there, abbreviations before anything is dropped and
+then the least important unit first, "same as" in a word, an absent address left out, and when
+the three addresses do not fit with every administrative unit kept, the temporary one gives way
+to how to ask for it (`DC TT`).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from citizen_lookup.domain.text import gsm7_units, is_gsm7
+from tests.conftest import run_worker
+from tests.helpers import (
+    OWNER_ID,
+    OWNER_PHONE,
+    add_citizen,
+    add_connection,
+    generic_sms,
+    runtime_of,
+)
+
+ALSO_ON_POSTGRES = True
+
+# The longest real-shaped addresses built from DOMAIN.md's province list.
+HCM = (
+    "Số 1234/56/78 Đường Cách Mạng Tháng Tám, Phường Nguyễn Cư Trinh, Quận 1, Thành phố Hồ Chí Minh"
+)
+VUNG_TAU = (
+    "Tổ dân phố 12, Khu phố Hải Đình, Phường Thắng Nhất, Thành phố Vũng Tàu, Tỉnh Bà Rịa–Vũng Tàu"
+)
+HUE = "Thôn Phước Yên, Xã Quảng Thọ, Huyện Quảng Điền, Tỉnh Thừa Thiên Huế"
+HANOI = "Số 1180 Ngõ 1154 Phố Nguyễn Chí Thanh, Phường Láng, Thành phố Hà Nội"
+
+_ids = iter(range(10**6))
+
+
+def reply_to(app, client, fake_provider, text, *, language="vi", **addresses):
+    add_citizen(app, **addresses)
+    add_connection(app, outbound_url=f"{fake_provider.url}/mt", language=language)
+    response = generic_sms(client, text=text, sender=OWNER_PHONE, message_id=f"r{next(_ids)}")
+    assert response.status_code == 200
+    run_worker(runtime_of(app), app)
+    (request,) = fake_provider.requests
+    reply = request.json()["text"]
+    assert is_gsm7(reply) and gsm7_units(reply) <= 160 and ".." not in reply
+    return reply
+
+
+def test_the_longest_addresses_keep_permanent_and_current_and_say_how_to_get_the_temporary(
+    app, client, fake_provider
+):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}",
+        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+        "Noi o: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Tam tru: soan DC TT <so CCCD>"
+    )
+
+
+def test_the_same_in_english(app, client, fake_provider):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}", language="en",
+        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
+    )  # fmt: skip
+    assert reply == (
+        "ID 001*****2345. Permanent: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+        "Current: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Temporary: text DC TT <ID>"
+    )
+
+
+def test_dc_tt_sends_the_temporary_address(app, client, fake_provider):
+    reply = reply_to(
+        app, client, fake_provider, f"DC TT {OWNER_ID}",
+        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Tam tru: TDP 12, KP Hai Dinh, P. Thang Nhat, TP Vung Tau, "
+        "T. Ba Ria-Vung Tau"
+    )
+
+
+def test_dc_tt_without_a_temporary_address_says_there_is_none(app, client, fake_provider):
+    reply = reply_to(app, client, fake_provider, f"DC TT {OWNER_ID}", permanent_address=HCM)
+    assert reply == "CCCD 001*****2345: chua co thong tin tam tru trong CSDL."
+
+
+def test_current_equal_to_temporary_is_said_in_a_word(app, client, fake_provider):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}",
+        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=VUNG_TAU.upper(),
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+        "Tam tru: KP Hai Dinh, P. Thang Nhat, TP Vung Tau, Ba Ria-Vung Tau. Noi o: nhu tam tru"
+    )
+
+
+def test_current_equal_to_permanent_is_said_in_a_word_and_an_absent_one_left_out(
+    app, client, fake_provider
+):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}", language="en",
+        permanent_address=HCM, current_address=HCM,
+    )  # fmt: skip
+    assert reply == (
+        "ID 001*****2345. Permanent: So 1234/56/78 D. Cach Mang Thang Tam, P. Nguyen Cu Trinh, "
+        "Q. 1, TP Ho Chi Minh. Current: same as permanent"
+    )
+    assert "none" not in reply
+
+
+def test_a_reply_that_fits_exactly_at_the_limit_is_sent_whole(app, client, fake_provider):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}",
+        permanent_address=HANOI, temporary_address=HUE, current_address=None,
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Thuong tru: So 1180 Ngo 1154 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi. "
+        "Tam tru: Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, T. Thua Thien Hue"
+    )
+    assert gsm7_units(reply) == 160
+
+
+def test_one_unit_over_the_limit_drops_tinh_before_the_longer_fields_house_number(
+    app, client, fake_provider
+):
+    # Two characters more than the reply above: the shorter temporary address gives up "T."
+    # (an abbreviation) rather than the longer permanent one its house number.
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}",
+        permanent_address=HANOI, temporary_address=HUE.replace("Yên", "Yên 2"),
+        current_address=None,
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Thuong tru: So 1180 Ngo 1154 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi. "
+        "Tam tru: Th. Phuoc Yen 2, X. Quang Tho, H. Quang Dien, Thua Thien Hue"
+    )
+
+
+def test_a_step_that_turns_out_unneeded_is_given_back(app, client, fake_provider):
+    # Both house numbers are candidates; the longer permanent address gives up "So 1" first,
+    # which is not enough, then the current address "So 1234/56", which is: "So 1" comes back.
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}",
+        permanent_address="Số 1 Ngõ 154 Phố Nguyễn Chí Thanh, Phường Láng, Quận Đống Đa, Thành phố Hà Nội",
+        current_address="Số 1234/56 Đường Lê Thánh Tôn, Phường Bến Nghé, Quận 1, Thành phố Hồ Chí Minh",
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Thuong tru: So 1 Ngo 154 Pho Nguyen Chi Thanh, P. Lang, Q. Dong Da, "
+        "TP Ha Noi. Noi o: D. Le Thanh Ton, P. Ben Nghe, Q. 1, TP Ho Chi Minh"
+    )
+
+
+@pytest.mark.parametrize("language", ["vi", "en"])
+def test_no_address_at_all_is_a_no_record_reply(app, client, fake_provider, language):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}", language=language,
+        permanent_address=None, current_address=None,
+    )  # fmt: skip
+    assert reply in (
+        "CCCD 001*****2345: chua co thong tin cu tru trong CSDL.",
+        "ID 001*****2345: no residence record on file.",
+    )
+
+
+@pytest.mark.parametrize(("language", "words"), [("vi", "Them CT, TT,"), ("en", "Add CT, TT,")])
+def test_the_help_text_names_dc_tt(app, client, fake_provider, language, words):
+    reply = reply_to(app, client, fake_provider, "DC HD", language=language)
+    assert words in reply and "8077" in reply
