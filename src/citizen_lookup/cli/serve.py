@@ -19,7 +19,7 @@ from rq import SimpleWorker
 
 from citizen_lookup.cli import pass_runtime
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.sweeper import sweep_unqueued
+from citizen_lookup.sweeper import sweep_unqueued
 
 log = logging.getLogger(__name__)
 
