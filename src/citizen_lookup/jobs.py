@@ -8,15 +8,21 @@ instead of deciding again, and a reply marked sent is never sent again.
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any, cast
 
+import requests
 from rq import get_current_job
-from sqlalchemy import select
+from sqlalchemy import CursorResult, Table, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.text import gsm7_units
 from citizen_lookup.exceptions import DatabaseError, NotFound, SendError
 from citizen_lookup.models import (
+    Connection,
     InboundMessageRecord,
     InboundState,
     OutboundMessageRecord,
@@ -113,56 +119,121 @@ def decide(runtime: Runtime, inbound_id: int) -> int | None:
 _UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
 
 
+_OUT = cast(Table, OutboundMessageRecord.__table__)
+_IN = cast(Table, InboundMessageRecord.__table__)
+_CONN = cast(Table, Connection.__table__)
+_SENDING_COLUMNS = (
+    _OUT.c.recipient, _OUT.c.body, _OUT.c.attempts, _OUT.c.inbound_id, _OUT.c.connection_id,
+    _IN.c.provider_message_id, _IN.c.channel,
+    _CONN.c.slug, _CONN.c.kind, _CONN.c.short_code, _CONN.c.outbound_url,
+    _CONN.c.credentials_sealed, _CONN.c.allowed_networks_json,
+)  # fmt: skip
+# One HTTP session (and so one pool of kept-alive connections) per connection, per process: a
+# reply reuses the TCP (and TLS) connection the previous reply to that provider opened.
+_HTTP_SESSIONS: dict[tuple[int, int], requests.Session] = {}
+
+
+def _http_session(connection_id: int) -> requests.Session:
+    key = (os.getpid(), connection_id)  # a forked child opens its own
+    session = _HTTP_SESSIONS.get(key)
+    if session is None:
+        session = _HTTP_SESSIONS[key] = requests.Session()
+    return session
+
+
+def _claim(session: Session, outbound_id: int) -> Any:
+    """Mark an unsent reply as being sent (one more attempt); return what sending needs.
+
+    On PostgreSQL one statement (UPDATE … FROM … RETURNING) does both; SQLite cannot return
+    the joined tables' columns, so it reads them after its UPDATE.
+    """
+    claim = (
+        update(_OUT)
+        .where(_OUT.c.id == outbound_id, _OUT.c.state.in_(_UNSENT))
+        .values(state=OutboundState.SENDING, attempts=_OUT.c.attempts + 1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        joined = claim.where(_IN.c.id == _OUT.c.inbound_id, _CONN.c.id == _OUT.c.connection_id)
+        return session.execute(joined.returning(*_SENDING_COLUMNS)).one_or_none()
+    if cast(CursorResult[Any], session.execute(claim)).rowcount == 0:
+        return None
+    read = (
+        select(*_SENDING_COLUMNS)
+        .join_from(_OUT, _IN, _IN.c.id == _OUT.c.inbound_id)
+        .join(_CONN, _CONN.c.id == _OUT.c.connection_id)
+        .where(_OUT.c.id == outbound_id)
+    )
+    return session.execute(read).one()
+
+
+def _record(
+    session: Session, outbound_id: int, inbound_id: int, outbound: dict[str, Any],
+    inbound: dict[str, Any] | None,
+) -> None:  # fmt: skip
+    session.execute(update(_OUT).where(_OUT.c.id == outbound_id).values(**outbound))
+    if inbound:
+        session.execute(update(_IN).where(_IN.c.id == inbound_id).values(**inbound))
+
+
 def deliver(runtime: Runtime, outbound_id: int) -> str:
-    """Send one stored reply through its connection's provider, once."""
+    """Send one stored reply through its connection's provider, once.
+
+    Two short transactions around the send, each a few Core statements (no ORM loads): the
+    claim (state ``sending``, one more attempt) and the record of the provider's answer.
+    """
     with runtime.session_factory.begin() as session:
-        outbound = session.get(
-            OutboundMessageRecord, outbound_id, with_for_update={"of": OutboundMessageRecord}
-        )
-        if outbound is None:
-            raise NotFound(f"outbound message {outbound_id} does not exist")
-        if outbound.state not in _UNSENT:
-            return f"already {outbound.state}"
-        # A reply left in SENDING means an earlier run died between the provider's answer and
-        # our commit: we cannot know whether it went out, and resend (at least once).
-        outbound.state = OutboundState.SENDING
-        outbound.attempts += 1
-        connection = outbound.connection
-        inbound = outbound.inbound
-        message = OutboundSms(
-            reply_id=str(outbound.id),
-            to=outbound.recipient,
-            sender=connection.short_code or runtime.settings.short_code,
-            text=outbound.body,
-            in_reply_to=inbound.provider_message_id,
-            status_callback_url=(
-                f"{runtime.provider_context.public_base_url}/webhooks/{connection.slug}/status"
-            ),
-        )
-        provider = build_provider(connection, runtime.provider_context)
-        attempts = outbound.attempts
+        claimed = _claim(session, outbound_id)
+        if claimed is None:
+            state = session.scalar(select(_OUT.c.state).where(_OUT.c.id == outbound_id))
+            if state is None:
+                raise NotFound(f"outbound message {outbound_id} does not exist")
+            return f"already {state}"
+    # A reply left in SENDING means an earlier run died between the provider's answer and our
+    # commit: we cannot know whether it went out, and resend (at least once).
+    connection = Connection.detached(
+        runtime.credentials_cipher,
+        slug=claimed.slug,
+        kind=claimed.kind,
+        short_code=claimed.short_code,
+        outbound_url=claimed.outbound_url,
+        credentials_sealed=claimed.credentials_sealed,
+        allowed_networks_json=claimed.allowed_networks_json,
+    )
+    message = OutboundSms(
+        reply_id=str(outbound_id),
+        to=claimed.recipient,
+        sender=claimed.short_code or runtime.settings.short_code,
+        text=claimed.body,
+        in_reply_to=claimed.provider_message_id,
+        status_callback_url=(
+            f"{runtime.provider_context.public_base_url}/webhooks/{claimed.slug}/status"
+        ),
+    )
+    context = replace(runtime.provider_context, session=_http_session(claimed.connection_id))
+    provider = build_provider(connection, context)
+    attempts, inbound_id = claimed.attempts, claimed.inbound_id
+    audit_fields = {
+        "connection": claimed.slug,
+        "channel": claimed.channel,
+        "provider_message_id": claimed.provider_message_id,
+        "sender": claimed.recipient,
+    }
 
     try:
         result = provider.send(message)
     except SendError as exc:
         final = not exc.retryable or attempts > runtime.settings.send_max_retries
         with runtime.session_factory.begin() as session:
-            outbound = session.get(
-                OutboundMessageRecord, outbound_id, with_for_update={"of": OutboundMessageRecord}
-            )
-            assert outbound is not None
-            outbound.state = OutboundState.FAILED if final else OutboundState.PENDING
-            outbound.last_error = str(exc)[:300]
-            if final:
-                outbound.inbound.state = InboundState.FAILED
-                outbound.inbound.processed_at = datetime.now(UTC)
+            state = OutboundState.FAILED if final else OutboundState.PENDING
+            failed = {"state": InboundState.FAILED, "processed_at": datetime.now(UTC)}
+            _record(
+                session, outbound_id, inbound_id,
+                {"state": state, "last_error": str(exc)[:300]}, failed if final else None,
+            )  # fmt: skip
             runtime.audit.append(
                 session,
                 "outbound.failed" if final else "outbound.retry",
-                connection=connection.slug,
-                channel=inbound.channel,
-                provider_message_id=inbound.provider_message_id,
-                sender=outbound.recipient,
+                **audit_fields,
                 outcome="failed" if final else "retry",
                 detail={
                     "outbound_id": outbound_id,
@@ -198,21 +269,10 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
     # From here to the commit is the one window where a killed worker means a resend: the
     # provider has the reply, we have not recorded it. Keep it short: no work but recording.
     with runtime.session_factory.begin() as session:
-        outbound = session.get(
-            OutboundMessageRecord, outbound_id, with_for_update={"of": OutboundMessageRecord}
-        )
-        assert outbound is not None
-        outbound.state = OutboundState.SENT
-        outbound.provider_message_id = result.provider_message_id
-        outbound.last_error = None
-        outbound.inbound.state = InboundState.DONE
         runtime.audit.append(
             session,
             "outbound.sent",
-            connection=connection.slug,
-            channel=inbound.channel,
-            provider_message_id=inbound.provider_message_id,
-            sender=outbound.recipient,
+            **audit_fields,
             outcome="sent",
             detail={
                 "outbound_id": outbound_id,
@@ -222,8 +282,16 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
             },
         )
         now = datetime.now(UTC)  # taken last, so it marks the end of the window above
-        outbound.sent_at = now
-        outbound.inbound.processed_at = now
+        sent = {
+            "state": OutboundState.SENT,
+            "provider_message_id": result.provider_message_id,
+            "last_error": None,
+            "sent_at": now,
+        }
+        _record(
+            session, outbound_id, inbound_id, sent,
+            {"state": InboundState.DONE, "processed_at": now},
+        )  # fmt: skip
     log.info(
         "reply %s on %s sent (attempt %s)",
         outbound_id,

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -160,6 +161,14 @@ class Connection(Base):
     state_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @classmethod
+    def detached(cls, cipher: CredentialsCipher, **columns: Any) -> Connection:
+        """A connection built from a Core row, outside any session, its credentials opened."""
+        connection = cls(**columns)
+        sealed = connection.credentials_sealed
+        connection.__dict__["_opened_credentials"] = (sealed, cipher.open(sealed))
+        return connection
 
     @property
     def credentials(self) -> Mapping[str, str]:

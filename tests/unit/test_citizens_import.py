@@ -382,3 +382,38 @@ def test_batches_commit_separately_and_report_progress(app: Flask) -> None:
 def test_read_rows_rejects_an_empty_csv(tmp_path: Path) -> None:
     with pytest.raises(ImportFileError, match="lacks required column"):
         read_rows(write(tmp_path, "empty.csv", ""))
+
+
+def test_a_refused_batch_raises_keeps_earlier_batches_and_writes_none_after(app: Flask) -> None:
+    # Batches are written on a second thread while the next is read: a refusal must still stop
+    # the import at that batch, as a single-threaded import would.
+    from datetime import date
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from citizen_lookup.services.citizens import CitizenRow, store_citizens
+
+    def row(n: int, name: Any = "Nguyen Van An") -> tuple[int, CitizenRow]:
+        return n, CitizenRow(f"0010990{n:05d}", name, date(1999, 5, 1), "M", [f"+8491234{n:04d}"])
+
+    rows = [row(1), row(2), row(3, name=None), row(4), row(5), row(6), row(7)]
+    with pytest.raises(SQLAlchemyError):
+        store_citizens(runtime_of(app).session_factory, rows, batch_size=2)
+    assert count(app, Citizen) == 2
+    assert count(app, CitizenPhone) == 2
+
+
+def test_many_batches_with_repeats_count_inserts_and_updates_like_one_pass(app: Flask) -> None:
+    from citizen_lookup.services.citizens import store_citizens
+    from citizen_lookup.services.demo import generate_citizens
+
+    runtime = runtime_of(app)
+    people = list(generate_citizens(50, seed=5, provinces=runtime.provinces))
+    changed = [p.__class__(**{**vars(p), "full_name": "Tran Thi Moi"}) for p in people[:10]]
+    rows = list(enumerate([*people, *changed], 1))
+    report = store_citizens(runtime.session_factory, rows, batch_size=7)
+    assert (report.inserted, report.updated, report.rejected) == (50, 10, [])
+    assert count(app, Citizen) == 50
+    assert count(app, CitizenPhone) == sum(len(p.phones) for p in people)
+    assert stored(app, people[0].id_number)["full_name"] == "Tran Thi Moi"  # type: ignore[index]
+    assert stored(app, people[20].id_number)["full_name"] == people[20].full_name  # type: ignore[index]

@@ -70,7 +70,7 @@ def test_sweeper_takes_over_a_retry_whose_scheduler_died(app):
     from rq.registry import ScheduledJobRegistry
 
     from citizen_lookup.queue import inbound_job_id
-    from citizen_lookup.services.sweeper import sweep_unqueued
+    from citizen_lookup.sweeper import sweep_unqueued
 
     add_connection(app, outbound_url="http://127.0.0.1:9/mt")
     assert generic_sms(app.test_client(), text="DC").status_code == 200
@@ -98,7 +98,7 @@ def test_sweeper_requeues_a_job_whose_worker_died_mid_run(app):
     from rq.job import JobStatus
 
     from citizen_lookup.queue import inbound_job_id
-    from citizen_lookup.services.sweeper import sweep_unqueued
+    from citizen_lookup.sweeper import sweep_unqueued
 
     add_connection(app, outbound_url="http://127.0.0.1:9/mt")
     assert generic_sms(app.test_client(), text="DC").status_code == 200

@@ -153,7 +153,7 @@ def test_retried_delivery_is_acknowledged_and_answered_once(app, client, fake_pr
 def test_message_is_acknowledged_when_redis_is_down_and_swept_later(
     app, client, fake_provider, monkeypatch
 ):
-    from citizen_lookup.services.sweeper import sweep_unqueued
+    from citizen_lookup.sweeper import sweep_unqueued
 
     add_citizen(app)
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")

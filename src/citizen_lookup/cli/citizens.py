@@ -12,7 +12,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.citizen_files import ImportFileError, read_rows
-from citizen_lookup.services.citizens import ImportReport, import_citizens
+from citizen_lookup.services.citizens import (
+    CitizenRow,
+    ImportReport,
+    RowError,
+    store_citizens,
+    validated,
+)
 
 SHOWN_REJECTIONS = 50
 EXIT_REJECTED, EXIT_UNREADABLE, EXIT_DATABASE = 1, 2, 3
@@ -35,19 +41,20 @@ def _count_lines(path: Path) -> int:
 
 def load_with_progress(
     runtime: Runtime,
-    rows: Iterable[tuple[int, Mapping[str, object]]],
+    rows: Iterable[tuple[int, CitizenRow | RowError]],
     total: int,
     label: str,
 ) -> ImportReport:
-    """Import rows under a progress bar on stderr (stdout stays for the summary)."""
+    """Store checked rows under a progress bar on stderr (stdout stays for the summary)."""
     with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
-        return import_citizens(
-            runtime.session_factory,
-            rows,
-            provinces=runtime.provinces,
-            abroad_range=runtime.abroad_range,
-            on_progress=bar.update,
-        )
+        return store_citizens(runtime.session_factory, rows, on_progress=bar.update)
+
+
+def check_rows(
+    runtime: Runtime, rows: Iterable[tuple[int, Mapping[str, object]]]
+) -> Iterable[tuple[int, CitizenRow | RowError]]:
+    """Raw file rows, validated against this deployment's province table."""
+    return validated(rows, runtime.provinces, runtime.abroad_range)
 
 
 def echo_report(report: ImportReport) -> None:
@@ -110,7 +117,9 @@ def import_(runtime: Runtime, file: Path) -> None:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(EXIT_UNREADABLE)
     try:
-        report = load_with_progress(runtime, rows, total, f"Importing {file.name}")
+        report = load_with_progress(
+            runtime, check_rows(runtime, rows), total, f"Importing {file.name}"
+        )
     except SQLAlchemyError as exc:
         # Its text would hold the rows' values: name only the kind of failure.
         kind = type(getattr(exc, "orig", None) or exc).__name__

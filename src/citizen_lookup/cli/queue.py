@@ -9,7 +9,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.sweeper import reopen_failed, sweep_unqueued
+from citizen_lookup.sweeper import reopen_failed, sweep_unqueued
 
 
 @click.group("queue")

@@ -21,7 +21,7 @@ from citizen_lookup.cli import pass_runtime
 from citizen_lookup.logging_setup import configure_logging
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.refusals import write_due_summaries
-from citizen_lookup.services.sweeper import sweep_unqueued
+from citizen_lookup.sweeper import sweep_unqueued
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Bulk import of citizen records (SPEC section 9): validate rows, read CSV or JSONL, upsert.
 
-Why SQLAlchemy Core and bulk inserts, not ORM objects: building and flushing an object per row
-costs more than the database work. A batch takes one query for the ids that exist, deletes the
-rows it replaces, and bulk-inserts the rest: executemany on SQLite, COPY on PostgreSQL.
+Rows are validated here and written in batches by :mod:`citizen_store` (COPY and one set-based
+upsert on PostgreSQL, executemany on SQLite). The writing of one batch runs on a second thread
+while the next batch is read and validated, so the database's work and ours overlap: the driver
+releases the GIL while it waits on the server.
 
 Within one file the later row for an ID number wins: it is applied on top of the earlier one and
 counted as an update, as it would be had it come in a later file.
@@ -11,36 +12,23 @@ counted as an update, as it would be had it come in a later file.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from typing import Any, cast
+from datetime import date
+from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from citizen_lookup import models
 from citizen_lookup.domain import identity
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.services.citizen_files import FIELDS, MALFORMED
+from citizen_lookup.services.citizen_store import CITIZEN_COLUMNS, CITIZENS, LINKS, store_batch
 
-_CITIZENS, _PHONES, _HEALTH, _TAX, _SOCIAL = (
-    cast(sa.Table, model.__table__)
-    for model in (models.Citizen, models.CitizenPhone, models.HealthInsurance,
-                  models.TaxRegistration, models.SocialInsurance)
-)  # fmt: skip
-_CITIZEN_COLUMNS = (*FIELDS[:4], *FIELDS[5:8], "old_id_number")
-# Linked one-to-one records: table, {column: CitizenRow field}; the first field decides presence.
-_LINKS = (
-    (_HEALTH, {"card_number": "health_insurance_no", "valid_to": "health_insurance_valid_to",
-               "clinic": "health_insurance_clinic"}),
-    (_TAX, {"tax_code": "tax_code"}),
-    (_SOCIAL, {"number": "social_insurance_no"}),
-)  # fmt: skip
 # Length caps follow the columns, so a schema change cannot make a batch fail on a long value.
 _CAPS: dict[str, int] = {
     name: getattr(table.c[column].type, "length", None) or 0
-    for table, columns in ((_CITIZENS, {n: n for n in _CITIZEN_COLUMNS}), *_LINKS)
+    for table, columns in ((CITIZENS, {n: n for n in CITIZEN_COLUMNS}), *LINKS)
     for column, name in columns.items()
 }
 _DIGITS = frozenset("0123456789")
@@ -199,71 +187,78 @@ def validate_row(
 
 
 # -- storing -----------------------------------------------------------------------------------
-def _among(column: sa.ColumnElement[Any], values: list[Any], pg: bool) -> sa.ColumnElement[bool]:
-    # One array parameter on PostgreSQL: psycopg parses a query anew when it holds thousands of
-    # placeholders, and that costs more than running it.
-    if pg:
-        return column == sa.any_(sa.bindparam(None, values, type_=sa.ARRAY(column.type)))
-    return column.in_(values)
+def store_citizens(
+    session_factory: sessionmaker[Session],
+    rows: Iterable[tuple[int, CitizenRow | RowError]],
+    *,
+    batch_size: int = 20_000,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Upsert validated rows, one transaction per batch; on_progress gets rows handled since.
 
-
-def _new_ids(session: Session, count: int, pg: bool) -> list[int]:
-    if pg:
-        query = (
-            "SELECT nextval(pg_get_serial_sequence('citizens', 'id')) FROM generate_series(1, :n)"
-        )
-        return list(session.scalars(sa.text(query), {"n": count}))
-    # SQLite: the transaction began IMMEDIATE (db.py), so no other writer can take these meanwhile.
-    top = session.scalar(sa.select(sa.func.max(_CITIZENS.c.id))) or 0
-    return list(range(top + 1, top + 1 + count))
-
-
-def _insert(session: Session, table: sa.Table, rows: list[dict[str, Any]], pg: bool) -> None:
-    if rows and not pg:
-        session.execute(sa.insert(table), rows)
-    elif rows:  # COPY: several times faster than any form of INSERT on PostgreSQL
-        command = f"COPY {table.name} ({', '.join(rows[0])}) FROM STDIN"  # our names, not input
-        psycopg: Any = session.connection().connection.driver_connection
-        with psycopg.cursor() as cursor, cursor.copy(command) as copy:
-            for row in rows:
-                copy.write_row(tuple(row.values()))
-
-
-def _store_batch(session: Session, rows: Sequence[CitizenRow]) -> int:
-    """Upsert one batch; return how many citizens it inserted.
-
-    An update replaces the citizen under the same id: its row, phones and linked records are
-    deleted, then the whole batch is inserted. So every write is a bulk insert, and a field left
-    empty removes its linked record.
+    ``rows`` gives (line, row) or (line, the RowError that rejected it). A batch the database
+    refuses raises (SQLAlchemyError); the batches before it stay committed, none after it starts.
     """
-    pg = session.get_bind().dialect.name == "postgresql"
-    latest = {row.id_number: row for row in rows}  # the later row for an ID wins
-    known = sa.select(_CITIZENS.c.id_number, _CITIZENS.c.id)
-    found = session.execute(known.where(_among(_CITIZENS.c.id_number, [*latest], pg)))
-    ids: dict[str, int] = {number: pk for number, pk in found}
-    existing = list(ids.values())
-    new = [number for number in latest if number not in ids]
-    ids.update(zip(new, _new_ids(session, len(new), pg) if new else [], strict=True))
-    for table in (_PHONES, _HEALTH, _TAX, _SOCIAL, _CITIZENS) if existing else ():
-        key = table.c.id if table is _CITIZENS else table.c.citizen_id
-        session.execute(sa.delete(table).where(_among(key, existing, pg)))
-    now = datetime.now(UTC)
-    citizens = [
-        {"id": ids[n]} | {c: getattr(row, c) for c in _CITIZEN_COLUMNS} | {"updated_at": now}
-        for n, row in latest.items()
-    ]
-    _insert(session, _CITIZENS, citizens, pg)
-    phones = [{"citizen_id": ids[n], "msisdn": m} for n, row in latest.items() for m in row.phones]
-    _insert(session, _PHONES, phones, pg)
-    for table, columns in _LINKS:
-        presence = next(iter(columns.values()))
-        linked = [
-            {"citizen_id": ids[n]} | {c: getattr(row, f) for c, f in columns.items()}
-            for n, row in latest.items()
-            if getattr(row, presence)
-        ]
-        _insert(session, table, linked, pg)
-    return len(new)
+    started = time.perf_counter()
+    report = ImportReport()
+    batch: dict[str, CitizenRow] = {}
+    handled = 0
+
+    def write(citizens: list[CitizenRow]) -> int:
+        with session_factory.begin() as session:
+            return store_batch(session, citizens)
+
+    def settle(pending: Future[int] | None, size: int) -> None:
+        if pending is not None:
+            inserted = pending.result()  # raises the batch's database error here
+            report.inserted += inserted
+            report.updated += size - inserted
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="citizen-import") as writer:
+        pending: Future[int] | None = None
+        pending_size = 0
+        for line, row in rows:
+            handled += 1
+            if isinstance(row, RowError):
+                report.rejected.append((line, str(row)))
+            else:
+                if row.id_number in batch:  # the later row wins: apply the earlier one first
+                    settle(pending, pending_size)
+                    pending, pending_size = writer.submit(write, list(batch.values())), len(batch)
+                    batch = {}
+                batch[row.id_number] = row
+                report.warnings.extend((line, note) for note in row.notes)
+            if len(batch) >= batch_size or handled >= batch_size:
+                settle(pending, pending_size)  # at most one batch in flight
+                pending, pending_size = None, 0
+                if batch:
+                    pending, pending_size = writer.submit(write, list(batch.values())), len(batch)
+                    batch = {}
+                if on_progress is not None:
+                    on_progress(handled)
+                handled = 0
+        settle(pending, pending_size)
+        if batch:
+            settle(writer.submit(write, list(batch.values())), len(batch))
+    if on_progress is not None and handled:
+        on_progress(handled)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def validated(
+    rows: Iterable[tuple[int, Mapping[str, object]]],
+    provinces: Mapping[str, str],
+    abroad_range: tuple[int, int] = identity.DEFAULT_ABROAD_RANGE,
+    today: date | None = None,
+) -> Iterator[tuple[int, CitizenRow | RowError]]:
+    """(line, row) for each raw row, or (line, the RowError that rejects it)."""
+    today = today or date.today()
+    for line, raw in rows:
+        try:
+            yield line, validate_row(raw, provinces, abroad_range, today)
+        except RowError as exc:
+            yield line, exc
 
 
 def import_citizens(
@@ -272,43 +267,14 @@ def import_citizens(
     *,
     provinces: Mapping[str, str],
     abroad_range: tuple[int, int] = identity.DEFAULT_ABROAD_RANGE,
-    batch_size: int = 5000,
+    batch_size: int = 20_000,
     on_progress: Callable[[int], None] | None = None,
     today: date | None = None,
 ) -> ImportReport:
-    """Validate and upsert rows, one transaction per batch; on_progress gets rows handled since.
-
-    A batch the database refuses raises (SQLAlchemyError); the batches before it stay committed.
-    """
-    started = time.perf_counter()
-    report = ImportReport()
-    today = today or date.today()
-    batch: list[CitizenRow] = []
-    handled = 0
-
-    def flush() -> None:
-        nonlocal handled
-        if batch:
-            with session_factory.begin() as session:
-                inserted = _store_batch(session, batch)
-            report.inserted += inserted
-            report.updated += len(batch) - inserted
-            batch.clear()
-        if on_progress is not None and handled:
-            on_progress(handled)
-        handled = 0
-
-    for line, raw in rows:
-        handled += 1
-        try:
-            row = validate_row(raw, provinces, abroad_range, today)
-        except RowError as exc:
-            report.rejected.append((line, str(exc)))
-        else:
-            batch.append(row)
-            report.warnings.extend((line, note) for note in row.notes)
-        if len(batch) >= batch_size or handled >= batch_size:
-            flush()
-    flush()
-    report.seconds = time.perf_counter() - started
-    return report
+    """Validate and upsert raw rows (see :func:`store_citizens`)."""
+    return store_citizens(
+        session_factory,
+        validated(rows, provinces, abroad_range, today),
+        batch_size=batch_size,
+        on_progress=on_progress,
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.addresses import Level, address_forms, same_address
@@ -180,16 +180,97 @@ def resolve_id_number(session: Session, id_number: str) -> str:
     return resolved or id_number
 
 
-def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> Citizen | None:
-    """The citizen with this ID (or old 9-digit ID) on whose record ``sender`` is registered."""
-    id_column = Citizen.id_number if len(id_number) == 12 else Citizen.old_id_number
-    # One query either way: the same work whether the ID is unknown or the number is not its own.
-    return session.execute(
-        select(Citizen)
-        .join(CitizenPhone, CitizenPhone.citizen_id == Citizen.id)
-        .where(id_column == id_number, CitizenPhone.msisdn == sender)
+@dataclass(frozen=True, slots=True)
+class HealthCard:
+    card_number: str
+    valid_to: date | None
+    clinic: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaxCode:
+    tax_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class SocialNumber:
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class CitizenRecord:
+    """A citizen's row with its linked records, as one lookup reads them (no ORM identity)."""
+
+    id: int
+    id_number: str
+    full_name: str
+    date_of_birth: date
+    gender: str
+    permanent_address: str | None
+    temporary_address: str | None
+    current_address: str | None
+    health_insurance: HealthCard | None
+    tax_registration: TaxCode | None
+    social_insurance: SocialNumber | None
+
+
+def _lookup_statement(id_column: Any) -> Any:
+    # Built once: SQLAlchemy caches its compiled form, and psycopg prepares it on the server
+    # after a few runs, so a lookup costs one round trip and little Python. Core columns, not
+    # ORM entities: building an identity-mapped object per lookup costs more than the query.
+    citizen = Citizen.__table__.c
+    phone, health = CitizenPhone.__table__.c, HealthInsurance.__table__.c
+    tax, social = TaxRegistration.__table__.c, SocialInsurance.__table__.c
+    return (
+        select(
+            citizen.id,
+            citizen.id_number,
+            citizen.full_name,
+            citizen.date_of_birth,
+            citizen.gender,
+            citizen.permanent_address,
+            citizen.temporary_address,
+            citizen.current_address,
+            health.card_number,
+            health.valid_to,
+            health.clinic,
+            tax.tax_code,
+            social.number,
+        )
+        .select_from(Citizen.__table__)
+        .join(CitizenPhone.__table__, phone.citizen_id == citizen.id)
+        .outerjoin(HealthInsurance.__table__, health.citizen_id == citizen.id)
+        .outerjoin(TaxRegistration.__table__, tax.citizen_id == citizen.id)
+        .outerjoin(SocialInsurance.__table__, social.citizen_id == citizen.id)
+        .where(id_column == bindparam("id_number"), phone.msisdn == bindparam("sender"))
         .limit(1)
-    ).scalar_one_or_none()
+    )
+
+
+_BY_ID_NUMBER = _lookup_statement(Citizen.__table__.c.id_number)
+_BY_OLD_ID_NUMBER = _lookup_statement(Citizen.__table__.c.old_id_number)
+
+
+def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> CitizenRecord | None:
+    """The citizen with this ID (or old 9-digit ID) on whose record ``sender`` is registered.
+
+    One statement reads the citizen, checks the sender and brings the linked records.
+    """
+    statement = _BY_ID_NUMBER if len(id_number) == 12 else _BY_OLD_ID_NUMBER
+    # One query either way: the same work whether the ID is unknown or the number is not its own.
+    # Through the session's Core connection: the ORM's execute layer has nothing to add here.
+    params = {"id_number": id_number, "sender": sender}
+    row = session.connection().execute(statement, params).first()
+    if row is None:
+        return None
+    (pk, number, name, born, gender, permanent, temporary, current,
+     card, valid_to, clinic, tax_code, social) = row  # fmt: skip
+    return CitizenRecord(
+        pk, number, name, born, gender, permanent, temporary, current,
+        HealthCard(card, valid_to, clinic) if card is not None else None,
+        TaxCode(tax_code) if tax_code is not None else None,
+        SocialNumber(social) if social is not None else None,
+    )  # fmt: skip
 
 
 def answer(
@@ -223,7 +304,7 @@ def answer(
 
 
 def _compose(
-    session: Session, kind: CommandKind, citizen: Citizen, language: str, ctx: LookupContext
+    session: Session, kind: CommandKind, citizen: CitizenRecord, language: str, ctx: LookupContext
 ) -> Reply:
     t = ctx.templates
     masked = mask_id_number(citizen.id_number)
@@ -254,7 +335,7 @@ def _compose(
     if kind in (CommandKind.RESIDENCE, CommandKind.TEMPORARY):
         return _residence(kind, citizen, language, ctx)
     if kind is CommandKind.HEALTH:
-        card = session.get(HealthInsurance, citizen.id)
+        card = citizen.health_insurance
         if card is None:
             return no_record("health")
         return granted(
@@ -265,12 +346,12 @@ def _compose(
             clinic=card.clinic or none,
         )
     if kind is CommandKind.TAX:
-        tax = session.get(TaxRegistration, citizen.id)
+        tax = citizen.tax_registration
         if tax is None:
             return no_record("tax")
         return granted("tax", ("tax_code",), tax_code=tax.tax_code)
     if kind is CommandKind.SOCIAL:
-        social = session.get(SocialInsurance, citizen.id)
+        social = citizen.social_insurance
         if social is None:
             return no_record("social")
         return granted("social", ("social_insurance_no",), social_insurance_no=social.number)
@@ -280,7 +361,7 @@ def _compose(
 
 def _history(
     session: Session,
-    citizen: Citizen,
+    citizen: CitizenRecord,
     language: str,
     ctx: LookupContext,
     granted: Callable[..., Reply],
@@ -357,7 +438,9 @@ def _fit_residence(
     )
 
 
-def _residence(kind: CommandKind, citizen: Citizen, language: str, ctx: LookupContext) -> Reply:
+def _residence(
+    kind: CommandKind, citizen: CitizenRecord, language: str, ctx: LookupContext
+) -> Reply:
     """DC CT (permanent, temporary, current) and DC TT (temporary): whole units, province kept.
 
     An absent address is left out; a current address equal to another one says so in a word.

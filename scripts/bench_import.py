@@ -1,0 +1,84 @@
+"""Benchmark part: bulk import beside a raw COPY of the same rows (SPEC section 11).
+
+- ours: ``citizen-lookup citizens import FILE`` (read, validate, COPY to staging, set-based
+  upsert) of a CSV of synthetic citizens, as an operator runs it, into the benchmark database;
+- anchor: the same rows, already as COPY text with their ids, COPYed straight into empty tables
+  of the same shape (same indexes and foreign keys) in a scratch schema: the database's own cost
+  of storing them with no validation, no staging and no upsert.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+FIELDS = (
+    "id_number", "full_name", "date_of_birth", "gender", "phones",
+    "permanent_address", "temporary_address", "current_address",
+    "health_insurance_no", "health_insurance_valid_to", "health_insurance_clinic",
+    "tax_code", "social_insurance_no", "old_id_number",
+)  # fmt: skip
+TABLES = ("citizens", "citizen_phones", "health_insurance_cards", "tax_registrations",
+          "social_insurance_records")  # fmt: skip
+
+
+def write_csv(path: Path, count: int, seed: int, provinces: dict[str, str]) -> list[Any]:
+    """A CSV import file of ``count`` synthetic citizens; returns the rows."""
+    from citizen_lookup.services.demo import as_raw, generate_citizens
+
+    rows = list(generate_citizens(count, seed=seed, provinces=provinces, today=date.today()))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        writer.writeheader()
+        writer.writerows(as_raw(row) for row in rows)
+    return rows
+
+
+def raw_copy_rate(dsn: str, rows: list[Any]) -> float:
+    """Citizens/s of a plain COPY of ``rows`` into empty tables shaped like ours."""
+    citizens, phones, cards, taxes, socials = [], [], [], [], []
+    for pk, row in enumerate(rows, 1):
+        citizens.append((pk, row.id_number, row.old_id_number, row.full_name, row.date_of_birth,
+                         row.gender, row.permanent_address, row.temporary_address,
+                         row.current_address))  # fmt: skip
+        phones.extend((pk, phone) for phone in row.phones)
+        if row.health_insurance_no:
+            cards.append((pk, row.health_insurance_no, row.health_insurance_valid_to,
+                          row.health_insurance_clinic))  # fmt: skip
+        if row.tax_code:
+            taxes.append((pk, row.tax_code))
+        if row.social_insurance_no:
+            socials.append((pk, row.social_insurance_no))
+    data = {
+        "citizens (id, id_number, old_id_number, full_name, date_of_birth, gender, "
+        "permanent_address, temporary_address, current_address)": citizens,
+        "citizen_phones (citizen_id, msisdn)": phones,
+        "health_insurance_cards (citizen_id, card_number, valid_to, clinic)": cards,
+        "tax_registrations (citizen_id, tax_code)": taxes,
+        "social_insurance_records (citizen_id, number)": socials,
+    }
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("DROP SCHEMA IF EXISTS rawcopy CASCADE")
+        connection.execute("CREATE SCHEMA rawcopy")
+        for table in TABLES:
+            connection.execute(f"CREATE TABLE rawcopy.{table} (LIKE public.{table} INCLUDING ALL)")
+            if table != "citizens":
+                connection.execute(
+                    f"ALTER TABLE rawcopy.{table} ADD FOREIGN KEY (citizen_id)"
+                    " REFERENCES rawcopy.citizens (id) ON DELETE CASCADE"
+                )
+        connection.execute("ALTER TABLE rawcopy.citizens ALTER updated_at SET DEFAULT now()")
+        started = time.perf_counter()
+        with connection.transaction(), connection.cursor() as cursor:
+            for target, values in data.items():
+                with cursor.copy(f"COPY rawcopy.{target} FROM STDIN") as copy:
+                    for value in values:
+                        copy.write_row(value)
+        seconds = time.perf_counter() - started
+        connection.execute("DROP SCHEMA rawcopy CASCADE")
+    return len(rows) / seconds
