@@ -26,6 +26,7 @@ from citizen_lookup.models import (
 )
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import OutboundSms
+from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime, current_runtime
 from citizen_lookup.services.limits import LimitVerdict
 from citizen_lookup.services.lookup import Reply, answer
@@ -166,7 +167,7 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
             text=outbound.body,
             in_reply_to=inbound.provider_message_id,
             status_callback_url=(
-                f"{runtime.provider_context.public_base_url}/webhooks/{connection.slug}/status"
+                webhook_url(runtime.settings.public_base_url, connection.slug, "status")
             ),
         )
         provider = build_provider(connection, runtime.provider_context)

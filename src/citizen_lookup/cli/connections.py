@@ -12,6 +12,7 @@ from sqlalchemy import select
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.models import Connection
 from citizen_lookup.providers import PROVIDERS
+from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connections as service
 
@@ -84,8 +85,8 @@ def add(
         state = connection.state
     base = runtime.settings.public_base_url.rstrip("/")
     click.echo(f"connection {slug} ({kind}) created: {state}")
-    click.echo(f"  inbound SMS:      {base}/webhooks/{slug}/sms")
-    click.echo(f"  delivery reports: {base}/webhooks/{slug}/status")
+    click.echo(f"  inbound SMS:      {webhook_url(base, slug, 'sms')}")
+    click.echo(f"  delivery reports: {webhook_url(base, slug, 'status')}")
     if state == "pending":
         click.echo(
             f"  approve after the security assessment: connections approve {slug} --assessment REF"

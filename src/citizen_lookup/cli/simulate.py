@@ -18,6 +18,7 @@ from citizen_lookup.cli import pass_runtime
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.models import InboundMessageRecord, InboundState, OutboundMessageRecord
 from citizen_lookup.providers import build_provider
+from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.connections import get_connection
 
@@ -50,7 +51,7 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
     base = (url or runtime.settings.public_base_url).rstrip("/")
     message_id = f"sim-{secrets.token_hex(8)}"
     prepared = provider.simulated_inbound(
-        f"{base}/webhooks/{slug}/sms", msisdn, short_code, text, message_id
+        webhook_url(base, slug, "sms"), msisdn, short_code, text, message_id
     )
     try:
         response = requests.request(
