@@ -568,6 +568,30 @@ def parsed(request: RawRequest) -> tuple[Any, Any]:
         return ctx.request.form, args
 
 
+def open_raw(client: Any, request: RawRequest) -> Any:
+    """Send ``request`` byte for byte through a Flask test client."""
+    headers = {**request.headers, "Content-Length": str(len(request.body))}
+    if request.content_type:
+        headers["Content-Type"] = request.content_type
+    return client.open(
+        request.path,
+        method=request.method,
+        input_stream=io.BytesIO(request.body),
+        headers=headers,
+        environ_overrides={"QUERY_STRING": request.query},
+    )
+
+
+def declarations(public_base_url: str) -> dict[str, ProviderCases]:
+    """An instance of every kind's declaration, signing for a service at ``public_base_url``."""
+    found = {}
+    for kind, cls in registered_cases().items():
+        cases = cls()
+        cases.public_base_url = public_base_url
+        found[kind] = cases
+    return found
+
+
 def public_url(base_url: str, request: RawRequest) -> str:
     """The URL the provider called, as it saw it (what URL-signing providers sign)."""
     url = base_url.rstrip("/") + request.path

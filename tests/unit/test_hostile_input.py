@@ -25,7 +25,7 @@ import flask
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from provider_cases import ProviderCases, RawRequest, registered_cases, undeclared_kinds
+from provider_cases import RawRequest, declarations, undeclared_kinds
 from sqlalchemy import func, select
 
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
@@ -40,16 +40,7 @@ from tests.helpers import OWNER_ID, OWNER_PHONE, add_citizen, add_connection
 PUBLIC_BASE_URL = "https://sms.example.test"  # what make_app configures
 
 
-def _declarations() -> dict[str, ProviderCases]:
-    found = {}
-    for kind, cls in registered_cases().items():
-        cases = cls()
-        cases.public_base_url = PUBLIC_BASE_URL
-        found[kind] = cases
-    return found
-
-
-CASES = _declarations()
+CASES = declarations(PUBLIC_BASE_URL)
 KINDS = tuple(CASES)
 SLUGS = {kind: f"{kind}-link" for kind in KINDS}
 SECRETS = tuple(
