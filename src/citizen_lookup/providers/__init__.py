@@ -5,6 +5,7 @@ from __future__ import annotations
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ConnectionLike, Provider, ProviderContext
 from citizen_lookup.providers.generic import GenericProvider
+from citizen_lookup.providers.jasmin import JasminProvider
 from citizen_lookup.providers.twilio import TwilioProvider
 from citizen_lookup.providers.vnmo import VnmoProvider
 
@@ -12,6 +13,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     VnmoProvider.kind: VnmoProvider,
     TwilioProvider.kind: TwilioProvider,
     GenericProvider.kind: GenericProvider,
+    JasminProvider.kind: JasminProvider,
 }
 
 
