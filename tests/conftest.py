@@ -189,7 +189,7 @@ def fake_provider() -> Iterator[FakeProvider]:
             fake = state["fake"]
             with lock:
                 fake.requests.append(
-                    RecordedRequest("POST", self.path, dict(self.headers.items()), body)
+                    RecordedRequest(self.command, self.path, dict(self.headers.items()), body)
                 )
                 status = fake.statuses.pop(0) if fake.statuses else fake.status
             self.send_response(status)
@@ -198,13 +198,18 @@ def fake_provider() -> Iterator[FakeProvider]:
             self.end_headers()
             self.wfile.write(fake.body)
 
+        do_GET = do_POST  # some gateways (Kannel's sendsms) take the MT as a GET query
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake = FakeProvider(server)
     state["fake"] = fake
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for the next poll, and the default 0.5 s adds up per test.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     yield fake
     server.shutdown()

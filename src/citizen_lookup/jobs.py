@@ -30,6 +30,7 @@ from citizen_lookup.models import (
 )
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import OutboundSms
+from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime, current_runtime
 from citizen_lookup.services import lookup
 
@@ -206,7 +207,7 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
         text=claimed.body,
         in_reply_to=claimed.provider_message_id,
         status_callback_url=(
-            f"{runtime.provider_context.public_base_url}/webhooks/{claimed.slug}/status"
+            webhook_url(runtime.settings.public_base_url, claimed.slug, "status")
         ),
     )
     context = replace(runtime.provider_context, session=_http_session(claimed.connection_id))

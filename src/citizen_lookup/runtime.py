@@ -75,6 +75,7 @@ class Runtime:
             signature_tolerance=settings.signature_tolerance_seconds,
             # One pooled HTTP session per process, so sends reuse connections to providers.
             session=requests.Session(),
+            redis=lambda: self.redis,
         )
         self.lookup_context = LookupContext(
             templates=self.templates,

@@ -1,24 +1,33 @@
 """Cases every provider adapter must pass, in the manner of django-anymail's ``webhook_cases``.
 
-A provider's test class subclasses :class:`ProviderCases`, says what a good request looks like in
-its vocabulary and how its provider signs one (``build_request``), and inherits every case below.
-Outbound cases run against :class:`FakeProviderServer`, a real HTTP server on loopback.
+A provider's test class subclasses :class:`ProviderCases` and declares, once, what its kind is
+on the wire: the inbound fields (our name -> its name and size), the body format, the
+acknowledgements, the answer its API gives an MT, where the reply text is in that MT, the status
+table, and how its provider signs a request (``sign``). It inherits every case below, and the
+cross-cutting suites (hostile input, fuzzing, secrets, end to end) find every declaration through
+:func:`registered_cases`: adding a kind is its module, its test file and one registry line.
+Inbound cases are a table of (label, request, expected message or error), as nyaruka/courier's
+handler tests are. Outbound cases run against :class:`FakeProviderServer` on loopback.
 """
 
 from __future__ import annotations
 
+import importlib
+import io
 import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlencode
 
 import flask
 import pytest
 import requests
+from werkzeug.datastructures import MultiDict
 
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers import PROVIDERS, build_provider, provider_class
@@ -74,9 +83,60 @@ class WebhookRequest:
     path: str
     method: str = "POST"
     data: bytes | dict[str, str] | None = None
-    query_string: dict[str, str] | None = None
+    query_string: dict[str, str] | str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """A request as bytes on the wire: what the cross-cutting suites build, then have signed.
+
+    ``query`` is the raw query string as a WSGI server hands it over (bytes as Latin-1), so it
+    can hold anything a client put on the wire.
+    """
+
+    path: str
+    method: str = "POST"
+    query: str = ""
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def with_query(self, pairs: dict[str, str]) -> RawRequest:
+        """The same request with ``pairs`` appended to its query string."""
+        extra = urlencode(pairs, quote_via=quote)
+        return replace(self, query=f"{self.query}&{extra}" if self.query else extra)
+
+    def with_headers(self, headers: dict[str, str]) -> RawRequest:
+        return replace(self, headers={**self.headers, **headers})
+
+    def webhook_request(self) -> WebhookRequest:
+        return WebhookRequest(
+            self.path,
+            method=self.method,
+            data=self.body,
+            query_string=self.query or None,
+            headers=dict(self.headers),
+            content_type=self.content_type,
+        )
+
+
+@dataclass(frozen=True)
+class InboundCase:
+    """One row of a kind's inbound table: a request and what must come of it.
+
+    ``fields`` are encoded in the kind's body format and signed (``auth``); ``raw`` is a request
+    built by hand (still signed unless ``auth`` is "none"). ``expected`` is the message, or the
+    exception it must raise (with ``match`` in its text).
+    """
+
+    label: str
+    expected: InboundMessage | type[Exception]
+    fields: dict[str, str] | None = None
+    raw: RawRequest | None = None
+    auth: Auth = "good"
+    match: str | None = None
 
 
 def call(request: WebhookRequest, action: Callable[[flask.Request], T], remote_addr: str) -> T:
@@ -113,6 +173,7 @@ class FakeProviderServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.status, self.body, self.content_type = 200, "", "text/plain"
+        self.headers: dict[str, str] = {}
         self.delay = 0.0
         self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -126,8 +187,15 @@ class FakeProviderServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def answer(self, status: int, body: str = "", content_type: str = "text/plain") -> None:
+    def answer(
+        self,
+        status: int,
+        body: str = "",
+        content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.status, self.body, self.content_type = status, body, content_type
+        self.headers = dict(headers or {})
 
     def close(self) -> None:
         self._closing.set()  # releases handlers still sleeping out a delay
@@ -155,8 +223,12 @@ class FakeProviderServer:
                 self.send_response(fake.status)
                 self.send_header("Content-Type", fake.content_type)
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in fake.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
+
+            do_GET = do_POST  # Kannel's sendsms takes the MT as a GET query
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # keep test output quiet
@@ -172,8 +244,12 @@ def unused_port() -> int:
     return port
 
 
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
 class ProviderCases:
-    """The shared cases; subclasses fill in the class attributes and the two hooks."""
+    """The shared cases; subclasses fill in the class attributes (the wire declaration) and hooks."""
 
     provider_class: ClassVar[type[Provider]]
     credentials: ClassVar[dict[str, str]]
@@ -182,23 +258,85 @@ class ProviderCases:
     status_cases: ClassVar[tuple[tuple[dict[str, str], DeliveryReport], ...]]
     ack_content_type: ClassVar[str]
     ack_body: ClassVar[bytes]
-    success_answer: ClassVar[tuple[int, str, str]]  # status, body, content type
+    success_answer: ClassVar[tuple[int, str, str]]  # what its API answers an MT: status, body, type
     error_content_type: ClassVar[str] = "application/json"
+    #: rows of (label, request, expected message or error), beyond the shared cases below
+    inbound_cases: ClassVar[tuple[InboundCase, ...]] = ()
+
+    # -- the wire declaration the cross-cutting suites read ---------------------------------------
+    #: how a request body is encoded: a JSON object or a form
+    body_format: ClassVar[Literal["json", "form"]]
+    #: inbound fields, our name -> (the kind's name, the most characters it takes); "id",
+    #: "sender" and "text" are required by every kind, the others optional
+    wire_fields: ClassVar[dict[str, tuple[str, int]]]
+    #: delivery reports: (message id field, max length), (status field, max length)
+    wire_status_fields: ClassVar[tuple[tuple[str, int], tuple[str, int]]]
+    #: the body acknowledging a delivery report
+    status_ack_body: ClassVar[bytes]
+    #: whether the credential travels in the query string (so an unreadable query is a 403)
+    credentials_in_query: ClassVar[bool] = False
+    #: the header the credential travels in (where hostile tests put forged values)
+    auth_header: ClassVar[str | None] = None
+    #: good values for optional fields beyond id, sender, text and to
+    wire_extras: ClassVar[dict[str, str]] = {}
+    #: the public base URL the service is configured with (URL-signing kinds sign it)
+    public_base_url: str = PUBLIC_BASE_URL
 
     # -- hooks ----------------------------------------------------------------------------------
     def inbound_fields(self) -> dict[str, str]:
         """A good inbound message in the provider's own vocabulary."""
         raise NotImplementedError
 
+    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
+        """``request`` with the credentials its provider adds (or wrong ones, or none)."""
+        raise NotImplementedError
+
+    def forge(self, request: RawRequest, value: str) -> RawRequest:
+        """``request`` carrying ``value`` where the kind's credential goes (a forged one)."""
+        assert self.auth_header, "a kind without an auth header overrides forge()"
+        return request.with_headers({self.auth_header: value})
+
+    def mt_text(self, body: bytes, path: str) -> str:
+        """The reply text of an MT request (its body and its path with the query)."""
+        raise NotImplementedError
+
+    def wire_sender(self, e164: str) -> str:
+        """A sender number as this kind writes it."""
+        return e164
+
     def build_request(
         self, path: str, fields: dict[str, str], auth: Auth = "good"
     ) -> WebhookRequest:
         """``fields`` encoded and signed as the provider does (or wrongly, or not at all)."""
-        raise NotImplementedError
+        return self.sign(self.raw_request(path, list(fields.items())), auth).webhook_request()
 
     def outbound_url(self, server_url: str) -> str:
         """The connection's outbound URL that points at the fake provider."""
         return server_url + "/mt"
+
+    # -- encoding from the declaration -----------------------------------------------------------
+    def encode(self, pairs: list[tuple[str, Any]]) -> bytes:
+        """A body in the kind's format; a key may repeat (duplicated fields)."""
+        if self.body_format == "json":
+            items = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs)
+            return ("{" + items + "}").encode()
+        return urlencode(pairs).encode()
+
+    @property
+    def content_type(self) -> str:
+        return JSON if self.body_format == "json" else FORM
+
+    def raw_request(self, path: str, pairs: list[tuple[str, Any]]) -> RawRequest:
+        return RawRequest(path, body=self.encode(pairs), content_type=self.content_type)
+
+    def good_wire_values(self, message_id: str, sender: str = CITIZEN_MSISDN) -> dict[str, str]:
+        """A good inbound message by our field names: what the suites vary one field of."""
+        values = {"id": message_id, "sender": self.wire_sender(sender), "text": "DC", "to": "8077"}
+        values.update(self.wire_extras)
+        return {name: values[name] for name in self.wire_fields}
+
+    def inbound_pairs(self, values: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(self.wire_fields[name][0], value) for name, value in values.items()]
 
     # -- fixtures and helpers -------------------------------------------------------------------
     @pytest.fixture
@@ -257,6 +395,32 @@ class ProviderCases:
         assert provider_class(kind) is self.provider_class
         assert isinstance(self.provider(), self.provider_class)
         assert set(self.provider_class.secret_credentials) <= set(self.credentials)
+
+    # -- the declaration itself ---------------------------------------------------------------
+    def test_the_wire_declaration_is_complete(self) -> None:
+        assert {"id", "sender", "text"} <= set(self.wire_fields)
+        assert self.body_format in ("json", "form")
+        assert self.auth_header or type(self).forge is not ProviderCases.forge
+        values = self.good_wire_values("decl-1")
+        request = self.sign(self.raw_request(INBOUND_PATH, self.inbound_pairs(values)))
+        message = self.receive(request.webhook_request())
+        assert isinstance(message, InboundMessage)
+        assert (message.provider_message_id, message.text) == ("decl-1", "DC")
+
+    def test_inbound_table(self) -> None:
+        for case in self.inbound_cases:
+            if case.raw is not None:
+                raw = case.raw if case.auth == "none" else self.sign(case.raw, case.auth)
+                request = raw.webhook_request()
+            else:
+                assert case.fields is not None, case.label
+                request = self.build_request(INBOUND_PATH, case.fields, case.auth)
+            if isinstance(case.expected, InboundMessage):
+                assert self.receive(request) == case.expected, case.label
+            else:
+                with pytest.raises(case.expected, match=case.match) as caught:
+                    self.receive(request)
+                assert caught.value is not None, case.label
 
     # -- inbound --------------------------------------------------------------------------------
     def test_good_inbound_is_parsed(self) -> None:
@@ -366,3 +530,99 @@ class ProviderCases:
         text = str(error)
         assert CITIZEN_MSISDN.removeprefix("+") not in text
         assert REPLY_TEXT not in text
+
+    def assert_send_refuses_a_redirect(
+        self, fake_api: FakeProviderServer, http_session: requests.Session
+    ) -> None:
+        """A 3xx is a failure: the MT (with its credentials) is not sent on to another host."""
+        elsewhere = FakeProviderServer()
+        try:
+            target = self.outbound_url(elsewhere.url)
+            fake_api.answer(307, "", "text/plain", headers={"Location": target})
+            with pytest.raises(SendError) as caught:
+                self.sending_provider(fake_api, http_session).send(OUTBOUND)
+            assert caught.value.retryable is False
+            assert len(fake_api.requests) == 1
+            assert elsewhere.requests == []
+        finally:
+            elsewhere.close()
+
+
+def parsed(request: RawRequest) -> tuple[Any, Any]:
+    """The request's form and query as Flask will hand them to the webhook view (a query that
+    is not UTF-8 reads as empty: the view refuses it before any signature counts)."""
+    headers = {**request.headers, "Content-Length": str(len(request.body))}
+    if request.content_type:
+        headers["Content-Type"] = request.content_type
+    with _app.test_request_context(
+        request.path,
+        method=request.method,
+        input_stream=io.BytesIO(request.body),  # byte for byte, whatever the content type
+        headers=headers,
+        environ_overrides={"QUERY_STRING": request.query},
+    ) as ctx:
+        try:
+            args = ctx.request.args
+        except UnicodeDecodeError:
+            args = MultiDict()
+        return ctx.request.form, args
+
+
+def open_raw(client: Any, request: RawRequest) -> Any:
+    """Send ``request`` byte for byte through a Flask test client."""
+    headers = {**request.headers, "Content-Length": str(len(request.body))}
+    if request.content_type:
+        headers["Content-Type"] = request.content_type
+    return client.open(
+        request.path,
+        method=request.method,
+        input_stream=io.BytesIO(request.body),
+        headers=headers,
+        environ_overrides={"QUERY_STRING": request.query},
+    )
+
+
+def declarations(public_base_url: str) -> dict[str, ProviderCases]:
+    """An instance of every kind's declaration, signing for a service at ``public_base_url``."""
+    found = {}
+    for kind, cls in registered_cases().items():
+        cases = cls()
+        cases.public_base_url = public_base_url
+        found[kind] = cases
+    return found
+
+
+def public_url(base_url: str, request: RawRequest) -> str:
+    """The URL the provider called, as it saw it (what URL-signing providers sign)."""
+    url = base_url.rstrip("/") + request.path
+    return f"{url}?{request.query}" if request.query else url
+
+
+# -- the registered kinds ---------------------------------------------------------------------------
+def _declares_its_wire(cls: type[ProviderCases]) -> bool:
+    names = ("body_format", "wire_fields", "wire_status_fields", "status_ack_body")
+    return all(hasattr(cls, name) for name in names) and cls.sign is not ProviderCases.sign
+
+
+def registered_cases() -> dict[str, type[ProviderCases]]:
+    """Every kind's declaration, from the ``test_provider_*.py`` files beside this one.
+
+    The cross-cutting suites iterate these, so a new kind needs no change outside its own test
+    file. A registered kind without a complete declaration is left out here and named by
+    :func:`undeclared_kinds`.
+    """
+    for path in sorted(Path(__file__).parent.glob("test_provider_*.py")):
+        importlib.import_module(path.stem)  # the name pytest gives it (rootdir-relative, no package)
+    found: dict[str, type[ProviderCases]] = {}
+    pending = list(ProviderCases.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "provider_class" in vars(cls) and _declares_its_wire(cls):
+            found[cls.provider_class.kind] = cls
+    return dict(sorted(found.items()))
+
+
+def undeclared_kinds() -> set[str]:
+    """Registered kinds whose test file declares no wire format (yet)."""
+    return set(PROVIDERS) - set(registered_cases())

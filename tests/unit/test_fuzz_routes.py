@@ -2,7 +2,8 @@
 
 Schemathesis generates requests for each described operation, both schema-conforming (positive)
 and schema-violating (negative) ones, and they are sent to the WSGI app in-process. Part of them
-go to real connections and are correctly authenticated, so that they reach the parsers. Every
+go to real connections (one of every registered kind, from the wire format its test file
+declares) and are correctly authenticated, so that they reach the parsers. Every
 answer must be described by the document (status, content type, headers, body schema), none may
 be a 5xx (no connection is suspended and the database is up, so not even 503), and every webhook
 request must leave an audit event while the chain still verifies.
@@ -10,15 +11,16 @@ request must leave an audit event while the chain still verifies.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import flask
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from provider_cases import RawRequest, declarations
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -32,11 +34,11 @@ from werkzeug.test import EnvironBuilder
 
 import citizen_lookup.web
 from citizen_lookup.models import AuditEvent
-from citizen_lookup.providers.generic import sign
-from tests.helpers import GENERIC_SECRET, add_connection, runtime_of
+from tests.helpers import add_connection, runtime_of
 
 OPENAPI = Path(citizen_lookup.web.__file__).with_name("openapi.json")
-VNMO_USER, VNMO_PASSWORD = "aggregator", "vnmo-password-0123456789"
+CASES = declarations("https://sms.example.test")  # the public base URL make_app configures
+SLUGS = {kind: f"{kind}-link" for kind in CASES}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -44,7 +46,6 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-SENDER_FIELDS = {"application/json": "from", "application/x-www-form-urlencoded": "User_ID"}
 WEBHOOKS = ("/webhooks/{slug}/sms", "/webhooks/{slug}/status")
 OPERATIONS = [("POST", path) for path in WEBHOOKS] + [
     ("GET", "/healthz"),
@@ -55,14 +56,14 @@ OPERATIONS = [("POST", path) for path in WEBHOOKS] + [
 
 @pytest.fixture
 def fuzzed_app(app: flask.Flask) -> flask.Flask:
-    add_connection(app, "gen", "generic", outbound_url="http://127.0.0.1:9/mt")
-    add_connection(
-        app,
-        "vnmo",
-        "vnmo",
-        credentials={"username": VNMO_USER, "password": VNMO_PASSWORD},
-        outbound_url="http://127.0.0.1:9/mt",
-    )
+    for kind, cases in CASES.items():
+        add_connection(
+            app,
+            SLUGS[kind],
+            kind,
+            credentials=dict(cases.credentials),
+            outbound_url=cases.outbound_url("http://127.0.0.1:9"),
+        )
     return app
 
 
@@ -121,21 +122,28 @@ def test_fuzzed_requests_are_answered_as_described_and_audited(
             # Most cases go to a real connection, most of those correctly authenticated, and
             # some carry a real phone number, so that they get past authentication and the
             # normaliser and reach storage.
-            slug = data.draw(st.sampled_from(["gen", "vnmo", case.path_parameters["slug"]]))
-            case.path_parameters["slug"] = slug
-            sender = SENDER_FIELDS.get(case.media_type or "")
+            kind = data.draw(st.sampled_from([*CASES, None]), label="kind")
+            if kind is not None:
+                case.path_parameters["slug"] = SLUGS[kind]
+            cases = CASES.get(kind or "")
             real_sender = data.draw(st.booleans(), label="real sender")
-            if real_sender and sender and path.endswith("/sms") and isinstance(case.body, dict):
-                case.body[sender] = "84912345678"
+            if (
+                cases is not None
+                and real_sender
+                and case.media_type == cases.content_type
+                and path.endswith("/sms")
+                and isinstance(case.body, dict)
+            ):
+                case.body[cases.wire_fields["sender"][0]] = cases.wire_sender("+84912345678")
             body = wire_body(case)
             kwargs["data"] = body
             # Otherwise the headers are whatever schemathesis generated (or none).
             authenticated = data.draw(st.sampled_from([True, True, False]), label="signed")
-            if authenticated and slug == "gen":
-                kwargs["headers"] = {"X-Signature": sign(GENERIC_SECRET, body)}
-            elif authenticated and slug == "vnmo":
-                token = base64.b64encode(f"{VNMO_USER}:{VNMO_PASSWORD}".encode()).decode()
-                kwargs["headers"] = {"Authorization": f"Basic {token}"}
+            if authenticated and cases is not None:
+                url_path = path.replace("{slug}", case.path_parameters["slug"])
+                signed = cases.sign(RawRequest(url_path, body=body, content_type=case.media_type))
+                kwargs["headers"] = signed.headers
+                kwargs["params"] = dict(parse_qsl(signed.query, keep_blank_values=True))
         before = audit_head(fuzzed_app)
         response = case.call(**kwargs)
         event(f"{case.media_type} -> {response.status_code}")  # --hypothesis-show-statistics

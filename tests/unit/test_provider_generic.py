@@ -17,6 +17,7 @@ from provider_cases import (
     Auth,
     FakeProviderServer,
     ProviderCases,
+    RawRequest,
     WebhookRequest,
 )
 
@@ -59,6 +60,26 @@ class TestGeneric(ProviderCases):
     ack_content_type = "application/json"
     ack_body = b'{"status":"accepted"}'
     success_answer = (200, json.dumps({"id": "gw-out-7"}), "application/json")
+    body_format = "json"
+    wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
+        "id": ("id", 100),
+        "sender": ("from", 32),
+        "text": ("text", 1600),
+        "to": ("to", 32),
+    }
+    wire_status_fields = (("id", 100), ("status", 100))
+    status_ack_body = b'{"status":"accepted"}'
+    auth_header = "X-Signature"
+
+    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
+        if auth == "none":
+            return request
+        secret = SECRET if auth == "good" else "wrong"
+        return request.with_headers({"X-Signature": sign(secret, request.body)})
+
+    def mt_text(self, body: bytes, path: str) -> str:
+        text: str = json.loads(body)["text"]
+        return text
 
     def inbound_fields(self) -> dict[str, str]:
         return {
@@ -68,13 +89,6 @@ class TestGeneric(ProviderCases):
             "text": "DC 001099012345",
             "timestamp": "2024-01-01T00:00:00Z",
         }
-
-    def build_request(
-        self, path: str, fields: dict[str, str], auth: Auth = "good"
-    ) -> WebhookRequest:
-        body = json.dumps(fields).encode()
-        header = None if auth == "none" else sign(SECRET if auth == "good" else "wrong", body)
-        return signed(path, body, header)
 
     # -- signature specifics --------------------------------------------------------------------
     def test_sign_follows_the_documented_formula(self) -> None:

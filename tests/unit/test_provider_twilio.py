@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import ClassVar
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -16,7 +17,10 @@ from provider_cases import (
     Auth,
     FakeProviderServer,
     ProviderCases,
+    RawRequest,
     WebhookRequest,
+    parsed,
+    public_url,
 )
 from twilio.request_validator import RequestValidator
 
@@ -93,6 +97,29 @@ class TestTwilio(ProviderCases):
     ack_content_type = "text/xml"
     ack_body = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
     success_answer = (201, created_message(), "application/json")
+    body_format = "form"
+    wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
+        "id": ("MessageSid", 64),
+        "sender": ("From", 32),
+        "text": ("Body", 1600),
+        "to": ("To", 32),
+    }
+    wire_status_fields = (("MessageSid", 64), ("MessageStatus", 64))
+    status_ack_body = b""
+    auth_header = "X-Twilio-Signature"
+
+    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
+        if auth == "none":
+            return request
+        token = AUTH_TOKEN if auth == "good" else "some-other-token"
+        # Twilio signs the URL it called and every form value, as the app will parse them.
+        form, _ = parsed(request)
+        url = public_url(self.public_base_url, request)
+        signature = RequestValidator(token).compute_signature(url, form)
+        return request.with_headers({"X-Twilio-Signature": signature})
+
+    def mt_text(self, body: bytes, path: str) -> str:
+        return parse_qs(body.decode())["Body"][0]
 
     def inbound_fields(self) -> dict[str, str]:
         return {

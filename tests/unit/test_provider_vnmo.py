@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from typing import ClassVar
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -14,6 +15,7 @@ from provider_cases import (
     Auth,
     FakeProviderServer,
     ProviderCases,
+    RawRequest,
     WebhookRequest,
     call,
 )
@@ -62,6 +64,30 @@ class TestVnmo(ProviderCases):
     ack_content_type = "text/plain"
     ack_body = b"1"
     success_answer = (200, "1", "text/plain")
+    body_format = "form"
+    wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
+        "id": ("Request_ID", 100),
+        "sender": ("User_ID", 32),
+        "text": ("Message", 1600),
+        "to": ("Service_ID", 32),
+        "command": ("Command_Code", 32),
+    }
+    wire_extras: ClassVar[dict[str, str]] = {"command": "DC"}
+    wire_status_fields = (("Request_ID", 100), ("Status", 32))
+    status_ack_body = b"1"
+    auth_header = "Authorization"
+
+    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
+        if auth == "none":
+            return request
+        password = PASSWORD if auth == "good" else "wrong"
+        return request.with_headers({"Authorization": basic(USERNAME, password)})
+
+    def wire_sender(self, e164: str) -> str:
+        return e164.removeprefix("+")  # aggregators write 84xxxxxxxxx
+
+    def mt_text(self, body: bytes, path: str) -> str:
+        return parse_qs(body.decode())["Message"][0]
 
     def inbound_fields(self) -> dict[str, str]:
         return {

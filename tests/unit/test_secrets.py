@@ -5,20 +5,25 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from provider_cases import declarations, open_raw
 from sqlalchemy import select
 
 from citizen_lookup.models import AuditEvent
+from citizen_lookup.providers.urls import webhook_path
 from tests.conftest import run_worker
-from tests.helpers import OWNER_ID, add_citizen, generic_sms, runtime_of
+from tests.helpers import OWNER_ID, OWNER_PHONE, add_citizen, runtime_of
 
 # Also run against the machine's PostgreSQL and Redis (integration; see conftest).
 ALSO_ON_POSTGRES = True
 
-GENERIC = "generic-secret-SHOULD-NOT-LEAK-1"
-VNMO_PASSWORD = "vnmo-password-SHOULD-NOT-LEAK-2"
-TWILIO_TOKEN = "twilio-token-SHOULD-NOT-LEAK-3"
+# Every registered kind, with the credentials its test file declares.
+CASES = declarations("https://sms.example.test")  # the public base URL make_app configures
+SECRETS = {
+    f"{kind}.{key}": cases.credentials[key]
+    for kind, cases in CASES.items()
+    for key in cases.provider_class.secret_credentials
+}
 AUDIT_KEY = "test-audit-key"
-SECRETS = (GENERIC, VNMO_PASSWORD, TWILIO_TOKEN)
 FOCAL = [
     "--focal-name",
     "A",
@@ -33,94 +38,61 @@ FOCAL = [
 ]
 
 
+def slug(kind: str) -> str:
+    return f"{kind}-link"
+
+
 def test_no_secret_in_logs_audit_cli_or_error_pages(app, cli, client, fake_provider, caplog):
     caplog.set_level(logging.DEBUG)
+    commands = []
+    for kind, cases in CASES.items():
+        credentials = [f"--credential={key}={value}" for key, value in cases.credentials.items()]
+        outbound = cases.outbound_url(fake_provider.url)
+        commands.append(
+            ["connections", "add", slug(kind), "--kind", kind, *FOCAL, *credentials,
+             "--outbound-url", outbound]
+        )  # fmt: skip
+    commands += [["connections", "list"], ["connections", "list", "--json"]]
+    for kind in CASES:
+        commands += [["connections", "show", slug(kind)], ["connections", "show", slug(kind), "--json"]]
+    commands += [["audit", "search", "--json"], ["queue", "status"], ["audit", "verify"]]
     outputs = []
-    for args in (
-        [
-            "connections",
-            "add",
-            "gw",
-            "--kind",
-            "generic",
-            *FOCAL,
-            "--credential",
-            f"secret={GENERIC}",
-            "--outbound-url",
-            f"{fake_provider.url}/mt",
-        ],
-        [
-            "connections",
-            "add",
-            "vn",
-            "--kind",
-            "vnmo",
-            *FOCAL,
-            "--credential",
-            "username=agg",
-            "--credential",
-            f"password={VNMO_PASSWORD}",
-            "--outbound-url",
-            f"{fake_provider.url}/mt",
-        ],
-        [
-            "connections",
-            "add",
-            "tw",
-            "--kind",
-            "twilio",
-            *FOCAL,
-            "--credential",
-            "account_sid=AC1",
-            "--credential",
-            f"auth_token={TWILIO_TOKEN}",
-            "--outbound-url",
-            fake_provider.url,
-        ],
-        ["connections", "list"],
-        ["connections", "list", "--json"],
-        ["connections", "show", "gw"],
-        ["connections", "show", "vn", "--json"],
-        ["connections", "show", "tw"],
-        ["audit", "search", "--json"],
-        ["queue", "status"],
-        ["audit", "verify"],
-    ):
+    for args in commands:
         result = cli(*args)
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
 
     add_citizen(app)
     pages = []
-    # a good message, a failed send (provider 500), and refusals of every kind
+    # For each kind: a good message whose reply fails (provider 500), and refusals: a wrong
+    # credential, a forged one, none at all, and a body that is not what the kind reads.
     fake_provider.status = 500
-    pages.append(
-        generic_sms(client, "gw", text=f"DC {OWNER_ID}", secret=GENERIC).get_data(as_text=True)
-    )
+    for kind, cases in CASES.items():
+        values = cases.good_wire_values(f"secret-{kind}", OWNER_PHONE)
+        values["text"] = f"DC {OWNER_ID}"
+        request = cases.raw_request(webhook_path(slug(kind), "sms"), cases.inbound_pairs(values))
+        good = open_raw(client, cases.sign(request))
+        assert good.status_code == 200, (kind, good.get_data())
+        pages.append(good.get_data(as_text=True))
+        for refused in (
+            cases.sign(request, "wrong"),
+            cases.forge(request, "t=1,v1=00"),
+            request,
+            cases.sign(request.__class__(request.path, body=b"{", content_type="text/plain")),
+        ):
+            response = open_raw(client, refused)
+            assert response.status_code in (400, 403), (kind, response.status_code)
+            pages.append(response.get_data(as_text=True))
     run_worker(runtime_of(app), app)
-    pages.append(generic_sms(client, "gw", text="DC", secret="wrong").get_data(as_text=True))
-    pages.append(
-        client.post(
-            "/webhooks/vn/sms",
-            data={"User_ID": "84912345678"},
-            headers={"Authorization": "Basic YWdnOndyb25n"},
-        ).get_data(as_text=True)
-    )
-    pages.append(client.post("/webhooks/tw/sms", data={"From": "x"}).get_data(as_text=True))
-    pages.append(
-        client.post("/webhooks/gw/sms", data=b"{", headers={"X-Signature": "t=1,v1=00"}).get_data(
-            as_text=True
-        )
-    )
     pages.append(client.get("/metrics").get_data(as_text=True))
     pages.append(client.get("/readyz").get_data(as_text=True))
 
     with runtime_of(app).session_factory() as session:
-        audit_dump = " ".join(
-            str(value)
-            for event in session.scalars(select(AuditEvent))
-            for value in vars(event).values()
-        )
+        events = list(session.scalars(select(AuditEvent)))
+        audit_dump = " ".join(str(value) for event in events for value in vars(event).values())
+        failed_sends = {
+            e.connection for e in events if e.event_type in ("outbound.retry", "outbound.failed")
+        }
     haystacks = {
         "cli": "\n".join(outputs),
         "pages": "\n".join(pages),
@@ -128,11 +100,10 @@ def test_no_secret_in_logs_audit_cli_or_error_pages(app, cli, client, fake_provi
         "audit": audit_dump,
     }
     for where, haystack in haystacks.items():
-        for secret in (*SECRETS, AUDIT_KEY):
-            assert secret not in haystack, f"{secret} leaked into {where}"
-    assert (
-        "outbound.retry" in audit_dump or "outbound.failed" in audit_dump
-    )  # the failure was audited
+        for name, secret in (*SECRETS.items(), ("audit key", AUDIT_KEY)):
+            assert secret not in haystack, f"{name} leaked into {where}"
+    # every kind's failed send was audited
+    assert failed_sends == {slug(kind) for kind in CASES}
 
 
 def test_a_database_error_in_a_job_is_recorded_without_personal_data(
@@ -143,7 +114,7 @@ def test_a_database_error_in_a_job_is_recorded_without_personal_data(
 
     from citizen_lookup import jobs
     from citizen_lookup.models import Citizen
-    from tests.helpers import OWNER_PHONE, add_connection
+    from tests.helpers import add_connection, generic_sms
 
     add_citizen(app)
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")

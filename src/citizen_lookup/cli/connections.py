@@ -14,6 +14,7 @@ from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.connections_review import describe_change, publish, report
 from citizen_lookup.models import Connection
 from citizen_lookup.providers import PROVIDERS, provider_class
+from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connection_review as review
 from citizen_lookup.services import connections as service
@@ -151,8 +152,8 @@ def add(
         click.echo(f"warning: {warning}", err=True)
     base = runtime.settings.public_base_url.rstrip("/")
     click.echo(f"connection {slug} ({kind}) created: {state}")
-    click.echo(f"  inbound SMS:      {base}/webhooks/{slug}/sms")
-    click.echo(f"  delivery reports: {base}/webhooks/{slug}/status")
+    click.echo(f"  inbound SMS:      {webhook_url(base, slug, 'sms')}")
+    click.echo(f"  delivery reports: {webhook_url(base, slug, 'status')}")
     if state == "pending":
         click.echo(
             f"  approve after the security assessment: connections approve {slug} --assessment REF"

@@ -25,6 +25,7 @@ from citizen_lookup.domain.text import gsm7_units
 from citizen_lookup.models import InboundMessageRecord, InboundState, OutboundMessageRecord
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import Provider, UssdScreen
+from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.connections import get_connection
 from citizen_lookup.services.ussd import MAX_SCREEN_UNITS, ussd_message_prefix
@@ -59,7 +60,7 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
     base = (url or runtime.settings.public_base_url).rstrip("/")
     message_id = f"sim-{secrets.token_hex(8)}"
     prepared = provider.simulated_inbound(
-        f"{base}/webhooks/{slug}/sms", msisdn, short_code, text, message_id
+        webhook_url(base, slug, "sms"), msisdn, short_code, text, message_id
     )
     try:
         response = requests.request(
@@ -188,7 +189,7 @@ def ussd(
     while True:
         screen = _ussd_step(
             provider,
-            f"{base}/webhooks/{slug}/ussd",
+            webhook_url(base, slug, "ussd"),
             session_id,
             msisdn,
             service_code,

@@ -6,6 +6,8 @@ from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.africastalking import AfricasTalkingProvider
 from citizen_lookup.providers.base import ConnectionLike, Provider, ProviderContext
 from citizen_lookup.providers.generic import GenericProvider
+from citizen_lookup.providers.jasmin import JasminProvider
+from citizen_lookup.providers.kannel import KannelProvider
 from citizen_lookup.providers.twilio import TwilioProvider
 from citizen_lookup.providers.vnmo import VnmoProvider
 
@@ -14,6 +16,8 @@ PROVIDERS: dict[str, type[Provider]] = {
     TwilioProvider.kind: TwilioProvider,
     GenericProvider.kind: GenericProvider,
     AfricasTalkingProvider.kind: AfricasTalkingProvider,
+    JasminProvider.kind: JasminProvider,
+    KannelProvider.kind: KannelProvider,
 }
 
 

@@ -8,12 +8,13 @@ the provider expects, and sends our reply through the provider's API. The web la
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import requests
 from flask import Request, Response
@@ -106,6 +107,8 @@ class ProviderContext:
     http_timeout: float = 10.0
     signature_tolerance: int = 300  # seconds, for timestamped signatures
     session: requests.Session | None = field(default=None, compare=False)
+    #: the process's Redis, opened on first call: short-lived state (parts of a long SMS)
+    redis: Callable[[], Any] | None = field(default=None, compare=False)
 
 
 class Provider(ABC):
@@ -320,3 +323,47 @@ def _encodable(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# -- helpers for gateway kinds ---------------------------------------------------------------------
+def check_query_secret(request: Request, secret: str, name: str = "key") -> None:
+    """Raise :class:`AuthenticationFailed` unless the query's ``name`` is ``secret``.
+
+    For gateways (Kannel, Jasmin, ...) that can only be given a URL to call: the secret is part
+    of it. Compared in constant time; a query that is not UTF-8 cannot carry it.
+    """
+    try:
+        given = request.args.get(name)
+    except UnicodeDecodeError as exc:
+        raise AuthenticationFailed("query string is not UTF-8") from exc
+    if not given:
+        raise AuthenticationFailed(f"missing {name!r} in the query string")
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        raise AuthenticationFailed(f"{name!r} in the query string does not match")
+
+
+def send_once(provider: Provider, method: str, url: str, **kwargs: object) -> requests.Response:
+    """Send an MT with the provider's timeout, never following a redirect.
+
+    A 3xx fails for good: following it would carry the gateway credentials and the citizen's
+    data to an address nobody configured. Network failures are retryable; the exception's text
+    (which may hold the URL) is not passed on.
+    """
+    try:
+        response = provider.http().request(
+            method,
+            url,
+            timeout=provider.context.http_timeout,
+            allow_redirects=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except requests.RequestException as exc:
+        raise SendError(f"provider unreachable: {type(exc).__name__}", retryable=True) from exc
+    if 300 <= response.status_code < 400:
+        raise SendError(
+            f"provider answered HTTP {response.status_code} (a redirect, not followed)",
+            retryable=False,
+            status_code=response.status_code,
+        )
+    provider.raise_for_send_status(response)
+    return response

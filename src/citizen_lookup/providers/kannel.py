@@ -1,0 +1,160 @@
+"""Kannel: its smsbox calls our ``sms-service`` URL with each MO, we reply through its
+``sendsms`` interface, and its delivery reports come back through the ``dlr-url`` we give.
+
+The sms-service URL our docs give carries Kannel's escapes in the query string
+(``?key=<secret>&from=%p&to=%P&text=%a&id=%I&time=%t&keyword=%k``), for ``get-url`` and
+``post-url`` alike, so the query is what we read. Kannel can only be given a URL, so the secret
+is in it (``key``), beside the connection's CIDR list. Our answer is an empty body: with the
+service's ``omit-empty`` Kannel then sends nothing back itself; the reply goes out later.
+
+Replies are POSTed to ``/cgi-bin/sendsms`` with the parameters as Kannel's ``X-Kannel-*``
+headers and the text as the body: the credentials stay out of the URL (and so out of any access
+log). The ``dlr-url`` names our reply by its own id, with ``%d`` for the report's type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote, urlencode
+
+from flask import Request, Response
+
+from citizen_lookup.domain.text import is_gsm7
+from citizen_lookup.exceptions import MalformedPayload, SendError
+from citizen_lookup.providers.base import (
+    DeliveryReport,
+    DeliveryStatus,
+    InboundMessage,
+    OutboundSms,
+    Provider,
+    SendResult,
+    SimulatedRequest,
+    check_query_secret,
+    optional_field,
+    required_field,
+    send_once,
+)
+
+SENDSMS_PATH = "/cgi-bin/sendsms"
+CODING_GSM7, CODING_UCS2 = "0", "2"  # sendsms `coding`: 7-bit, (8-bit,) UCS-2
+# Every report: delivered 1, undelivered 2, buffered 4, taken by the SMSC 8, refused by it 16.
+DLR_MASK = "31"
+
+# The report types of a dlr-url's %d.
+STATUS: dict[str, DeliveryStatus] = {
+    "1": DeliveryStatus.DELIVERED,
+    "2": DeliveryStatus.FAILED,
+    "4": DeliveryStatus.ACCEPTED,
+    "8": DeliveryStatus.ACCEPTED,
+    "16": DeliveryStatus.FAILED,
+}
+# sendsms answers "0: Accepted for delivery" or "3: Queued for later delivery" (HTTP 202).
+_ACCEPTED_PREFIXES = ("0:", "3:")
+
+MAX_ID = 100
+MAX_NUMBER = 32
+MAX_TEXT = 1600
+MAX_SHORT_FIELD = 32
+
+
+class KannelProvider(Provider):
+    kind = "kannel"
+    required_credentials = ("username", "password", "secret")
+    secret_credentials = ("password", "secret")
+    inbound_methods = ("GET", "POST")  # get-url or post-url
+    status_methods = ("GET", "POST")  # smsbox calls a dlr-url with GET
+    requires_outbound_url = True  # Kannel runs on the integrator's side: no public default
+
+    # -- authentication -------------------------------------------------------------------------
+    def check_credentials(self, request: Request) -> None:
+        check_query_secret(request, self.credential("secret"))
+
+    # -- inbound --------------------------------------------------------------------------------
+    def parse_inbound(self, request: Request) -> InboundMessage:
+        fields = _fields(request)
+        message_id = required_field(fields, "id", max_length=MAX_ID)
+        sender = required_field(fields, "from", max_length=MAX_NUMBER)
+        text = required_field(fields, "text", max_length=MAX_TEXT, allow_empty=True)
+        recipient = optional_field(fields, "to", max_length=MAX_NUMBER)
+        for name in ("time", "keyword"):
+            optional_field(fields, name, max_length=MAX_SHORT_FIELD)
+        return InboundMessage(
+            provider_message_id=message_id,
+            sender=sender,
+            recipient=recipient or self.connection.short_code or "",
+            text=text,
+        )
+
+    def ack_inbound(self) -> Response:
+        return Response("", status=200, mimetype="text/plain")
+
+    # -- delivery reports -----------------------------------------------------------------------
+    def parse_status(self, request: Request) -> DeliveryReport:
+        fields = _fields(request)
+        reply_id = required_field(fields, "id", max_length=MAX_ID)
+        raw = required_field(fields, "type", max_length=MAX_SHORT_FIELD).strip()
+        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
+        return DeliveryReport(
+            provider_message_id=reply_id,
+            status=status,
+            error=f"dlr type {raw}" if status is DeliveryStatus.FAILED else None,
+        )
+
+    def ack_status(self) -> Response:
+        return self.ack_inbound()
+
+    # -- outbound -------------------------------------------------------------------------------
+    def send(self, message: OutboundSms) -> SendResult:
+        url = self.mt_url().rstrip("/") + SENDSMS_PATH
+        secret = self.send_credential("secret")
+        dlr_query = urlencode({"key": secret, "id": message.reply_id}, quote_via=quote)
+        coding = CODING_GSM7 if is_gsm7(message.text) else CODING_UCS2
+        headers = {
+            # As bytes: a header value must survive whatever the credential holds.
+            "X-Kannel-Username": self.send_credential("username").encode(),
+            "X-Kannel-Password": self.send_credential("password").encode(),
+            "X-Kannel-From": (message.sender or self.connection.short_code or "").encode(),
+            "X-Kannel-To": message.to.encode(),
+            "X-Kannel-Coding": coding.encode(),
+            "X-Kannel-DLR-Mask": DLR_MASK.encode(),
+            # Kannel fills in %d (the report's type) when it calls back.
+            "X-Kannel-DLR-Url": f"{message.status_callback_url}?{dlr_query}&type=%d".encode(),
+            # The charset Kannel converts from, to GSM-7 or to UCS-2 as `coding` says.
+            "Content-Type": b"text/plain; charset=UTF-8",
+        }
+        response = send_once(self, "POST", url, data=message.text.encode(), headers=headers)
+        if not response.text.lstrip().startswith(_ACCEPTED_PREFIXES):
+            # Not quoted: an answer may echo the number or the text.
+            raise SendError(
+                "Kannel did not accept the MT", retryable=False, status_code=response.status_code
+            )
+        # Reports name the reply by the id we put in the dlr-url.
+        return SendResult(provider_message_id=message.reply_id)
+
+    # -- simulation -----------------------------------------------------------------------------
+    def simulated_inbound(
+        self, url: str, sender: str, recipient: str, text: str, message_id: str
+    ) -> SimulatedRequest:
+        query = urlencode(
+            {
+                "key": self.credential("secret"),
+                "from": sender,
+                "to": recipient,
+                "text": text,
+                "id": message_id,
+                "time": "",
+                "keyword": (text.split() or [""])[0].lower()[:MAX_SHORT_FIELD],
+            },
+            quote_via=quote,
+        )
+        return SimulatedRequest("GET", f"{url}?{query}", {}, None)
+
+
+def _fields(request: Request) -> Mapping[str, str]:
+    """The escapes' values: the query, or a POSTed form when there is one."""
+    if request.method != "GET" and request.form:
+        return request.form
+    try:
+        return request.args
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload("query string is not UTF-8") from exc
