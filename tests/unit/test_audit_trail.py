@@ -31,7 +31,7 @@ from citizen_lookup.services.audit import (
 from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.audit.merkle import Frontier, leaf_hash, root_of
 from tests.conftest import make_app
-from tests.helpers import runtime_of
+from tests.helpers import TEST_CREDENTIALS_KEY, runtime_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -308,6 +308,7 @@ def test_the_migration_keeps_an_old_trail_verifiable(tmp_path, fake_redis, datab
         "instance_path": str(tmp_path / "instance"),
         "audit_key": "old-key",
         "checkpoint_key_file": str(tmp_path / "k.pem"),
+        "credentials_key": TEST_CREDENTIALS_KEY,
     }
     if database == "postgres":
         from sqlalchemy import create_engine
@@ -358,6 +359,7 @@ def _writer_process(url: str, folder: str, key_file: str, label: str, count: int
             "database_url": url,
             "audit_key": "test-audit-key",
             "checkpoint_key_file": key_file,
+            "credentials_key": TEST_CREDENTIALS_KEY,
             "instance_path": folder,
         },
         redis=fakeredis.FakeRedis(),

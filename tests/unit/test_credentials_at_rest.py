@@ -168,6 +168,7 @@ def test_the_key_is_required_wherever_the_audit_key_is(tmp_path):
     environ = {
         "CITIZEN_LOOKUP_DATABASE_URL": "postgresql+psycopg://h/db",
         "CITIZEN_LOOKUP_AUDIT_KEY": "k",
+        "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": str(tmp_path / "checkpoint.pem"),
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),
     }
     with pytest.raises(ConfigurationError, match="CITIZEN_LOOKUP_CREDENTIALS_KEY is required"):

@@ -98,7 +98,7 @@ def test_an_unexpected_error_in_a_job_keeps_its_traceback(
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("citizen_lookup.jobs.answer", broken)
+    monkeypatch.setattr("citizen_lookup.services.lookup.answer", broken)
     assert generic_sms(client, text=f"DC {OWNER_ID}").status_code == 200
     run_worker(runtime_of(app), app)
     errors = [line for line in _lines(stream) if line["level"] == "error"]

@@ -31,7 +31,7 @@ def test_the_routes_answer_at_the_built_paths(app, client) -> None:
 def test_connections_add_prints_the_built_urls(cli) -> None:
     result = cli(
         "connections", "add", "gw", "--kind", "generic",
-        "--focal-name", "A", "--focal-title", "B", "--focal-phone", "+84241234567",
+        "--focal-name", "A", "--focal-title", "B", "--focal-phone", "+842439999999",
         "--focal-email", "a@example.vn", "--credential", "secret=s",
         "--outbound-url", "http://127.0.0.1:9/mt",
     )  # fmt: skip

@@ -183,6 +183,7 @@ def test_database_down_is_503_so_the_provider_retries(tmp_path, fake_redis):
             "database_url": "postgresql+psycopg://postgres@127.0.0.1:9/none",
             "audit_key": "k",
             "credentials_key": TEST_CREDENTIALS_KEY,
+            "checkpoint_key_file": str(tmp_path / "checkpoint.pem"),
         },
         redis=fake_redis,
     )

@@ -174,9 +174,12 @@ def _report_text(report: dict[str, Any]) -> list[str]:
 @pass_runtime
 def report(runtime: Runtime, slug: str, month: str, as_json: bool) -> None:
     """One connection's month for an inspector; exit 1 if the audit trail does not verify."""
-    with runtime.session_factory.begin() as session:
+    with runtime.session_factory() as session:
         get_connection(session, slug)
-        data = review.monthly_report(session, runtime.audit, slug, month)
+        # The trail's check ends its own transaction (it holds the sequencer's lock while it reads).
+        verified = runtime.audit.verify(session)
+    with runtime.session_factory.begin() as session:
+        data = review.monthly_report(session, verified, slug, month)
         runtime.audit.append(
             session,
             "connection.report",

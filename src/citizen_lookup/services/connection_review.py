@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.models import AuditEvent, Connection, ConnectionState
-from citizen_lookup.services.audit import AuditTrail
+from citizen_lookup.services.audit import VerifyResult
 from citizen_lookup.services.connections import get_connection
 from citizen_lookup.services.limits import VIETNAM
 
@@ -168,8 +168,13 @@ def parse_month(text: str) -> tuple[datetime, datetime]:
     )
 
 
-def monthly_report(session: Session, audit: AuditTrail, slug: str, month: str) -> dict[str, Any]:
-    """One connection's month for an inspector: volume, refusals, failures, state changes."""
+def monthly_report(
+    session: Session, verified: VerifyResult, slug: str, month: str
+) -> dict[str, Any]:
+    """One connection's month for an inspector: volume, refusals, failures, state changes.
+
+    ``verified`` is the whole trail's check, made beforehand in a session of its own.
+    """
     connection = get_connection(session, slug)
     start, end = parse_month(month)
     counts = event_counts(session, slug, start, end)
@@ -187,7 +192,6 @@ def monthly_report(session: Session, audit: AuditTrail, slug: str, month: str) -
     history = state_history(session, slug)
     before = [change for change in history if change.at < start]
     during = [change for change in history if start <= change.at < end]
-    verified = audit.verify(session)
     return {
         "connection": slug,
         "kind": connection.kind,

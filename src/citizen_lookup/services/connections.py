@@ -28,7 +28,8 @@ from citizen_lookup.services.audit import AuditTrail
 # "$" would also match before a trailing newline.
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-SHORT_CODE = re.compile(r"^[0-9]{2,15}$")
+# A short code (8077), or a long number in E.164 (+84901234567) for kinds that send from one.
+SHORT_CODE = re.compile(r"\+?[0-9]{2,15}")
 
 # Which states each action may leave; terminated is final.
 TRANSITIONS: dict[str, tuple[tuple[ConnectionState, ...], ConnectionState]] = {
@@ -99,8 +100,10 @@ def _validate(
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise ConfigurationError(f"--allow {cidr!r} is not a CIDR network") from exc
-    if short_code is not None and not SHORT_CODE.match(short_code):
-        raise ConfigurationError(f"--short-code must be 2-15 digits, not {short_code!r}")
+    if short_code is not None and not SHORT_CODE.fullmatch(short_code):
+        raise ConfigurationError(
+            f"--short-code must be 2-15 digits (a leading + for a long number), not {short_code!r}"
+        )
     if language not in ("vi", "en"):
         raise ConfigurationError("--language must be vi or en")
     if ussd_result not in ("screen", "sms"):
