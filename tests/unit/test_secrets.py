@@ -141,8 +141,8 @@ def test_a_database_error_in_a_job_is_recorded_without_personal_data(
     from rq.registry import FailedJobRegistry
     from sqlalchemy import insert
 
-    from citizen_lookup import jobs
     from citizen_lookup.models import Citizen
+    from citizen_lookup.services import lookup
     from tests.helpers import OWNER_PHONE, add_connection
 
     add_citizen(app)
@@ -156,7 +156,7 @@ def test_a_database_error_in_a_job_is_recorded_without_personal_data(
             )
         )
 
-    monkeypatch.setattr(jobs, "answer", collide)
+    monkeypatch.setattr(lookup, "answer", collide)  # inside the job's decision
     caplog.set_level(logging.DEBUG)
     generic_sms(
         app.test_client(),
