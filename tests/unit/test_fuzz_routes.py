@@ -45,7 +45,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 SENDER_FIELDS = {"application/json": "from", "application/x-www-form-urlencoded": "User_ID"}
-WEBHOOKS = ("/webhooks/{slug}/sms", "/webhooks/{slug}/status")
+WEBHOOKS = ("/webhooks/{slug}/sms", "/webhooks/{slug}/status", "/webhooks/{slug}/ussd")
 OPERATIONS = [("POST", path) for path in WEBHOOKS] + [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -125,7 +125,12 @@ def test_fuzzed_requests_are_answered_as_described_and_audited(
             case.path_parameters["slug"] = slug
             sender = SENDER_FIELDS.get(case.media_type or "")
             real_sender = data.draw(st.booleans(), label="real sender")
-            if real_sender and sender and path.endswith("/sms") and isinstance(case.body, dict):
+            if (
+                real_sender
+                and sender
+                and path.endswith(("/sms", "/ussd"))
+                and isinstance(case.body, dict)
+            ):
                 case.body[sender] = "84912345678"
             body = wire_body(case)
             kwargs["data"] = body
