@@ -143,6 +143,8 @@ def step(
     The session is saved in Redis first and the audit events are appended last: an append holds
     the audit trail's lock until the caller commits, so nothing else waits behind it.
     """
+    # Screens name the code to dial: the connection's own short code where it has one.
+    ctx = replace(ctx, short_code=connection.short_code or ctx.short_code)
     result, state = _advance(session, ctx, connection, request, sender, now)
     if state is not None:
         stored = replace(state, screen=result.screen.text, end=result.screen.end)
