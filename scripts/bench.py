@@ -360,14 +360,14 @@ def measure_ussd(
     lock = threading.Lock()
     local = threading.local()
 
-    def walk(i: int) -> None:
+    def walk(i: int, prefix: str = "b") -> None:
         nonlocal granted
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         id_number, phone = citizens[i % len(citizens)]
         for n, entry in enumerate(("", "1", id_number)):
             body = (
-                f'{{"session_id":"b-{i}","from":"{phone}","service_code":"*8077#",'
+                f'{{"session_id":"{prefix}-{i}","from":"{phone}","service_code":"*8077#",'
                 f'"text":"{entry}"}}'
             ).encode()
             headers = {"Content-Type": "application/json", "X-Signature": sign(secret, body)}
@@ -382,9 +382,16 @@ def measure_ussd(
                     results_ms.append(took)
                     granted += "NS " in response.json()["text"]  # the personal data screen
 
-    log("USSD steps at 100/s")
+    log("USSD steps one after another, then at 100/s")
+    for i in range(100):  # one phone at a time: a step's own cost, without any queueing
+        walk(i, "alone")
+    alone = list(steps)
+    steps.clear()
+    results_ms.clear()
+    granted = 0
     paced(100 / 3, 100 * seconds // 3, walk)
     return {
+        "ussd_step_alone_p99_ms": round(percentile(alone, 0.99) * 1000, 2),
         "ussd_step_p50_ms": round(statistics.median(steps) * 1000, 2),
         "ussd_step_p99_ms": round(percentile(steps, 0.99) * 1000, 2),
         "ussd_result_step_p99_ms": round(percentile(results_ms, 0.99) * 1000, 2),

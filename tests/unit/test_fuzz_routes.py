@@ -46,7 +46,7 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-WEBHOOKS = ("/webhooks/{slug}/sms", "/webhooks/{slug}/status")
+WEBHOOKS = ("/webhooks/{slug}/sms", "/webhooks/{slug}/status", "/webhooks/{slug}/ussd")
 OPERATIONS = [("POST", path) for path in WEBHOOKS] + [
     ("GET", "/healthz"),
     ("GET", "/readyz"),

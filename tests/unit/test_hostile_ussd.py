@@ -21,6 +21,8 @@ from tests.helpers import (
     runtime_of,
 )
 
+ALSO_ON_POSTGRES = True  # PostgreSQL enforces column sizes that SQLite does not
+
 AT_CREDENTIALS = {"username": "cl", "api_key": "at-api-key-0123456789", "secret": "at-secret-42"}
 AT_AUTH = "Basic " + base64.b64encode(b"cl:at-secret-42").decode()
 
@@ -200,3 +202,20 @@ def test_redis_down_answers_a_busy_screen_not_a_500(app, client, gateways, monke
     ended, text = screen(generic_step(client, "d1", ""))
     assert ended and "ban" in text
     assert events(app, "ussd.step")[-1].outcome == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("message_id", "link_id", "status"),
+    [
+        ("i" * 64, "L" * 63, 200),
+        ("i" * 65, "L", 400),
+        ("i", "L" * 64, 400),
+    ],
+)
+def test_africastalking_ids_fit_storage_or_are_refused(
+    app, client, gateways, message_id, link_id, status
+):
+    fields = {"from": OWNER_PHONE, "to": "8077", "text": "DC", "id": message_id, "linkId": link_id}
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": AT_AUTH}
+    response = client.post("/webhooks/at/sms", data=urlencode(fields), headers=headers)
+    assert response.status_code == status

@@ -161,12 +161,24 @@ class TestAfricasTalking(ProviderCases):
 
     @pytest.mark.parametrize(
         ("name", "value"),
-        [("id", "x" * 101), ("from", "8" * 33), ("text", "a" * 1601), ("id", "a|b")],
+        [
+            ("id", "x" * 65),
+            ("from", "8" * 33),
+            ("text", "a" * 1601),
+            ("id", "a|b"),
+            ("linkId", "L" * 64),
+        ],
     )
     def test_oversized_or_invalid_fields_are_malformed(self, name: str, value: str) -> None:
         fields = self.inbound_fields() | {name: value}
         with pytest.raises(MalformedPayload, match=name):
             self.receive(self.build_request(INBOUND_PATH, fields))
+
+    def test_the_longest_id_and_link_id_fit_the_stored_message_id(self) -> None:
+        fields = self.inbound_fields() | {"id": "i" * 64, "linkId": "L" * 63}
+        message = self.receive(self.build_request(INBOUND_PATH, fields))
+        assert isinstance(message, InboundMessage)
+        assert len(message.provider_message_id) == 128  # the column's size
 
     # -- USSD -----------------------------------------------------------------------------------
     def ussd_fields(self, text: str = "1*001099012345") -> dict[str, str]:

@@ -114,7 +114,7 @@ def test_a_database_error_in_a_job_is_recorded_without_personal_data(
 
     from citizen_lookup.models import Citizen
     from citizen_lookup.services import lookup
-    from tests.helpers import add_connection, generic_sms
+    from tests.helpers import OWNER_PHONE, add_connection, generic_sms
 
     add_citizen(app)
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")

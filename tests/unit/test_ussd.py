@@ -468,3 +468,12 @@ def test_a_session_id_reused_after_expiry_is_a_new_walk_and_a_new_lookup(
     texts = [r.json()["text"] for r in fake_provider.requests]
     assert len(texts) == 2 and "Nguyen Van An" in texts[0] and "1 lan" in texts[1]
     assert [e.outcome for e in decisions(app)] == ["granted", "over_limit"]
+
+
+def test_screens_name_the_connections_own_short_code(app, client):
+    add_citizen(app)
+    add_connection(app, short_code="8099", outbound_url="http://127.0.0.1:9/mt")
+    phone = Phone(client)
+    phone.dial()
+    going_on, help_text = phone.press("0")
+    assert not going_on and "*8099#" in help_text and "*8077#" not in help_text

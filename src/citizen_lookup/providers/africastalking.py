@@ -64,6 +64,9 @@ ACCEPTED_CODES = frozenset({100, 101, 102})
 LINK_SEPARATOR = "|"
 
 MAX_ID = 100
+# The message id and the linkId are stored together in a column of 128 characters.
+MAX_MESSAGE_ID = 64
+MAX_LINK_ID = 63
 MAX_NUMBER = 32
 MAX_TEXT = 1600
 MAX_SESSION_ID = 100
@@ -100,12 +103,12 @@ class AfricasTalkingProvider(Provider):
     # -- inbound SMS ----------------------------------------------------------------------------
     def parse_inbound(self, request: Request) -> InboundMessage:
         form = _form(request)
-        message_id = required_field(form, "id", max_length=MAX_ID)
+        message_id = required_field(form, "id", max_length=MAX_MESSAGE_ID)
         sender = required_field(form, "from", max_length=MAX_NUMBER)
         text = required_field(form, "text", max_length=MAX_TEXT, allow_empty=True)
         recipient = optional_field(form, "to", max_length=MAX_NUMBER)
         optional_field(form, "date", max_length=MAX_ID)
-        link_id = optional_field(form, "linkId", max_length=MAX_ID)
+        link_id = optional_field(form, "linkId", max_length=MAX_LINK_ID)
         if LINK_SEPARATOR in message_id:
             raise MalformedPayload(f"field 'id' must not contain {LINK_SEPARATOR!r}")
         return InboundMessage(

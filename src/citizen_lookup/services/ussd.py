@@ -140,10 +140,27 @@ def step(
 ) -> StepResult:
     """Answer one USSD step from ``sender`` (E.164), audit it; the caller commits.
 
-    The session state is saved in Redis before returning.
+    The session is saved in Redis first and the audit events are appended last: an append holds
+    the audit trail's lock until the caller commits, so nothing else waits behind it.
     """
+    # Screens name the code to dial: the connection's own short code where it has one.
+    ctx = replace(ctx, short_code=connection.short_code or ctx.short_code)
     result, state = _advance(session, ctx, connection, request, sender, now)
+    if state is not None:
+        stored = replace(state, screen=result.screen.text, end=result.screen.end)
+        ctx.store.save(connection.slug, request.session_id, stored)
     audit = ctx.decision.lookup.audit
+    if result.reply is not None:
+        record_decision(
+            session,
+            audit,
+            result.reply,
+            connection=connection.slug,
+            channel="ussd",
+            provider_message_id=request.session_id[:128],
+            sender=sender,
+            detail={"ussd_result": connection.ussd_result},
+        )
     audit.append(
         session,
         "ussd.step",
@@ -154,9 +171,6 @@ def step(
         outcome=result.outcome,
         detail={"step": state.steps if state else 0, **result.detail},
     )
-    if state is not None:
-        stored = replace(state, screen=result.screen.text, end=result.screen.end)
-        ctx.store.save(connection.slug, request.session_id, stored)
     return result
 
 
@@ -261,16 +275,6 @@ def _result(
         f"ussd:{connection.slug}:{walk_id}",  # one lookup per walk, however often retried
         now,
         connection=connection.slug,
-    )
-    record_decision(
-        session,
-        ctx.decision.lookup.audit,
-        reply,
-        connection=connection.slug,
-        channel="ussd",
-        provider_message_id=request.session_id[:128],
-        sender=sender,
-        detail={"ussd_result": connection.ussd_result},
     )
     if connection.ussd_result == "sms" and reply.text:
         inbound_id = _queue_sms(session, connection, sender, command, reply, walk_id, now)

@@ -271,7 +271,9 @@ def ussd_step(slug: str) -> Response:
         )
         session.commit()
         return provider.answer_ussd(
-            ussd.busy_screen(runtime.templates, connection.language, context.short_code)
+            ussd.busy_screen(
+                runtime.templates, connection.language, connection.short_code or context.short_code
+            )
         )
     session.commit()
     if result.enqueue_inbound_id is not None:
