@@ -158,6 +158,17 @@ def test_a_step_that_turns_out_unneeded_is_given_back(app, client, fake_provider
     )
 
 
+def test_an_address_with_nothing_readable_in_it_is_left_out(app, client, fake_provider):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}",
+        permanent_address=HUE, temporary_address=" , . ,", current_address="   ",
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Thuong tru: Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, "
+        "T. Thua Thien Hue"
+    )
+
+
 @pytest.mark.parametrize("language", ["vi", "en"])
 def test_no_address_at_all_is_a_no_record_reply(app, client, fake_provider, language):
     reply = reply_to(

@@ -12,7 +12,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from citizen_lookup.domain.addresses import Level, address_forms, same_address
+from citizen_lookup.domain.addresses import Level, address_forms, same_address, units_of
 from citizen_lookup.domain.identity import InvalidIdNumber, mask_id_number, parse_id_number
 from citizen_lookup.domain.phones import mask_msisdn
 from citizen_lookup.domain.syntax import Command, CommandKind
@@ -203,8 +203,9 @@ def _residence(kind: CommandKind, citizen: Citizen, language: str, ctx: LookupCo
     """
     t = ctx.templates
     masked = mask_id_number(citizen.id_number)
+    # An address with nothing readable in it (blank, or only commas) counts as absent.
     permanent, temporary, current = (
-        (value or "").strip() or None
+        value if value and units_of(value) else None
         for value in (citizen.permanent_address, citizen.temporary_address, citizen.current_address)
     )
 
