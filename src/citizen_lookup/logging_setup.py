@@ -130,8 +130,10 @@ def init_app(app: Flask, log_format: str) -> None:
     """Give each request an id; configure logging unless the host process already has."""
     install_filters()
     if not logging.getLogger().handlers:
-        # Under gunicorn or a CLI command nothing else configures logging; pytest's capture does.
-        configure_logging(log_format)
+        # Under gunicorn or a CLI command nothing else configures logging (pytest's capture
+        # does): our own lines from INFO up, other libraries' from WARNING up.
+        configure_logging(log_format, level=logging.WARNING)
+        logging.getLogger("citizen_lookup").setLevel(logging.INFO)
 
     @app.before_request
     def assign_request_id() -> None:

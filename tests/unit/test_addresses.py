@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from citizen_lookup.domain.addresses import Level, Step, address_forms, same_address, units_of
-from citizen_lookup.domain.text import gsm7_units
+from citizen_lookup.domain.text import gsm7_units, is_gsm7
 
 # Real-shaped addresses built on DOMAIN.md's province list, pre-2025 (with a district) and after.
 HCM = (
@@ -102,3 +104,58 @@ def test_every_form_ends_with_the_province_and_is_shorter_than_the_last(
     lengths = [gsm7_units(form) for form in forms]
     assert lengths == sorted(lengths, reverse=True) and len(set(lengths)) == len(lengths)
     assert all("..." not in form for form in forms)
+
+
+_WORDS = st.sampled_from(
+    ["Nguyen", "Thi", "Minh", "Khai", "Cach", "Mang", "Thang", "Tam", "Ba", "Trung", "Vuong", "12"]
+)
+_NAME = st.lists(_WORDS, min_size=1, max_size=5).map(" ".join)
+_ADDRESS = st.tuples(
+    st.lists(st.sampled_from(["So 12/3 Duong", "Ngo 5", "Thon", "Ap", "To dan pho"]), max_size=2),
+    st.sampled_from(["Phuong", "Xa", "Thi tran", ""]),
+    st.sampled_from(["Quan", "Huyen", "Thi xa", ""]),
+    st.sampled_from(["Tinh Thua Thien Hue", "Thanh pho Ho Chi Minh", "Tinh Ba Ria-Vung Tau"]),
+    st.lists(_NAME, min_size=4, max_size=4),
+).map(
+    lambda parts: ", ".join(
+        [f"{local} {parts[4][0]}" for local in parts[0]]
+        + [f"{unit} {name}" for unit, name in zip(parts[1:3], parts[4][1:3], strict=True) if unit]
+        + [parts[3]]
+    )
+)
+
+
+@given(
+    _ADDRESS,
+    st.one_of(st.none(), _ADDRESS),
+    st.one_of(st.none(), _ADDRESS),
+    st.sampled_from(["vi", "en"]),
+)
+def test_a_residence_reply_is_always_one_readable_sms(
+    permanent: str, temporary: str | None, current: str | None, language: str
+) -> None:
+    reply = _residence_reply(permanent, temporary, current, language)
+    assert is_gsm7(reply) and gsm7_units(reply) <= 160 and ".." not in reply
+    for address in (permanent, current):
+        if address is not None:
+            province = units_of(address)[-1].removeprefix("T. ")
+            assert province in reply
+
+
+def _residence_reply(
+    permanent: str, temporary: str | None, current: str | None, language: str
+) -> str:
+    from citizen_lookup.domain.syntax import CommandKind
+    from citizen_lookup.models import Citizen
+    from citizen_lookup.services.lookup import LookupContext, _residence
+    from citizen_lookup.services.replies import Templates
+
+    templates = Templates.load(Path(__file__).resolve().parents[2] / "config", 1)
+    context = LookupContext(templates, None, {}, (101, 295), "8077", 3)  # type: ignore[arg-type]
+    citizen = Citizen(
+        id_number="001099012345",
+        permanent_address=permanent,
+        temporary_address=temporary,
+        current_address=current,
+    )
+    return _residence(CommandKind.RESIDENCE, citizen, language, context).text

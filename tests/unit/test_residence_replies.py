@@ -9,6 +9,8 @@ to how to ask for it (`DC TT`).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from citizen_lookup.domain.text import gsm7_units, is_gsm7
@@ -156,6 +158,17 @@ def test_a_step_that_turns_out_unneeded_is_given_back(app, client, fake_provider
     )
 
 
+def test_an_address_with_nothing_readable_in_it_is_left_out(app, client, fake_provider):
+    reply = reply_to(
+        app, client, fake_provider, f"DC CT {OWNER_ID}",
+        permanent_address=HUE, temporary_address=" , . ,", current_address="   ",
+    )  # fmt: skip
+    assert reply == (
+        "CCCD 001*****2345. Thuong tru: Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, "
+        "T. Thua Thien Hue"
+    )
+
+
 @pytest.mark.parametrize("language", ["vi", "en"])
 def test_no_address_at_all_is_a_no_record_reply(app, client, fake_provider, language):
     reply = reply_to(
@@ -172,3 +185,73 @@ def test_no_address_at_all_is_a_no_record_reply(app, client, fake_provider, lang
 def test_the_help_text_names_dc_tt(app, client, fake_provider, language, words):
     reply = reply_to(app, client, fake_provider, "DC HD", language=language)
     assert words in reply and "8077" in reply
+
+
+_LABELS = "Thuong tru|Tam tru|Noi o|Permanent|Temporary|Current"
+_PART = re.compile(rf"({_LABELS}): (.*?)(?=\. (?:{_LABELS}): |$)")
+_KEYS = {
+    "Thuong tru": "permanent", "Permanent": "permanent",
+    "Tam tru": "temporary", "Temporary": "temporary",
+    "Noi o": "current", "Current": "current",
+}  # fmt: skip
+CENTRAL_CITIES = {"Ha Noi", "Hai Phong", "Da Nang", "Can Tho", "TP Ho Chi Minh", "Ho Chi Minh"}
+
+
+def _long_address(province: str, house: str = "So 1234/56/78") -> str:
+    """As long as real addresses get: long street, ward and district names, then the province."""
+    top = province if province.startswith("TP ") else (
+        f"Thanh pho {province}" if province in CENTRAL_CITIES else f"Tinh {province}"
+    )  # fmt: skip
+    return f"{house} Duong Cach Mang Thang Tam, Phuong Nguyen Cu Trinh, Huyen Phong Dien, {top}"
+
+
+def test_every_province_keeps_its_name_and_whole_units_in_dc_ct_and_dc_tt(app):
+    from citizen_lookup.domain.addresses import units_of
+    from citizen_lookup.domain.syntax import parse_command
+    from citizen_lookup.services.lookup import answer
+
+    runtime = runtime_of(app)
+    names = sorted(runtime.provinces.items())
+    for n, (code, name) in enumerate(names):
+        temporary = names[(n + 1) % len(names)][1]
+        current = names[(n + 2) % len(names)][1]
+        add_citizen(
+            app,
+            id_number=f"{code}099{n:06d}",
+            permanent_address=_long_address(name),
+            temporary_address=_long_address(temporary, "Phong 1208, So 37"),
+            current_address=_long_address(current, "12/3"),
+        )
+    with runtime.session_factory() as session:
+        for n, (code, name) in enumerate(names):
+            expected = {
+                "permanent": units_of(_long_address(name)),
+                "temporary": units_of(
+                    _long_address(names[(n + 1) % len(names)][1], "Phong 1208, So 37")
+                ),
+                "current": units_of(_long_address(names[(n + 2) % len(names)][1], "12/3")),
+            }
+            for language in ("vi", "en"):
+                for kind in ("CT", "TT"):
+                    command = parse_command(f"DC {kind} {code}099{n:06d}")
+                    reply = answer(session, command, OWNER_PHONE, language, runtime.lookup_context)
+                    text = reply.text
+                    assert reply.outcome == "granted", text
+                    assert is_gsm7(text) and gsm7_units(text) <= 160 and ".." not in text, text
+                    parts = re.findall(_PART, text)
+                    assert len(parts) == (3 if kind == "CT" else 1), text
+                    for label, address in parts:
+                        key = _KEYS[label]
+                        if address.startswith(("soan DC TT", "text DC TT")):
+                            continue
+                        shown = [u.strip() for u in address.split(",")]
+                        whole = [u.removeprefix("T. ") for u in expected[key]]
+                        # Every unit shown is whole (a house number may have gone before it).
+                        assert all(
+                            u in whole
+                            or u in expected[key]
+                            or any(w.endswith(" " + u) for w in whole)
+                            for u in shown
+                        ), (text, shown)
+                        # The province is always there (with or without "T.").
+                        assert shown[-1] in (whole[-1], expected[key][-1]), text

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from citizen_lookup.domain.addresses import Level, address_forms, same_address
+from citizen_lookup.domain.addresses import Level, address_forms, same_address, units_of
 from citizen_lookup.domain.identity import InvalidIdNumber, mask_id_number, parse_id_number
 from citizen_lookup.domain.phones import mask_msisdn
 from citizen_lookup.domain.syntax import Command, CommandKind, parse_command
@@ -449,8 +449,9 @@ def _residence(
     """
     t = ctx.templates
     masked = mask_id_number(citizen.id_number)
+    # An address with nothing readable in it (blank, or only commas) counts as absent.
     permanent, temporary, current = (
-        (value or "").strip() or None
+        value if value and units_of(value) else None
         for value in (citizen.permanent_address, citizen.temporary_address, citizen.current_address)
     )
 
