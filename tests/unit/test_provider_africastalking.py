@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import ClassVar
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -15,6 +16,7 @@ from provider_cases import (
     Auth,
     FakeProviderServer,
     ProviderCases,
+    RawRequest,
     WebhookRequest,
     call,
 )
@@ -93,6 +95,25 @@ class TestAfricasTalking(ProviderCases):
     ack_content_type = "text/plain"
     ack_body = b""
     success_answer = (201, sent_answer(), "application/json")
+    body_format = "form"
+    wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
+        "id": ("id", 64),
+        "sender": ("from", 32),
+        "text": ("text", 1600),
+        "to": ("to", 32),
+    }
+    wire_status_fields = (("id", 100), ("status", 100))
+    status_ack_body = b""
+    auth_header = "Authorization"
+
+    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
+        if auth == "none":
+            return request
+        secret = SECRET if auth == "good" else "wrong"
+        return request.with_headers({"Authorization": basic(USERNAME, secret)})
+
+    def mt_text(self, body: bytes, path: str) -> str:
+        return parse_qs(body.decode())["message"][0]
 
     def inbound_fields(self) -> dict[str, str]:
         return {
@@ -103,14 +124,6 @@ class TestAfricasTalking(ProviderCases):
             "id": "ATXid_0001",
             "networkCode": "45204",
         }
-
-    def build_request(
-        self, path: str, fields: dict[str, str], auth: Auth = "good"
-    ) -> WebhookRequest:
-        headers = {}
-        if auth != "none":
-            headers["Authorization"] = basic(USERNAME, SECRET if auth == "good" else "wrong")
-        return WebhookRequest(path, data=fields, headers=headers)
 
     def outbound_url(self, server_url: str) -> str:
         return server_url  # --outbound-url replaces the API's base URL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import ClassVar
 from urllib.parse import parse_qs
@@ -26,6 +27,7 @@ from twilio.request_validator import RequestValidator
 
 from citizen_lookup.exceptions import AuthenticationFailed, SendError
 from citizen_lookup.providers.base import DeliveryReport, DeliveryStatus, InboundMessage
+from citizen_lookup.providers.twilio import MESSAGE_SID as MESSAGE_SID_FORMAT
 from citizen_lookup.providers.twilio import TwilioProvider
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -107,6 +109,15 @@ class TestTwilio(ProviderCases):
     wire_status_fields = (("MessageSid", 64), ("MessageStatus", 64))
     status_ack_body = b""
     auth_header = "X-Twilio-Signature"
+    # Twilio's signature does not separate fields, so a field it never sends means tampering.
+    refuses_foreign_fields = True
+
+    def wire_id(self, message_id: str) -> str:
+        # Twilio's ids are SM and 32 hex digits: one made from each label.
+        return "SM" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+    def id_ok(self, value: str) -> bool:
+        return MESSAGE_SID_FORMAT.fullmatch(value) is not None
 
     def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
         if auth == "none":

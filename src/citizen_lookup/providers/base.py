@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -210,6 +211,10 @@ class Provider(ABC):
         """Send a reply; raise :class:`SendError` (retryable or not) on failure."""
 
     # -- simulation -----------------------------------------------------------------------------
+    def new_message_id(self) -> str:
+        """A fresh id for a simulated inbound message, in the format this provider uses."""
+        return f"sim-{secrets.token_hex(8)}"
+
     @abstractmethod
     def simulated_inbound(
         self, url: str, sender: str, recipient: str, text: str, message_id: str
