@@ -122,7 +122,8 @@ def test_a_twilio_request_with_a_field_twilio_never_sends_is_refused(
         f"{PUBLIC}/webhooks/tw/sms", fields
     )
     response = _twilio_post(client, fields, signature)
-    assert response.status_code == 403
+    assert response.status_code == 400
+    assert response.get_json()["message"] == "a field Twilio does not send"
     assert _inbound_count(twilio_app) == 0
 
 
@@ -411,6 +412,23 @@ def test_a_form_that_is_not_utf8_is_400_naming_the_encoding(app: Any, client: An
     assert response.status_code == 400
     assert "UTF-8" in response.get_json()["message"]
     assert "Request_ID" not in response.get_json()["message"]
+
+
+def test_a_signed_twilio_form_that_is_not_utf8_is_400_naming_the_encoding(
+    twilio_app: Any, client: Any
+) -> None:
+    body = f"AccountSid={TWILIO_SID}&Body=DC H\xe0 Nam&From=%2B84912345678&MessageSid=SM{'d' * 32}"
+    raw = body.encode("latin-1")
+    # What Werkzeug parses out of it (nothing) is what Twilio's signature is checked against.
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(f"{PUBLIC}/webhooks/tw/sms", {})
+    response = client.post(
+        "/webhooks/tw/sms",
+        data=raw,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": signature},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["message"] == "form body is not UTF-8"
 
 
 def test_a_generic_request_without_a_signature_is_refused_before_its_body_is_read(
