@@ -191,17 +191,37 @@ def redirecting_server(fake_provider: Any) -> Iterator[str]:
     thread.join(timeout=5)
 
 
-@pytest.mark.parametrize("kind", ["generic", "vnmo"])
+@pytest.mark.parametrize("kind", ["generic", "vnmo", "twilio"])
 def test_a_reply_is_never_posted_to_where_a_redirect_points(
     app: Any, client: Any, fake_provider: Any, redirecting_server: str, kind: str
 ) -> None:
     add_citizen(app)
-    credentials = (
-        {"secret": GENERIC_SECRET} if kind == "generic" else {"username": "u", "password": "p"}
-    )
-    add_connection(app, kind=kind, outbound_url=redirecting_server, credentials=credentials)
+    credentials = {
+        "generic": {"secret": GENERIC_SECRET},
+        "vnmo": {"username": "u", "password": "p"},
+        "twilio": {"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN},
+    }[kind]
+    outbound = redirecting_server.removesuffix("/mt") if kind == "twilio" else redirecting_server
+    add_connection(app, kind=kind, outbound_url=outbound, credentials=credentials)
     if kind == "generic":
         assert generic_sms(client, text=f"DC {OWNER_ID}").status_code == 200
+    elif kind == "twilio":
+        fields = {
+            "AccountSid": TWILIO_SID,
+            "Body": f"DC {OWNER_ID}",
+            "From": OWNER_PHONE,
+            "MessageSid": "SM" + "e" * 32,
+            "To": "8077",
+        }
+        url = f"{PUBLIC}/webhooks/gw/sms"
+        signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, fields)
+        response = client.post(
+            "/webhooks/gw/sms",
+            data=urlencode(fields),
+            content_type="application/x-www-form-urlencoded",
+            headers={"X-Twilio-Signature": signature},
+        )
+        assert response.status_code == 200
     else:
         response = client.post(
             "/webhooks/gw/sms",

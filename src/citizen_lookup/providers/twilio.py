@@ -163,8 +163,11 @@ class TwilioProvider(Provider):
         except (TwilioRestException, TwilioServiceException) as exc:
             # Twilio's error text can quote the phone number: only the status and code travel on.
             status = _http_status(exc.status)
+            # The SDK never follows a redirect (our data would go where it points): a 3xx is a
+            # failure, and one a retry would not change.
+            redirect = " (a redirect; not followed)" if 300 <= status < 400 else ""
             raise SendError(
-                f"Twilio answered HTTP {status} (error code {exc.code})",
+                f"Twilio answered HTTP {status}{redirect} (error code {exc.code})",
                 retryable=status >= 500 or status == 429,
                 status_code=status,
             ) from None
