@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -474,3 +475,36 @@ def test_a_generic_request_without_a_signature_is_refused_before_its_body_is_rea
         )
         assert response.status_code == 403
     assert json.loads(_refusals(app)[-1].detail)["status"] == 403
+
+
+def test_simulate_signs_a_twilio_message_with_a_sid_in_twilio_format(
+    tmp_path: Path, fake_redis: Any
+) -> None:
+    from click.testing import CliRunner
+    from werkzeug.serving import make_server
+
+    from citizen_lookup.cli import AppHolder, main
+    from tests.conftest import make_app
+
+    apps: dict[str, Any] = {}
+    server = make_server("127.0.0.1", 0, lambda environ, start: apps["app"](environ, start))
+    base = f"http://127.0.0.1:{server.server_port}"
+    app = apps["app"] = make_app(tmp_path, fake_redis, public_base_url=base)
+    add_citizen(app)
+    credentials = {"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN}
+    add_connection(app, "tw", "twilio", credentials=credentials)
+    holder = AppHolder()
+    holder._app = app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        args = ["simulate", "sms", "--from", OWNER_PHONE, "--connection", "tw", "--wait", "0.5"]
+        result = CliRunner().invoke(main, [*args, f"DC {OWNER_ID}"], obj=holder)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    assert "webhook answered HTTP 200" in result.stderr, result.output
+    with runtime_of(app).session_factory() as session:
+        [sid] = session.scalars(select(InboundMessageRecord.provider_message_id)).all()
+    assert re.fullmatch(r"SM[0-9a-f]{32}", sid)
+    runtime_of(app).close()

@@ -6,7 +6,6 @@ HTTP to the running service, and waits for the worker to store and send the repl
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 
@@ -48,7 +47,7 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
         provider = build_provider(connection, runtime.provider_context)
         short_code = connection.short_code or runtime.settings.short_code
     base = (url or runtime.settings.public_base_url).rstrip("/")
-    message_id = f"sim-{secrets.token_hex(8)}"
+    message_id = provider.simulated_message_id()
     prepared = provider.simulated_inbound(
         f"{base}/webhooks/{slug}/sms", msisdn, short_code, text, message_id
     )

@@ -9,6 +9,7 @@ the provider expects, and sends our reply through the provider's API. The web la
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,6 +188,10 @@ class Provider(ABC):
         """Send a reply; raise :class:`SendError` (retryable or not) on failure."""
 
     # -- simulation -----------------------------------------------------------------------------
+    def simulated_message_id(self) -> str:
+        """A fresh provider message id in this kind's own format (for `simulate`)."""
+        return f"sim-{secrets.token_hex(8)}"
+
     @abstractmethod
     def simulated_inbound(
         self, url: str, sender: str, recipient: str, text: str, message_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
@@ -121,6 +122,9 @@ class TwilioProvider(Provider):
         return DeliveryReport(provider_message_id=sid, status=status, error=error)
 
     # -- outbound -------------------------------------------------------------------------------
+    def simulated_message_id(self) -> str:
+        return "SM" + secrets.token_hex(16)
+
     def simulated_inbound(
         self, url: str, sender: str, recipient: str, text: str, message_id: str
     ) -> SimulatedRequest:
