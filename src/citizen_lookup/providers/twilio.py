@@ -51,10 +51,12 @@ _SIGNATURE = re.compile(r"[A-Za-z0-9+/]{27}=|[A-Za-z0-9+/]{43}=")
 TWILIO_FIELDS = frozenset(
     {
         "AccountSid", "AddOns", "ApiVersion", "Body", "ButtonPayload", "ButtonText",
-        "ChannelInstallSid", "ChannelPrefix", "ChannelStatusMessage", "ErrorCode",
+        "ChannelInstallSid", "ChannelPrefix", "ChannelStatusMessage", "ChannelToAddress",
+        "ErrorCode",
         "ErrorMessage", "EventType", "Forwarded", "FrequentlyForwarded", "From", "FromCity",
         "FromCountry", "FromState", "FromZip", "Latitude", "Longitude", "MessageSid",
         "MessageStatus", "MessagingServiceSid", "NumMedia", "NumSegments", "OptOutType",
+        "OriginalRepliedMessageSender", "OriginalRepliedMessageSid", "StructuredMessage",
         "ProfileName", "RawDlrDoneDate", "ReferralBody", "ReferralCtaUrl", "ReferralHeadline",
         "ReferralMediaContentType", "ReferralMediaId", "ReferralMediaUrl", "ReferralNumMedia",
         "ReferralSourceId", "ReferralSourceType", "ReferralSourceUrl", "SmsMessageSid",
