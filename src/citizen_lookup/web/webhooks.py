@@ -181,7 +181,7 @@ def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], 
             limit = current_runtime().settings.max_body_bytes
             too_large = Refused(413, "too_large", f"request body over {limit} bytes")
             response = _refusal_response(slug, route, too_large)
-        except (ClientDisconnected, OSError):
+        except (ClientDisconnected, TimeoutError):
             # The body stopped short: the server's read deadline, or the client went away.
             late = Refused(408, "request_timeout", "request body not received in time")
             response = _refusal_response(slug, route, late)
