@@ -25,6 +25,14 @@ def upgrade(settings: Settings, engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+def downgrade(settings: Settings, engine: Engine, revision: str) -> None:
+    """Take the schema back to ``revision`` on ``engine``."""
+    config = alembic_config(settings)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

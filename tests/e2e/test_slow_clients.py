@@ -51,8 +51,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def web(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[dict[str, Any]]:
-    """gunicorn -c gunicorn.conf.py on a free port, with a generic and a vnmo connection."""
+def web(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, real_redis: Any
+) -> Iterator[dict[str, Any]]:
+    """gunicorn -c gunicorn.conf.py on a free port, with a generic and a vnmo connection.
+
+    Parametrized indirectly with extra environment variables (a shorter read deadline, say).
+    """
     engine = create_engine(pg_url)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
@@ -68,6 +73,7 @@ def web(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[dict[str, Any]
         "CITIZEN_LOOKUP_CREDENTIALS_KEY": Fernet.generate_key().decode(),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),
+        **getattr(request, "param", {}),
     }
 
     def cli(*args: str, input: str | None = None) -> None:
@@ -182,6 +188,72 @@ def test_an_unsigned_slow_body_is_refused_without_waiting_for_the_body(
         )
         answer = sock.recv(4096)  # within the socket's 5 s, with 3,999 bytes still unsent
     assert answer.startswith(b"HTTP/1.1 403 ")
+
+
+SHORT_DEADLINE = {"CITIZEN_LOOKUP_REQUEST_READ_SECONDS": "2"}
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has closed (or reset) the connection; never waits, consumes nothing."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+@pytest.mark.parametrize("web", [SHORT_DEADLINE], indirect=True)
+def test_a_client_trickling_headers_is_cut_off_at_the_read_deadline(web: dict[str, Any]) -> None:
+    """Every header line arrives well within the idle limit, yet the request must be whole
+    within the deadline (2 s here): the server closes the connection long before we stop."""
+    with socket.create_connection(("127.0.0.1", web["port"]), timeout=5) as sock:
+        sock.sendall(b"POST /webhooks/gw/sms HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        for n in range(40):  # up to 20 s of trickling, one line every 0.5 s
+            time.sleep(0.5)
+            if _closed_by_server(sock):
+                closed = True
+                break
+            try:
+                sock.sendall(f"X-Slow-{n}: {n}\r\n".encode())
+            except OSError:
+                closed = True
+                break
+    assert closed, "the server was still reading headers after 20 s"
+
+
+@pytest.mark.parametrize("web", [SHORT_DEADLINE], indirect=True)
+def test_a_signed_looking_request_trickling_its_body_gets_408(web: dict[str, Any]) -> None:
+    with socket.create_connection(("127.0.0.1", web["port"]), timeout=10) as sock:
+        sock.sendall(
+            b"POST /webhooks/gw/sms HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nX-Signature: t=1,v1=" + b"0" * 64 + b"\r\n"
+            b"Content-Length: 4000\r\n\r\n{"
+        )
+        answer = b""
+        for _ in range(40):
+            time.sleep(0.5)
+            if _closed_by_server(sock):
+                break
+            sock.setblocking(False)
+            try:
+                answer += sock.recv(4096)
+            except BlockingIOError:
+                pass
+            finally:
+                sock.setblocking(True)
+            if b"\r\n\r\n" in answer:
+                break
+            try:
+                sock.sendall(b'"a":1,')
+            except OSError:
+                break
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"error":"request_timeout"' in answer
 
 
 def test_the_access_log_records_no_query_string(web: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import text
 
 from citizen_lookup.cli import AppHolder, main
 from citizen_lookup.exceptions import ConfigurationError
-from citizen_lookup.migrate import upgrade
+from citizen_lookup.migrate import downgrade, upgrade
 from citizen_lookup.runtime import EXTENSION
 from citizen_lookup.settings import load_settings
 from tests.conftest import make_app
@@ -136,16 +137,18 @@ def test_reencrypt_rotates_the_key(app, cli, tmp_path, fake_redis, backend):
         _client_for(app)
 
 
-def test_migration_seals_rows_stored_in_plaintext(tmp_path, fake_redis):
-    app = make_app(tmp_path, fake_redis)
+def test_migration_seals_rows_stored_in_plaintext(app, backend):
     runtime = runtime_of(app)
-    with runtime.engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        for table in ("audit_checkpoints", "audit_events", "audit_head", "outbound_messages",
-                      "inbound_messages", "connections", "citizen_phones",
-                      "health_insurance_cards", "tax_registrations",
-                      "social_insurance_records", "citizens"):  # fmt: skip
-            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    with runtime.engine.begin() as connection:  # back to an empty database
+        if backend == "postgres":
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        else:
+            for table in ("alembic_version", "audit_checkpoints", "audit_events", "audit_head",
+                          "outbound_messages", "inbound_messages", "connections",
+                          "citizen_phones", "health_insurance_cards", "tax_registrations",
+                          "social_insurance_records", "citizens"):  # fmt: skip
+                connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
     upgrade(runtime.settings, runtime.engine, "0001")
     with runtime.engine.begin() as connection:
         connection.execute(
@@ -154,14 +157,18 @@ def test_migration_seals_rows_stored_in_plaintext(tmp_path, fake_redis):
                 "allowed_networks_json, outbound_url, ussd_result, focal_name, focal_title, "
                 "focal_phone, focal_email, created_at, state_changed_at) VALUES ('gw', "
                 "'generic', 'active', :creds, 'vi', '[]', 'https://gateway.example/mt', "
-                "'screen', 'n', 't', 'p', 'e@x.vn', '2026-01-01', '2026-01-01')"
+                "'screen', 'n', 't', 'p', 'e@x.vn', :at, :at)"
             ),
-            {"creds": json.dumps({"secret": GENERIC_SECRET})},
+            {"creds": json.dumps({"secret": GENERIC_SECRET}), "at": datetime.now(UTC)},
         )
     upgrade(runtime.settings, runtime.engine)
     assert GENERIC_SECRET not in _stored(app)
     assert _client_for(app) == {"secret": GENERIC_SECRET}
-    runtime.close()
+    # And back: the downgrade opens them again.
+    downgrade(runtime.settings, runtime.engine, "0001")
+    with runtime.engine.connect() as connection:
+        stored = connection.execute(text("SELECT credentials_json FROM connections")).scalar_one()
+    assert json.loads(stored) == {"secret": GENERIC_SECRET}
 
 
 def test_the_key_is_required_wherever_the_audit_key_is(tmp_path):

@@ -58,7 +58,7 @@ def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, 
         short_code = connection.short_code or runtime.settings.short_code
         kind, outbound_url = connection.kind, connection.outbound_url
     base = (url or runtime.settings.public_base_url).rstrip("/")
-    message_id = provider.new_message_id()
+    message_id = provider.simulated_message_id()
     prepared = provider.simulated_inbound(
         webhook_url(base, slug, "sms"), msisdn, short_code, text, message_id
     )

@@ -211,8 +211,8 @@ class Provider(ABC):
         """Send a reply; raise :class:`SendError` (retryable or not) on failure."""
 
     # -- simulation -----------------------------------------------------------------------------
-    def new_message_id(self) -> str:
-        """A fresh id for a simulated inbound message, in the format this provider uses."""
+    def simulated_message_id(self) -> str:
+        """A fresh provider message id in this kind's own format (for `simulate`)."""
         return f"sim-{secrets.token_hex(8)}"
 
     @abstractmethod

@@ -51,10 +51,12 @@ _SIGNATURE = re.compile(r"[A-Za-z0-9+/]{27}=|[A-Za-z0-9+/]{43}=")
 TWILIO_FIELDS = frozenset(
     {
         "AccountSid", "AddOns", "ApiVersion", "Body", "ButtonPayload", "ButtonText",
-        "ChannelInstallSid", "ChannelPrefix", "ChannelStatusMessage", "ErrorCode",
+        "ChannelInstallSid", "ChannelPrefix", "ChannelStatusMessage", "ChannelToAddress",
+        "ErrorCode",
         "ErrorMessage", "EventType", "Forwarded", "FrequentlyForwarded", "From", "FromCity",
         "FromCountry", "FromState", "FromZip", "Latitude", "Longitude", "MessageSid",
         "MessageStatus", "MessagingServiceSid", "NumMedia", "NumSegments", "OptOutType",
+        "OriginalRepliedMessageSender", "OriginalRepliedMessageSid", "StructuredMessage",
         "ProfileName", "RawDlrDoneDate", "ReferralBody", "ReferralCtaUrl", "ReferralHeadline",
         "ReferralMediaContentType", "ReferralMediaId", "ReferralMediaUrl", "ReferralNumMedia",
         "ReferralSourceId", "ReferralSourceType", "ReferralSourceUrl", "SmsMessageSid",
@@ -82,16 +84,14 @@ class TwilioProvider(Provider):
     def check_credentials(self, request: Request) -> None:
         self.check_headers(request)
         signature = request.headers[SIGNATURE_HEADER]
+        # The raw body is kept before the form is parsed from it, so parse_inbound can still
+        # tell a form that is not UTF-8 (Werkzeug drops its fields) from one missing a field.
+        request.get_data(cache=True)
         validator = RequestValidator(self.credential("auth_token"))
         # Twilio signed the URL it called (our public one, not what a proxy hands us) and every
         # value of every form field: the MultiDict is passed whole so repeated fields count too.
         if not validator.validate(self.public_url(request), request.form, signature):
             raise AuthenticationFailed(f"{SIGNATURE_HEADER} does not match")
-        # Twilio's signature concatenates names and values without separators, so text can be
-        # moved from one field into its neighbour (NumMedia into MessageSid, say) and still
-        # verify: a replay with a new MessageSid. Only Twilio's own field names, and sids in
-        # Twilio's own format, close that door.
-        _check_twilio_fields(request.form)
 
     # -- inbound --------------------------------------------------------------------------------
     def parse_inbound(self, request: Request) -> InboundMessage:
@@ -124,8 +124,8 @@ class TwilioProvider(Provider):
         return DeliveryReport(provider_message_id=sid, status=status, error=error)
 
     # -- outbound -------------------------------------------------------------------------------
-    def new_message_id(self) -> str:
-        return "SM" + secrets.token_hex(16)  # a message sid, as Twilio writes them
+    def simulated_message_id(self) -> str:
+        return "SM" + secrets.token_hex(16)
 
     def simulated_inbound(
         self, url: str, sender: str, recipient: str, text: str, message_id: str
@@ -169,8 +169,11 @@ class TwilioProvider(Provider):
         except (TwilioRestException, TwilioServiceException) as exc:
             # Twilio's error text can quote the phone number: only the status and code travel on.
             status = _http_status(exc.status)
+            # The SDK never follows a redirect (our data would go where it points): a 3xx is a
+            # failure, and one a retry would not change.
+            redirect = " (a redirect; not followed)" if 300 <= status < 400 else ""
             raise SendError(
-                f"Twilio answered HTTP {status} (error code {exc.code})",
+                f"Twilio answered HTTP {status}{redirect} (error code {exc.code})",
                 retryable=status >= 500 or status == 429,
                 status_code=status,
             ) from None
@@ -197,14 +200,16 @@ class TwilioProvider(Provider):
         return http_client, False
 
 
-def _check_twilio_fields(form: Mapping[str, str]) -> None:
-    """Raise :class:`AuthenticationFailed` on a field name Twilio does not send."""
+def _message_sid(form: Mapping[str, str]) -> str:
+    """The MessageSid, once every field is one Twilio sends and the sid is in Twilio's format.
+
+    Twilio's signature concatenates names and values without separators, so text can be moved
+    from one field into its neighbour (NumMedia's into MessageSid, say) and still verify: a
+    replay under a new MessageSid. Only Twilio's own field names and sid format close that door.
+    """
     for name in form:
         if name not in TWILIO_FIELDS and not _MEDIA_FIELD.fullmatch(name):
-            raise AuthenticationFailed("a field Twilio does not send")
-
-
-def _message_sid(form: Mapping[str, str]) -> str:
+            raise MalformedPayload("a field Twilio does not send")
     sid = required_field(form, "MessageSid", max_length=MAX_SID)
     if not MESSAGE_SID.fullmatch(sid):
         raise MalformedPayload("field 'MessageSid' is not a Twilio message sid")

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from citizen_lookup.db import request_session
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
@@ -178,7 +178,8 @@ def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], 
             limit = current_runtime().settings.max_body_bytes
             too_large = Refused(413, "too_large", f"request body over {limit} bytes")
             response = _refusal_response(slug, route, too_large)
-        except OSError:  # the client stopped sending its body (the server's read deadline)
+        except (ClientDisconnected, TimeoutError):
+            # The body stopped short: the server's read deadline, or the client went away.
             late = Refused(408, "request_timeout", "request body not received in time")
             response = _refusal_response(slug, route, late)
         else:
