@@ -149,7 +149,7 @@ def test_migration_seals_rows_stored_in_plaintext(app, backend):
                           "citizen_phones", "health_insurance_cards", "tax_registrations",
                           "social_insurance_records", "citizens"):  # fmt: skip
                 connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    upgrade(runtime.settings, runtime.engine, "0001")
+    upgrade(runtime.settings, runtime.engine, "0002")  # the schema before sealing
     with runtime.engine.begin() as connection:
         connection.execute(
             text(
@@ -165,7 +165,7 @@ def test_migration_seals_rows_stored_in_plaintext(app, backend):
     assert GENERIC_SECRET not in _stored(app)
     assert _client_for(app) == {"secret": GENERIC_SECRET}
     # And back: the downgrade opens them again.
-    downgrade(runtime.settings, runtime.engine, "0001")
+    downgrade(runtime.settings, runtime.engine, "0002")
     with runtime.engine.connect() as connection:
         stored = connection.execute(text("SELECT credentials_json FROM connections")).scalar_one()
     assert json.loads(stored) == {"secret": GENERIC_SECRET}

@@ -234,6 +234,7 @@ def test_serving_with_a_database_but_no_audit_key_is_refused(tmp_path: Path) -> 
             "database_url": "postgresql+psycopg://h/db",
             "audit_key": "k",
             "credentials_key": TEST_CREDENTIALS_KEY,
+            "checkpoint_key_file": str(tmp_path / "checkpoint.pem"),
         },
         serving=True,
     )
