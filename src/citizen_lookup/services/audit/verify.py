@@ -19,9 +19,11 @@ from a signed checkpoint of the same size).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
+import struct
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from citizen_lookup.services.audit.checkpoint import (
     CheckpointError,
     CheckpointVerifier,
 )
-from citizen_lookup.services.audit.merkle import Frontier, leaf_hash, node_hash
+from citizen_lookup.services.audit.merkle import Frontier, node_hash
 from citizen_lookup.services.audit.trail import (
     CONTENT_FIELDS,
     GENESIS_HASH,
@@ -45,6 +47,7 @@ from citizen_lookup.services.audit.trail import (
     LEAF_VERSION,
     SEQUENCER_LOCK,
     AuditTrail,
+    encode_compact,
     legacy_canonical,
     seal_message,
 )
@@ -165,18 +168,22 @@ def _find_original_seq(key: bytes, seq: int, event_id: int, leaf: str, seal: str
     return None
 
 
-def check_chunk(task: tuple[int, int, int, str | None, int | None]) -> dict[str, Any]:
+def check_chunk(task: tuple[int, int, int, str | None, int | None, bool]) -> dict[str, Any]:
     """Check sealed events lo..hi (seq, inclusive); their tree indices start at ``first_index``.
 
     ``prev_hint`` is the leaf hash before ``lo`` when the caller knows it (start of the trail).
     ``snapshot_at`` asks for the subtree roots covering indices up to that size too.
+    ``check_seals`` also checks each event's seal, to name the first moved event: only needed
+    when the tree does not match its signed head (the tree commits to seq, id and leaf hash).
     """
-    lo, hi, first_index, prev_hint, snapshot_at = task
+    lo, hi, first_index, prev_hint, snapshot_at, check_seals = task
     reader: _Reader = _STATE["reader"]
     key = reader.key
     digest = hmac.digest
-    dumps = json.dumps
+    encode = encode_compact
     compare = hmac.compare_digest
+    pack = struct.pack
+    sha256 = hashlib.sha256
     prev_hash = prev_hint
     if prev_hash is None:
         prev_hash = reader.scalar("SELECT leaf_hash FROM audit_events WHERE seq = ?", (lo - 1,))
@@ -200,10 +207,12 @@ def check_chunk(task: tuple[int, int, int, str | None, int | None]) -> dict[str,
                 damage = Damage("inserted", seq, event_id, f"a second event claims seq {seq}")
             break
         if version == LEAF_VERSION:
-            content = dumps((LEAF_VERSION, *row[6:]), separators=(",", ":"), ensure_ascii=True)
-            leaf_ok = compare(digest(key, content.encode(), "sha256").hex(), leaf)
-            seal_ok = seal is not None and compare(
-                digest(key, seal_message(seq, event_id, leaf), "sha256").hex(), seal
+            leaf_ok = compare(
+                digest(key, encode((LEAF_VERSION, *row[6:])).encode(), "sha256").hex(), leaf
+            )
+            seal_ok = (leaf_ok and not check_seals) or (
+                seal is not None
+                and compare(digest(key, seal_message(seq, event_id, leaf), "sha256").hex(), seal)
             )
             if not leaf_ok and not seal_ok:
                 damage = Damage(
@@ -225,7 +234,6 @@ def check_chunk(task: tuple[int, int, int, str | None, int | None]) -> dict[str,
                     "reordered", seq, event_id, f"event {seq} is not where it was sealed{where}"
                 )
                 break
-            entry = seal
         else:
             values = dict(zip(("seq", *CONTENT_FIELDS), (seq, *row[6:]), strict=True))
             values["prev_hash"] = row[5]
@@ -241,9 +249,10 @@ def check_chunk(task: tuple[int, int, int, str | None, int | None]) -> dict[str,
                     "(events were reordered, inserted or deleted)",
                 )
                 break
-            entry = leaf
         prev_hash = leaf
-        local.append_leaf_hash(leaf_hash(bytes.fromhex(entry)))
+        local.append_leaf_hash(
+            sha256(b"\x00" + pack(">QQ", seq, event_id) + bytes.fromhex(leaf)).digest()
+        )
         checked += 1
         expected += 1
         index = first_index + checked
@@ -274,7 +283,7 @@ def check_unsealed(task: tuple[int, int]) -> dict[str, Any]:
     key = reader.key
     checked = 0
     for row in reader.rows("seq IS NULL AND id >= ? AND id <= ? ORDER BY id", (lo, hi)):
-        content = json.dumps((LEAF_VERSION, *row[6:]), separators=(",", ":"), ensure_ascii=True)
+        content = encode_compact((LEAF_VERSION, *row[6:]))
         if row[2] != LEAF_VERSION or not hmac.compare_digest(
             hmac.digest(key, content.encode(), "sha256").hex(), row[3]
         ):
@@ -450,7 +459,7 @@ def verify(
     # Tasks: chunks of sealed events aligned to the tree, then the unsealed ones.
     base = head.base_seq
     end_seq = max(max_seq, start_seq)
-    tasks: list[tuple[int, int, int, str | None, int | None]] = []
+    tasks: list[tuple[int, int, int, str | None, int | None, bool]] = []
     snapshot_size = external.size if external is not None else None
     lo = start_seq + 1
     while lo <= end_seq:
@@ -462,7 +471,7 @@ def verify(
             if snapshot_size is not None and index < snapshot_size <= hi - base
             else None
         )
-        tasks.append((lo, hi, index, prev_hint if lo == start_seq + 1 else None, wants))
+        tasks.append((lo, hi, index, prev_hint if lo == start_seq + 1 else None, wants, False))
         lo = hi + 1
     unsealed_tasks: list[tuple[int, int]] = []
     if unsealed_ids[2]:
@@ -494,6 +503,15 @@ def verify(
                 unsealed_checked += result["checked"]
                 if damage is None and result["damage"] is not None:
                     damage = result["damage"]
+        if damage is None:
+            damage = _tree_problem(head, frontier, base, external, prefix_root, verifier, warnings)
+            if damage is not None and damage.kind in ("rewritten", "forged-checkpoint"):
+                # The tree is not what was signed: find the first event that was moved.
+                sealed_pass = [(*task[:5], True) for task in tasks]
+                for result in runner.map(check_chunk, sealed_pass):
+                    if result["damage"] is not None:
+                        damage = result["damage"]
+                        break
     finally:
         runner.close()
 
@@ -515,53 +533,67 @@ def verify(
 
     if damage is not None:
         return failed(damage)
+    return VerifyResult(
+        True,
+        checked + unsealed_checked,
+        last_seq=base + frontier.size,
+        tree_size=frontier.size,
+        unsealed=unsealed_ids[2],
+        lag_seconds=lag,
+        checkpoint_size=external.size if external else None,
+        warnings=tuple(warnings),
+    )
+
+
+def _tree_problem(
+    head: AuditHead,
+    frontier: Frontier,
+    base: int,
+    external: Checkpoint | None,
+    prefix_root: bytes | None,
+    verifier: CheckpointVerifier | None,
+    warnings: list[str],
+) -> Damage | None:
+    """Whether the rebuilt tree is what the head signed, and extends a checkpoint kept elsewhere."""
     size = frontier.size
     last_seq = base + size
     # A checkpoint held elsewhere: everything it covered is still here, unchanged.
     if external is not None:
         if external.size > size:
-            return failed(
-                Damage(
-                    "truncated",
-                    base + size + 1,
-                    None,
-                    f"the checkpoint covers {external.size} events but the trail "
-                    f"has {size}: the newest events were deleted",
-                )
+            return Damage(
+                "truncated",
+                base + size + 1,
+                None,
+                f"the checkpoint covers {external.size} events but the trail "
+                f"has {size}: the newest events were deleted",
             )
         if prefix_root is None and external.size == size:
             prefix_root = frontier.root()
         if prefix_root != external.root:
-            return failed(
-                Damage(
-                    "rewritten",
-                    None,
-                    None,
-                    f"the first {external.size} events differ from those the checkpoint covered",
-                )
+            return Damage(
+                "rewritten",
+                None,
+                None,
+                f"the first {external.size} events differ from those the checkpoint covered",
             )
     # The signed head: the tree must be exactly what the sequencer last signed.
     if head.tree_size > size:
-        return failed(
-            Damage(
-                "truncated",
-                last_seq + 1,
-                None,
-                f"the head covers {head.tree_size} events but the trail ends at "
-                f"{size}: the newest events were deleted",
-            )
+        return Damage(
+            "truncated",
+            last_seq + 1,
+            None,
+            f"the head covers {head.tree_size} events but the trail ends at "
+            f"{size}: the newest events were deleted",
         )
     if head.tree_size < size:
-        return failed(
-            Damage(
-                "inserted",
-                base + head.tree_size + 1,
-                None,
-                f"events past the head ({head.tree_size} sealed) were added",
-            )
+        return Damage(
+            "inserted",
+            base + head.tree_size + 1,
+            None,
+            f"events past the head ({head.tree_size} sealed) were added",
         )
     if head.root != frontier.root().hex():
-        return failed(Damage("rewritten", None, None, "the tree does not match the head's root"))
+        return Damage("rewritten", None, None, "the tree does not match the head's root")
     if head.checkpoint is None:
         if size:
             warnings.append("no signed checkpoint yet: run `citizen-lookup audit seal`")
@@ -571,20 +603,9 @@ def verify(
         try:
             signed = verifier.open(head.checkpoint)
         except CheckpointError as exc:
-            return failed(Damage("forged-checkpoint", None, None, f"the head's checkpoint: {exc}"))
+            return Damage("forged-checkpoint", None, None, f"the head's checkpoint: {exc}")
         if signed.size != size or signed.root != frontier.root():
-            return failed(
-                Damage(
-                    "rewritten", None, None, "the head's signed checkpoint does not match the trail"
-                )
+            return Damage(
+                "rewritten", None, None, "the head's signed checkpoint does not match the trail"
             )
-    return VerifyResult(
-        True,
-        checked + unsealed_checked,
-        last_seq=last_seq,
-        tree_size=size,
-        unsealed=unsealed_ids[2],
-        lag_seconds=lag,
-        checkpoint_size=external.size if external else None,
-        warnings=tuple(warnings),
-    )
+    return None
