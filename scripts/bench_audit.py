@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -201,6 +200,52 @@ def _fill(runtime: Any, database_url: str, events: int) -> None:
             written += rows
 
 
+def _fill_to(runtime: Any, database_url: str, events: int) -> None:
+    with runtime.session_factory() as session:
+        present = session.scalar(text("SELECT count(*) FROM audit_events")) or 0
+    log(f"audit: filling the trail from {present} to {events} events")
+    _fill(runtime, database_url, max(0, events - present))
+
+
+VERIFY_SCRIPT = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[2])
+from bench_audit import _app
+runtime = _app(json.loads(sys.argv[1])).extensions["citizen_lookup"]
+started = time.perf_counter()
+with runtime.session_factory() as session:
+    result = runtime.audit.verify(session)
+took = time.perf_counter() - started
+print(json.dumps({"checked": result.checked, "ok": result.ok, "problem": result.problem,
+                  "seconds": took,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def _verify_in_a_process(overrides: dict[str, Any], label: str) -> dict[str, Any]:
+    """`verify` as the CLI runs it, in a fresh process, so its peak memory is its own."""
+    import json
+    import subprocess
+
+    log(f"audit: verify ({label})")
+    done = subprocess.run(
+        [sys.executable, "-c", VERIFY_SCRIPT, json.dumps(overrides), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        f"audit_verify_{label}_events": report["checked"],
+        f"audit_verify_{label}_ok": report["ok"] or report["problem"],
+        f"audit_verify_{label}_events_per_s": round(report["checked"] / report["seconds"]),
+        f"audit_verify_{label}_peak_rss_mb": round(report["rss_mb"], 1),
+        f"audit_verify_{label}_worker_peak_rss_mb": round(report["workers_rss_mb"], 1),
+    }
+
+
 def measure(
     database_url: str, overrides: dict[str, Any], events: int, seconds: float
 ) -> dict[str, Any]:
@@ -270,11 +315,13 @@ def measure(
     results["audit_lag_p99_s"] = round(percentile(lags, 0.99), 3)
     results["audit_lag_max_s"] = round(max(lags, default=0.0), 3)
 
-    # 3. fill to ``events`` and seal the backlog in one go: the sequencer's top speed
-    with runtime.session_factory() as session:
-        present = session.scalar(text("SELECT count(*) FROM audit_events")) or 0
-    log(f"audit: filling the trail from {present} to {events} events")
-    _fill(runtime, database_url, max(0, events - present))
+    # 3. verify at a tenth of the size, then fill to ``events`` and seal that backlog in one go
+    # (the sequencer's top speed), then verify again: same memory, ten times the events.
+    tenth = max(events // 10, 1)
+    _fill_to(runtime, database_url, tenth)
+    runtime.audit.seal_all(runtime.session_factory)
+    results.update(_verify_in_a_process(overrides, "tenth"))
+    _fill_to(runtime, database_url, events)
     log("audit: sealing the backlog")
     with runtime.session_factory() as session:
         backlog = session.scalar(text("SELECT count(*) FROM audit_events WHERE seq IS NULL"))
@@ -283,23 +330,7 @@ def measure(
     took = time.perf_counter() - started
     results["audit_sequencer_backlog"] = backlog
     results["audit_sequencer_events_per_s"] = round(sealed / took)
-
-    # 4. verify, in parallel across the cores
-    log("audit: verify")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    with runtime.session_factory() as session:
-        verified = runtime.audit.verify(session)
-    took = time.perf_counter() - started
-    results["audit_verify_events"] = verified.checked
-    results["audit_verify_ok"] = verified.ok if verified.ok else verified.problem
-    results["audit_verify_events_per_s"] = round(verified.checked / took)
-    results["audit_verify_parent_peak_rss_growth_mb"] = round(
-        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1
-    )
-    results["audit_verify_worker_peak_rss_mb"] = round(
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
-    )
+    results.update(_verify_in_a_process(overrides, "full"))
     runtime.close()
     return results
 

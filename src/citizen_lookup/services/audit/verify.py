@@ -454,6 +454,8 @@ def verify(
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     url = engine.url.render_as_string(hide_password=False)
+    # End the transaction now (on SQLite it holds the write lock); keep the head as read.
+    session.expunge(head)
     session.rollback()
 
     # Tasks: chunks of sealed events aligned to the tree, then the unsealed ones.
