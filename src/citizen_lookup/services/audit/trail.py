@@ -368,7 +368,10 @@ class AuditTrail:
         """Delete sealed events older than ``before``, keeping the tree's frontier at that point
         and a signed checkpoint of it, so `verify` goes on from there; returns the count."""
         signer = signer or self.signer
-        self.seal(session, signer)  # takes the sequencer's lock for this transaction
+        if session.get_bind().dialect.name == "postgresql":
+            # Wait for the sequencer's lock (re-entrant: the sealing below takes it again).
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
+        self.seal(session, signer)  # everything written so far is sealed before the cut
         head = session.get(AuditHead, HEAD_ID)
         assert head is not None
         last = session.execute(
