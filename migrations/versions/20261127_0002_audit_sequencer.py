@@ -65,6 +65,8 @@ def upgrade() -> None:
     op.drop_table("audit_events")
     op.rename_table("audit_events_v2", "audit_events")
     if bind.dialect.name == "postgresql":
+        op.execute("ALTER SEQUENCE audit_events_v2_id_seq RENAME TO audit_events_id_seq")
+        op.execute("ALTER INDEX audit_events_v2_pkey RENAME TO audit_events_pkey")
         op.execute(
             "SELECT setval(pg_get_serial_sequence('audit_events', 'id'), "
             "COALESCE((SELECT max(id) FROM audit_events), 0) + 1, false)"
