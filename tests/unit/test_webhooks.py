@@ -181,6 +181,7 @@ def test_database_down_is_503_so_the_provider_retries(tmp_path, fake_redis):
             "instance_path": str(tmp_path),
             "database_url": "postgresql+psycopg://postgres@127.0.0.1:9/none",
             "audit_key": "k",
+            "checkpoint_key_file": str(tmp_path / "checkpoint-key.pem"),  # read only to sign
         },
         redis=fake_redis,
     )
