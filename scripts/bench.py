@@ -9,7 +9,8 @@ On loopback only: PostgreSQL (a database of the benchmark's own), a Redis server
 2. worker: one non-forking worker draining queued messages (decide, look up, send, record),
    beside the anchor worker draining no-op jobs; per process.
 3. end to end: MO at 100/s with 2 workers running, MO sent to MT received, p50/p99.
-4. audit: append cost on an empty trail and on a long one; `verify` speed and memory.
+4. audit (scripts/bench_audit.py): appends/s at 1, 2, 4, 8 writer processes beside plain inserts
+   into a table of the same shape; the sequencer's events/s and lag; `verify` at 1M events.
 5. lookup: the whole lookup (ID + sender check + linked record) beside a raw prepared psycopg
    query, p99, on --citizens citizens.
 6. USSD: one menu step over HTTP (menu, choice, ID entry with the lookup) at 100 steps/s, p99,
@@ -24,7 +25,6 @@ import argparse
 import base64
 import os
 import random
-import resource
 import secrets
 import shutil
 import statistics
@@ -416,32 +416,17 @@ def measure_audit_and_lookup(
     app = create_app()
     runtime = app.extensions[EXTENSION]
 
-    def append_rate(n: int) -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            with runtime.session_factory.begin() as session:
-                runtime.audit.append(session, "bench.append", outcome="ok", sender="+84912345678")
-        return n / (time.perf_counter() - started)
+    # 4: the audit trail (scripts/bench_audit.py): appends at 1-8 writer processes beside plain
+    # inserts, the sequencer's speed and lag, verify over 1,000,000 events.
+    import bench_audit
 
-    log("audit: appends on a short trail, then on a long one")
-    results["audit_append_per_s_short"] = round(append_rate(1000), 1)
-    for _ in range(200):  # grow the trail by 200,000 events
-        with runtime.session_factory.begin() as session:
-            for _ in range(1000):
-                runtime.audit.append(session, "bench.fill", outcome="ok")
-    results["audit_append_per_s_long"] = round(append_rate(1000), 1)
-    log("audit: verify")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    with runtime.session_factory() as session:
-        verified = runtime.audit.verify(session)
-    seconds = time.perf_counter() - started
-    results["audit_verify_events"] = verified.checked
-    results["audit_verify_ok"] = verified.ok
-    results["audit_verify_events_per_s"] = round(verified.checked / seconds)
-    results["audit_verify_peak_rss_growth_mb"] = round(
-        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1
-    )
+    audit_settings = {
+        "database_url": database_url,
+        "audit_key": env["CITIZEN_LOOKUP_AUDIT_KEY"],
+        "checkpoint_key_file": env["CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE"],
+        "instance_path": env["CITIZEN_LOOKUP_INSTANCE_PATH"],
+    }
+    results.update(bench_audit.measure(database_url, audit_settings, 1_000_000, 5.0))
 
     log("lookup: whole lookup beside a raw prepared query")
     sample = random.Random(1).choices(citizens, k=3000)

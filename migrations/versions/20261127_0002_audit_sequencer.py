@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from citizen_lookup.services.audit.merkle import Frontier, leaf_hash
+from citizen_lookup.services.audit.trail import tree_entry
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -64,6 +65,8 @@ def upgrade() -> None:
     op.drop_table("audit_events")
     op.rename_table("audit_events_v2", "audit_events")
     if bind.dialect.name == "postgresql":
+        op.execute("ALTER SEQUENCE audit_events_v2_id_seq RENAME TO audit_events_id_seq")
+        op.execute("ALTER INDEX audit_events_v2_pkey RENAME TO audit_events_pkey")
         op.execute(
             "SELECT setval(pg_get_serial_sequence('audit_events', 'id'), "
             "COALESCE((SELECT max(id) FROM audit_events), 0) + 1, false)"
@@ -100,11 +103,11 @@ def upgrade() -> None:
     base_seq = bind.execute(sa.text("SELECT COALESCE(max(seq), 0) FROM audit_checkpoints")).scalar()
     frontier = Frontier()
     rows = bind.execute(
-        sa.text("SELECT leaf_hash FROM audit_events WHERE seq > :base ORDER BY seq"),
+        sa.text("SELECT seq, id, leaf_hash FROM audit_events WHERE seq > :base ORDER BY seq"),
         {"base": base_seq},
     )
-    for (stored,) in rows:
-        frontier.append_leaf_hash(leaf_hash(bytes.fromhex(stored)))
+    for seq, event_id, stored in rows:
+        frontier.append_leaf_hash(leaf_hash(tree_entry(seq, event_id, stored)))
     bind.execute(
         sa.text(
             "UPDATE audit_head SET base_seq = :base, tree_size = :size, frontier = :frontier, "

@@ -294,7 +294,7 @@ class AuditEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, index=True, unique=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     event_type: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str | None] = mapped_column(String(100))

@@ -440,3 +440,15 @@ def test_only_one_sequencer_works_at_a_time(pg_app):
     with runtime.session_factory() as session:
         assert json.loads(session.get(AuditHead, 1).frontier)
         assert runtime.audit.verify(session).ok
+
+
+def test_a_worker_without_its_checkpoint_key_does_not_start(tmp_path, fake_redis):
+    from click.testing import CliRunner
+
+    from citizen_lookup.cli import AppHolder, main
+
+    holder = AppHolder()
+    holder._app = make_app(tmp_path, fake_redis, checkpoint_key_file=str(tmp_path / "missing.pem"))
+    result = CliRunner().invoke(main, ["worker", "--burst"], obj=holder)
+    assert result.exit_code == 1
+    assert "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE" in result.output and "missing.pem" in result.output

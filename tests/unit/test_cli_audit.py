@@ -137,15 +137,18 @@ def _resign_head(app, size):
 
     from citizen_lookup.services.audit import Checkpoint
     from citizen_lookup.services.audit.merkle import Frontier, leaf_hash
+    from citizen_lookup.services.audit.trail import tree_entry
 
     runtime = runtime_of(app)
     with runtime.session_factory() as session:
-        seals = session.scalars(
-            select(AuditEvent.seal).where(AuditEvent.seq <= size).order_by(AuditEvent.seq)
+        rows = session.execute(
+            select(AuditEvent.seq, AuditEvent.id, AuditEvent.leaf_hash)
+            .where(AuditEvent.seq <= size)
+            .order_by(AuditEvent.seq)
         ).all()
     frontier = Frontier()
-    for seal in seals:
-        frontier.append_leaf_hash(leaf_hash(bytes.fromhex(seal)))
+    for seq, event_id, leaf in rows:
+        frontier.append_leaf_hash(leaf_hash(tree_entry(seq, event_id, leaf)))
     note = runtime.checkpoint_signer.sign(
         Checkpoint(runtime.audit.origin, size, frontier.root(), datetime.now(UTC))
     )

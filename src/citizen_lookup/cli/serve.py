@@ -80,6 +80,7 @@ def _start_sequencer(runtime: Runtime, stop: threading.Event) -> threading.Threa
 def worker(runtime: Runtime, burst: bool) -> None:
     """Run a non-forking RQ worker with its scheduler (and the outbox sweeper)."""
     _configure_logging(runtime)
+    runtime.checkpoint_signer  # noqa: B018 (a missing or unreadable signing key stops us here)
     stop = threading.Event()
     if burst:
         sweep_unqueued(runtime, older_than_seconds=0)

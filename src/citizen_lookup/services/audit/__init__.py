@@ -6,13 +6,14 @@ from citizen_lookup.services.audit.checkpoint import (
     CheckpointSigner,
     CheckpointVerifier,
 )
+from citizen_lookup.services.audit.chunks import Damage
 from citizen_lookup.services.audit.trail import (
     CONTENT_FIELDS,
     GENESIS_HASH,
     AuditTrail,
     SealResult,
 )
-from citizen_lookup.services.audit.verify import Damage, VerifyResult
+from citizen_lookup.services.audit.verify import VerifyResult
 
 __all__ = [
     "CONTENT_FIELDS",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,9 +77,26 @@ def timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _compact_json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(v, separators=(",", ":"), ensure_ascii=True)``, without building an encoder
+    on every call (that setup costs more than encoding an event: verify makes millions)."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pure-Python json: the same bytes, slower
+        encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+        return encoder.encode
+    make = c_make_encoder(
+        None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    return lambda value: "".join(make(value, 0))
+
+
+encode_compact = _compact_json_encoder()
+
+
 def canonical(values: Iterable[Any]) -> bytes:
-    """A leaf's bytes: the content fields in order (occurred_at as text), as compact JSON."""
-    return json.dumps([LEAF_VERSION, *values], separators=(",", ":"), ensure_ascii=True).encode()
+    """A leaf's bytes: the content fields in order (occurred_at as text), as compact JSON
+    (strings, nulls and the version number only)."""
+    return encode_compact([LEAF_VERSION, *values]).encode()
 
 
 def legacy_canonical(values: Mapping[str, Any]) -> bytes:
@@ -91,6 +109,14 @@ def legacy_canonical(values: Mapping[str, Any]) -> bytes:
 
 def seal_message(seq: int, event_id: int, leaf_hex: str) -> bytes:
     return b"seal:%d:%d:%s" % (seq, event_id, leaf_hex.encode())
+
+
+def tree_entry(seq: int, event_id: int, leaf_hex: str) -> bytes:
+    """What the Merkle tree's leaf commits to: the event's place, intake id and leaf hash.
+
+    The signed tree head thus fixes which content sits at which seq; the per-event ``seal``
+    (keyed) lets `verify` name the first event that was moved."""
+    return struct.pack(">QQ", seq, event_id) + bytes.fromhex(leaf_hex)
 
 
 @dataclass(frozen=True)
@@ -226,7 +252,7 @@ class AuditTrail:
         for event_id, leaf in pending:
             seq += 1
             seal = self.seal_hash(seq, event_id, leaf)
-            frontier.append_leaf_hash(leaf_hash(bytes.fromhex(seal)))
+            frontier.append_leaf_hash(leaf_hash(tree_entry(seq, event_id, leaf)))
             changes.append({"b_id": event_id, "b_seq": seq, "b_seal": seal})
         if changes:
             self._write_seals(session, changes)
@@ -342,7 +368,10 @@ class AuditTrail:
         """Delete sealed events older than ``before``, keeping the tree's frontier at that point
         and a signed checkpoint of it, so `verify` goes on from there; returns the count."""
         signer = signer or self.signer
-        self.seal(session, signer)  # takes the sequencer's lock for this transaction
+        if session.get_bind().dialect.name == "postgresql":
+            # Wait for the sequencer's lock (re-entrant: the sealing below takes it again).
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
+        self.seal(session, signer)  # everything written so far is sealed before the cut
         head = session.get(AuditHead, HEAD_ID)
         assert head is not None
         last = session.execute(
@@ -362,13 +391,14 @@ class AuditTrail:
         else:
             frontier, start = Frontier(), head.base_seq
         entries = session.execute(
-            select(AuditEvent.seal, AuditEvent.leaf_hash)
+            select(AuditEvent.seq, AuditEvent.id, AuditEvent.leaf_hash)
             .where(AuditEvent.seq > start, AuditEvent.seq <= last.seq)
             .order_by(AuditEvent.seq)
             .execution_options(yield_per=5000)
         )
-        for seal, leaf in entries:
-            frontier.append_leaf_hash(leaf_hash(bytes.fromhex(seal or leaf)))
+        for seq, event_id, leaf in entries:
+            assert seq is not None  # selected by seq
+            frontier.append_leaf_hash(leaf_hash(tree_entry(seq, event_id, leaf)))
         count = (
             session.scalar(
                 select(func.count()).select_from(AuditEvent).where(AuditEvent.seq <= last.seq)

@@ -37,30 +37,23 @@ from citizen_lookup.services.audit.checkpoint import (
     CheckpointError,
     CheckpointVerifier,
 )
-from citizen_lookup.services.audit.merkle import Frontier, leaf_hash, node_hash
+from citizen_lookup.services.audit.chunks import (
+    _STATE,
+    Damage,
+    _init_worker,
+    check_chunk,
+    check_unsealed,
+)
+from citizen_lookup.services.audit.merkle import Frontier, node_hash
 from citizen_lookup.services.audit.trail import (
-    CONTENT_FIELDS,
     GENESIS_HASH,
     HEAD_ID,
-    LEAF_VERSION,
     SEQUENCER_LOCK,
     AuditTrail,
-    legacy_canonical,
-    seal_message,
 )
 
 CHUNK = 1 << 16
-FETCH = 5000
-# How far from its place a moved event's seal is looked for, to say where it was sealed.
-MOVE_SEARCH = 1000
-
-
-@dataclass(frozen=True)
-class Damage:
-    kind: str
-    seq: int | None  # the sealed position, or None for an unsealed event
-    event_id: int | None  # the intake id
-    message: str
+PARALLEL_FROM = 50_000
 
 
 @dataclass(frozen=True)
@@ -77,218 +70,6 @@ class VerifyResult:
     lag_seconds: float = 0.0
     checkpoint_size: int | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
-# -- what each process does ----------------------------------------------------------------------
-_STATE: dict[str, Any] = {}
-
-
-def _timestamp_sql(dialect: str) -> str:
-    if dialect == "postgresql":
-        return "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
-    return "replace(occurred_at, ' ', 'T') || '+00:00'"
-
-
-def _select(dialect: str, where: str) -> str:
-    content = ", ".join([_timestamp_sql(dialect), *CONTENT_FIELDS[1:]])
-    return (
-        f"SELECT seq, id, hash_version, leaf_hash, seal, prev_hash, {content} "  # noqa: S608
-        f"FROM audit_events WHERE {where}"
-    )
-
-
-class _Reader:
-    """One process's connection, used directly through its DB-API driver for speed."""
-
-    def __init__(self, url: str, key: bytes) -> None:
-        from sqlalchemy import create_engine
-        from sqlalchemy.pool import NullPool
-
-        self.engine = create_engine(url, poolclass=NullPool)
-        self.dialect = self.engine.dialect.name
-        self.placeholder = "%s" if self.dialect == "postgresql" else "?"
-        self.key = key
-
-    def rows(self, where: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-        sql = _select(self.dialect, where.replace("?", self.placeholder))
-        with self.engine.connect() as connection:
-            raw = connection.connection.driver_connection
-            assert raw is not None
-            if self.dialect == "postgresql":
-                with raw.cursor(name="audit_verify") as cursor:
-                    cursor.itersize = FETCH
-                    cursor.execute(sql, params)
-                    yield from cursor
-            else:
-                cursor = raw.cursor()
-                cursor.arraysize = FETCH
-                cursor.execute(sql, params)
-                yield from cursor
-                cursor.close()
-            connection.rollback()
-
-    def scalar(self, sql: str, params: tuple[Any, ...]) -> Any:
-        with self.engine.connect() as connection:
-            raw = connection.connection.driver_connection
-            assert raw is not None
-            cursor = raw.cursor()
-            cursor.execute(sql.replace("?", self.placeholder), params)
-            row = cursor.fetchone()
-            cursor.close()
-            connection.rollback()
-            return None if row is None else row[0]
-
-
-def _init_worker(url: str, key: bytes) -> None:
-    _STATE["reader"] = _Reader(url, key)
-
-
-def _aligned_segments(start: int, end: int) -> list[tuple[int, int]]:
-    """Split tree indices [start, end) into perfect subtrees at aligned positions."""
-    segments = []
-    while start < end:
-        height = (start & -start).bit_length() - 1 if start else 63
-        while (1 << height) > end - start:
-            height -= 1
-        segments.append((start, height))
-        start += 1 << height
-    return segments
-
-
-def _find_original_seq(key: bytes, seq: int, event_id: int, leaf: str, seal: str) -> int | None:
-    for delta in range(1, MOVE_SEARCH + 1):
-        for candidate in (seq + delta, seq - delta):
-            if candidate > 0 and hmac.compare_digest(
-                hmac.digest(key, seal_message(candidate, event_id, leaf), "sha256").hex(), seal
-            ):
-                return candidate
-    return None
-
-
-def check_chunk(task: tuple[int, int, int, str | None, int | None]) -> dict[str, Any]:
-    """Check sealed events lo..hi (seq, inclusive); their tree indices start at ``first_index``.
-
-    ``prev_hint`` is the leaf hash before ``lo`` when the caller knows it (start of the trail).
-    ``snapshot_at`` asks for the subtree roots covering indices up to that size too.
-    """
-    lo, hi, first_index, prev_hint, snapshot_at = task
-    reader: _Reader = _STATE["reader"]
-    key = reader.key
-    digest = hmac.digest
-    dumps = json.dumps
-    compare = hmac.compare_digest
-    prev_hash = prev_hint
-    if prev_hash is None:
-        prev_hash = reader.scalar("SELECT leaf_hash FROM audit_events WHERE seq = ?", (lo - 1,))
-    segments = _aligned_segments(first_index, first_index + hi - lo + 1)
-    nodes: list[tuple[int, str]] = []
-    snapshot: list[tuple[int, str]] | None = None
-    segment_at = 0
-    segment_end = segments[0][0] + (1 << segments[0][1]) if segments else 0
-    local = Frontier()
-    expected = lo
-    checked = 0
-    damage: Damage | None = None
-    for row in reader.rows("seq >= ? AND seq <= ? ORDER BY seq", (lo, hi)):
-        seq, event_id, version, leaf, seal = row[0], row[1], row[2], row[3], row[4]
-        if seq != expected:
-            if seq > expected:
-                damage = Damage(
-                    "deleted", expected, None, f"events {expected}..{seq - 1} are missing (deleted)"
-                )
-            else:
-                damage = Damage("inserted", seq, event_id, f"a second event claims seq {seq}")
-            break
-        if version == LEAF_VERSION:
-            content = dumps((LEAF_VERSION, *row[6:]), separators=(",", ":"), ensure_ascii=True)
-            leaf_ok = compare(digest(key, content.encode(), "sha256").hex(), leaf)
-            seal_ok = seal is not None and compare(
-                digest(key, seal_message(seq, event_id, leaf), "sha256").hex(), seal
-            )
-            if not leaf_ok and not seal_ok:
-                damage = Damage(
-                    "inserted",
-                    seq,
-                    event_id,
-                    f"event {seq} was not written or sealed by this service",
-                )
-                break
-            if not leaf_ok:
-                damage = Damage(
-                    "edited", seq, event_id, f"event {seq} was altered after it was written"
-                )
-                break
-            if not seal_ok:
-                original = _find_original_seq(key, seq, event_id, leaf, seal or "")
-                where = f" (it was sealed as {original})" if original else ""
-                damage = Damage(
-                    "reordered", seq, event_id, f"event {seq} is not where it was sealed{where}"
-                )
-                break
-            entry = seal
-        else:
-            values = dict(zip(("seq", *CONTENT_FIELDS), (seq, *row[6:]), strict=True))
-            values["prev_hash"] = row[5]
-            if not compare(digest(key, legacy_canonical(values), "sha256").hex(), leaf):
-                damage = Damage("edited", seq, event_id, f"event {seq} was altered")
-                break
-            if row[5] != prev_hash:
-                damage = Damage(
-                    "reordered",
-                    seq,
-                    event_id,
-                    f"event {seq} does not link to the event before it "
-                    "(events were reordered, inserted or deleted)",
-                )
-                break
-            entry = leaf
-        prev_hash = leaf
-        local.append_leaf_hash(leaf_hash(bytes.fromhex(entry)))
-        checked += 1
-        expected += 1
-        index = first_index + checked
-        if snapshot_at is not None and index == snapshot_at:
-            snapshot = [*nodes, *_local_nodes(segments[segment_at][0], local)]
-        if index == segment_end:
-            nodes.append((segments[segment_at][1], local.root().hex()))
-            local = Frontier()
-            segment_at += 1
-            if segment_at < len(segments):
-                start, height = segments[segment_at]
-                segment_end = start + (1 << height)
-    if damage is None and expected <= hi:
-        damage = Damage("deleted", expected, None, f"events {expected}..{hi} are missing (deleted)")
-    if snapshot_at is not None and snapshot_at == first_index:
-        snapshot = []
-    return {"checked": checked, "damage": damage, "nodes": nodes, "snapshot": snapshot}
-
-
-def _local_nodes(segment_start: int, local: Frontier) -> list[tuple[int, str]]:
-    return list(zip(local.heights(), local.to_hex(), strict=True))
-
-
-def check_unsealed(task: tuple[int, int]) -> dict[str, Any]:
-    """Recompute the leaf hash of every unsealed event (intake ids lo..hi)."""
-    lo, hi = task
-    reader: _Reader = _STATE["reader"]
-    key = reader.key
-    checked = 0
-    for row in reader.rows("seq IS NULL AND id >= ? AND id <= ? ORDER BY id", (lo, hi)):
-        content = json.dumps((LEAF_VERSION, *row[6:]), separators=(",", ":"), ensure_ascii=True)
-        if row[2] != LEAF_VERSION or not hmac.compare_digest(
-            hmac.digest(key, content.encode(), "sha256").hex(), row[3]
-        ):
-            return {
-                "checked": checked,
-                "damage": Damage(
-                    "unsealed-edited",
-                    None,
-                    row[1],
-                    f"unsealed event #{row[1]} (intake id) was altered before it was sealed",
-                ),
-            }
-        checked += 1
-    return {"checked": checked, "damage": None}
 
 
 # -- the parent ----------------------------------------------------------------------------------
@@ -445,12 +226,14 @@ def verify(
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     url = engine.url.render_as_string(hide_password=False)
+    # End the transaction now (on SQLite it holds the write lock); keep the head as read.
+    session.expunge(head)
     session.rollback()
 
     # Tasks: chunks of sealed events aligned to the tree, then the unsealed ones.
     base = head.base_seq
     end_seq = max(max_seq, start_seq)
-    tasks: list[tuple[int, int, int, str | None, int | None]] = []
+    tasks: list[tuple[int, int, int, str | None, int | None, bool]] = []
     snapshot_size = external.size if external is not None else None
     lo = start_seq + 1
     while lo <= end_seq:
@@ -462,7 +245,7 @@ def verify(
             if snapshot_size is not None and index < snapshot_size <= hi - base
             else None
         )
-        tasks.append((lo, hi, index, prev_hint if lo == start_seq + 1 else None, wants))
+        tasks.append((lo, hi, index, prev_hint if lo == start_seq + 1 else None, wants, False))
         lo = hi + 1
     unsealed_tasks: list[tuple[int, int]] = []
     if unsealed_ids[2]:
@@ -470,7 +253,13 @@ def verify(
         step = max(chunk, (last - first) // (workers or os.cpu_count() or 1) + 1)
         unsealed_tasks = [(i, min(last, i + step - 1)) for i in range(first, last + 1, step)]
 
-    parallel = len(tasks) + len(unsealed_tasks) > 1 and (workers or os.cpu_count() or 1) > 1
+    # Starting a pool costs a second or two: worth it only for a long trail (or when asked).
+    to_check = (end_seq - start_seq) + unsealed_ids[2]
+    parallel = (
+        len(tasks) + len(unsealed_tasks) > 1
+        and (workers or os.cpu_count() or 1) > 1
+        and (workers is not None or to_check >= PARALLEL_FROM)
+    )
     runner = _Runner(url, trail.key, parallel, workers)
     checked = 0
     damage: Damage | None = None
@@ -494,6 +283,15 @@ def verify(
                 unsealed_checked += result["checked"]
                 if damage is None and result["damage"] is not None:
                     damage = result["damage"]
+        if damage is None:
+            damage = _tree_problem(head, frontier, base, external, prefix_root, verifier, warnings)
+            if damage is not None and damage.kind in ("rewritten", "forged-checkpoint"):
+                # The tree is not what was signed: find the first event that was moved.
+                sealed_pass = [(*task[:5], True) for task in tasks]
+                for result in runner.map(check_chunk, sealed_pass):
+                    if result["damage"] is not None:
+                        damage = result["damage"]
+                        break
     finally:
         runner.close()
 
@@ -515,53 +313,67 @@ def verify(
 
     if damage is not None:
         return failed(damage)
+    return VerifyResult(
+        True,
+        checked + unsealed_checked,
+        last_seq=base + frontier.size,
+        tree_size=frontier.size,
+        unsealed=unsealed_ids[2],
+        lag_seconds=lag,
+        checkpoint_size=external.size if external else None,
+        warnings=tuple(warnings),
+    )
+
+
+def _tree_problem(
+    head: AuditHead,
+    frontier: Frontier,
+    base: int,
+    external: Checkpoint | None,
+    prefix_root: bytes | None,
+    verifier: CheckpointVerifier | None,
+    warnings: list[str],
+) -> Damage | None:
+    """Whether the rebuilt tree is what the head signed, and extends a checkpoint kept elsewhere."""
     size = frontier.size
     last_seq = base + size
     # A checkpoint held elsewhere: everything it covered is still here, unchanged.
     if external is not None:
         if external.size > size:
-            return failed(
-                Damage(
-                    "truncated",
-                    base + size + 1,
-                    None,
-                    f"the checkpoint covers {external.size} events but the trail "
-                    f"has {size}: the newest events were deleted",
-                )
+            return Damage(
+                "truncated",
+                base + size + 1,
+                None,
+                f"the checkpoint covers {external.size} events but the trail "
+                f"has {size}: the newest events were deleted",
             )
         if prefix_root is None and external.size == size:
             prefix_root = frontier.root()
         if prefix_root != external.root:
-            return failed(
-                Damage(
-                    "rewritten",
-                    None,
-                    None,
-                    f"the first {external.size} events differ from those the checkpoint covered",
-                )
+            return Damage(
+                "rewritten",
+                None,
+                None,
+                f"the first {external.size} events differ from those the checkpoint covered",
             )
     # The signed head: the tree must be exactly what the sequencer last signed.
     if head.tree_size > size:
-        return failed(
-            Damage(
-                "truncated",
-                last_seq + 1,
-                None,
-                f"the head covers {head.tree_size} events but the trail ends at "
-                f"{size}: the newest events were deleted",
-            )
+        return Damage(
+            "truncated",
+            last_seq + 1,
+            None,
+            f"the head covers {head.tree_size} events but the trail ends at "
+            f"{size}: the newest events were deleted",
         )
     if head.tree_size < size:
-        return failed(
-            Damage(
-                "inserted",
-                base + head.tree_size + 1,
-                None,
-                f"events past the head ({head.tree_size} sealed) were added",
-            )
+        return Damage(
+            "inserted",
+            base + head.tree_size + 1,
+            None,
+            f"events past the head ({head.tree_size} sealed) were added",
         )
     if head.root != frontier.root().hex():
-        return failed(Damage("rewritten", None, None, "the tree does not match the head's root"))
+        return Damage("rewritten", None, None, "the tree does not match the head's root")
     if head.checkpoint is None:
         if size:
             warnings.append("no signed checkpoint yet: run `citizen-lookup audit seal`")
@@ -571,20 +383,9 @@ def verify(
         try:
             signed = verifier.open(head.checkpoint)
         except CheckpointError as exc:
-            return failed(Damage("forged-checkpoint", None, None, f"the head's checkpoint: {exc}"))
+            return Damage("forged-checkpoint", None, None, f"the head's checkpoint: {exc}")
         if signed.size != size or signed.root != frontier.root():
-            return failed(
-                Damage(
-                    "rewritten", None, None, "the head's signed checkpoint does not match the trail"
-                )
+            return Damage(
+                "rewritten", None, None, "the head's signed checkpoint does not match the trail"
             )
-    return VerifyResult(
-        True,
-        checked + unsealed_checked,
-        last_seq=last_seq,
-        tree_size=size,
-        unsealed=unsealed_ids[2],
-        lag_seconds=lag,
-        checkpoint_size=external.size if external else None,
-        warnings=tuple(warnings),
-    )
+    return None
