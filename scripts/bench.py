@@ -74,6 +74,8 @@ class Aggregator:
         aggregator = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as providers' gateways do
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request_id = parse_qs(body.decode()).get("Request_ID", [""])[0]

@@ -83,6 +83,8 @@ class Provider:
 
 def start_provider(provider: Provider) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as providers' gateways do
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             provider.record(json.loads(body))

@@ -6,6 +6,7 @@ Built by ``create_app``; web requests, jobs and CLI commands reach it through
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +25,7 @@ from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext
 from citizen_lookup.services.audit import AuditTrail
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
-from citizen_lookup.services.lookup import LookupContext
+from citizen_lookup.services.lookup import READ_ENGINE, LookupContext
 from citizen_lookup.services.replies import Templates
 from citizen_lookup.settings import Settings, audit_key
 
@@ -46,6 +47,12 @@ class Runtime:
         self._redis = redis
         self.engine: Engine = make_engine(settings)
         self.session_factory: sessionmaker[Session] = make_session_factory(self.engine)
+        # Lookups (and DC NK) read from the replica when one is set: each session carries it.
+        self.read_engine: Engine | None = None
+        if settings.read_database_url:
+            replica = dataclasses.replace(settings, database_url=settings.read_database_url)
+            self.read_engine = make_engine(replica)
+            self.session_factory.configure(info={READ_ENGINE: self.read_engine})
         self.audit = AuditTrail(audit_key(settings))
         self.templates = Templates.load(settings.config_dir, settings.reply_segments)
         provinces_path = settings.config_dir / "provinces.toml"
@@ -102,6 +109,8 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
         if self.provider_context.session is not None:
             self.provider_context.session.close()
 

@@ -6,6 +6,8 @@ asks for a citizen with this ID *and* this phone, so both refusals cost the same
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -49,6 +51,8 @@ class LookupContext:
 
 
 GRANTED = ("granted", "no_record")
+#: key in ``Session.info`` of the read replica's engine, when one is configured
+READ_ENGINE = "citizen_lookup.read_engine"
 
 
 def _date(value: date | None) -> str:
@@ -126,6 +130,21 @@ _BY_ID_NUMBER = _lookup_statement(Citizen.__table__.c.id_number)
 _BY_OLD_ID_NUMBER = _lookup_statement(Citizen.__table__.c.old_id_number)
 
 
+@contextmanager
+def read_session(session: Session) -> Iterator[Session]:
+    """The session lookups read through: the read replica's when one is configured.
+
+    A replica may lag the primary by a moment; lookups and DC NK tolerate that, writes never
+    go there.
+    """
+    engine = session.info.get(READ_ENGINE)
+    if engine is None:
+        yield session
+        return
+    with Session(engine) as reader:
+        yield reader
+
+
 def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> CitizenRecord | None:
     """The citizen with this ID (or old 9-digit ID) on whose record ``sender`` is registered.
 
@@ -135,7 +154,8 @@ def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> Ci
     # One query either way: the same work whether the ID is unknown or the number is not its own.
     # Through the session's Core connection: the ORM's execute layer has nothing to add here.
     params = {"id_number": id_number, "sender": sender}
-    row = session.connection().execute(statement, params).first()
+    with read_session(session) as reader:
+        row = reader.connection().execute(statement, params).first()
     if row is None:
         return None
     (pk, number, name, born, gender, permanent, temporary, current,
@@ -234,7 +254,8 @@ def _compose(
             return no_record("social")
         return granted("social", ("social_insurance_no",), social_insurance_no=social.number)
     # CommandKind.HISTORY: earlier lookups of this ID, shown only to its owner
-    events = list(ctx.audit.lookups_of(session, citizen.id_number, ctx.history_size))
+    with read_session(session) as reader:
+        events = list(ctx.audit.lookups_of(reader, citizen.id_number, ctx.history_size))
     if not events:
         return granted("history_none", ("lookup_history",))
     items = "; ".join(
