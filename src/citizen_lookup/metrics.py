@@ -1,8 +1,20 @@
-"""Prometheus metrics of this process (exposed on /metrics)."""
+"""Prometheus metrics (exposed on /metrics), aggregated across processes when so configured.
+
+Several processes serve one deployment: gunicorn's workers and the RQ workers. With
+``PROMETHEUS_MULTIPROC_DIR`` set (to one empty folder shared by every process of a machine,
+before they start), prometheus-client's multiprocess mode writes each process's values to files
+there and :func:`exposition` sums them, so a scrape of any web process reports the machine's
+figures, not one process's. Without it, each process reports its own (fine for one process).
+A gauge added here needs a ``multiprocess_mode`` that says how processes combine.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -30,3 +42,34 @@ WEBHOOK_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+REPLIES = Counter(
+    "citizen_lookup_replies_total",
+    "Replies handed to providers by the workers, by outcome (sent, retry, failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REPLY_SECONDS = Histogram(
+    "citizen_lookup_reply_seconds",
+    "From an inbound message's storage to its reply's acceptance by the provider",
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0),
+)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: every process's values summed in multiprocess mode."""
+    if not multiprocess_enabled():
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def process_exited(pid: int) -> None:
+    """Forget a finished process's live gauges (its counters stay in the sums)."""
+    if multiprocess_enabled():
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

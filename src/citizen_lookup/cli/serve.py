@@ -18,8 +18,9 @@ import click
 from rq import SimpleWorker
 
 from citizen_lookup.cli import pass_runtime
+from citizen_lookup.metrics import process_exited
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.sweeper import sweep_unqueued
+from citizen_lookup.sweeper import Sweeper, sweep_unqueued
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,13 @@ def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
 
     app_context = current_app._get_current_object().app_context  # type: ignore[attr-defined]
 
+    sweeper = Sweeper(runtime)
+
     def loop() -> None:
         with app_context():
             while not stop.wait(every):
                 try:
-                    sweep_unqueued(runtime)
+                    sweeper.run_once()
                 except Exception as exc:  # a sweep that fails (Redis down) is retried next round
                     log.warning("sweep failed (%s); retrying in %.0f s", type(exc).__name__, every)
 
@@ -68,6 +71,7 @@ def worker(runtime: Runtime, burst: bool) -> None:
         rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()
+        process_exited(os.getpid())
 
 
 @click.command("serve")
