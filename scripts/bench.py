@@ -13,7 +13,12 @@ On loopback only: PostgreSQL (a database of the benchmark's own), a Redis server
 5. lookup: the whole lookup (ID + sender check + linked record) beside a raw prepared psycopg
    query, p99, on --citizens citizens.
 
-Usage: scripts/bench [--citizens 200000] [--seconds 10]   (wrk: apt-get install wrk)
+6. import: `citizens import` of a CSV beside a raw COPY of the same rows into tables of our shape.
+
+Usage: scripts/bench [--citizens 200000] [--seconds 10] [--phases load,audit,lookup,import]
+                     [--json FILE] [--lookup-database URL] [--national-day]
+(wrk: apt-get install wrk). Output: a table, each figure beside its anchor and ratio
+(scripts/bench_report.py); --json FILE writes every figure for comparing runs.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import random
 import resource
 import secrets
 import shutil
@@ -41,6 +45,9 @@ import requests
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_import import raw_copy_rate, write_csv
+from bench_lookup import measure_lookup
+from bench_report import table, write_json
 from drill import BIN, ROOT, Stack, free_port, fresh_workplace, log, wait_ready
 
 BENCH_DB = os.environ.get("CITIZEN_LOOKUP_BENCH_DB", "citizen_lookup_bench")
@@ -174,7 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         stack.cli("db", "upgrade")
         log(f"importing {args.citizens} citizens")
-        stack.cli("demo", "seed", "--citizens", str(args.citizens))
+        seeded = stack.cli("demo", "seed", "--citizens", str(args.citizens))
+        results["seed_citizens_per_s"] = rows_per_second(seeded)
         stack.add_connection(
             "bench",
             "vnmo",
@@ -195,6 +203,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             ).all()
         id_number, phone = citizens[0]
+        if "load" not in args.phases:
+            results.update(measure_audit_and_lookup(env, database_url, citizens, args))
+            return results
 
         stack.start_web(web_port, 2)
         anchor = subprocess.Popen(
@@ -259,6 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).scalar_one()
         log(f"one worker draining {queued} messages")
         started = time.time()
+        rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         subprocess.run(
             [str(BIN / "citizen-lookup"), "worker", "--burst"],
             env=env,
@@ -269,6 +281,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         received = sorted(t for t in aggregator.received.values() if t >= started)
         results["worker_msgs_per_s"] = round((len(received) - 1) / (received[-1] - received[0]), 1)
+        results["worker_messages"] = queued
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+        if peak > rss_before:
+            results["worker_peak_rss_mb"] = round(peak / 1024, 1)
         anchor_rate = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "bench_anchor.py"), "drain", redis_url, "5000"],
             env=env,
@@ -305,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.stop()
 
         # 4 and 5, in this process
-        results.update(measure_audit_and_lookup(env, database_url, citizens))
+        results.update(measure_audit_and_lookup(env, database_url, citizens, args))
         return results
     finally:
         stack.stop()
@@ -320,18 +336,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         admin.dispose()
 
 
+def rows_per_second(output: str) -> float:
+    """The rate an import or seed printed: '(N rows in S s, R rows/s)'."""
+    return float(output.split(" rows/s)")[0].rsplit(", ", 1)[1].replace(",", ""))
+
+
+def measure_import(env: dict[str, str], database_url: str, rows: int) -> dict[str, Any]:
+    """`citizens import` of a CSV of new citizens, beside a raw COPY of the same rows."""
+    from citizen_lookup import create_app
+    from citizen_lookup.runtime import EXTENSION
+
+    runtime = create_app().extensions[EXTENSION]
+    path = Path(env["CITIZEN_LOOKUP_INSTANCE_PATH"]) / "import.csv"
+    log(f"import: {rows} citizens from a CSV, beside a raw COPY of the same rows")
+    generated = write_csv(path, rows, seed=77, provinces=runtime.provinces)
+    runtime.close()
+    dsn = database_url.replace("postgresql+psycopg", "postgresql")
+    raw = raw_copy_rate(dsn, generated)
+    output = subprocess.run(
+        [str(BIN / "citizen-lookup"), "citizens", "import", str(path)],
+        env=env, capture_output=True, text=True, check=True, timeout=3600,
+    ).stdout  # fmt: skip
+    ours = rows_per_second(output)
+    return {
+        "import_citizens_per_s": ours,
+        "raw_copy_citizens_per_s": round(raw, 1),
+        "import_ratio": round(ours / raw, 3),
+        "import_rows": rows,
+    }
+
+
 def measure_audit_and_lookup(
-    env: dict[str, str], database_url: str, citizens: list[Any]
+    env: dict[str, str], database_url: str, citizens: list[Any], args: argparse.Namespace
 ) -> dict[str, Any]:
-    import psycopg
 
     for key, value in env.items():
         if key.startswith("CITIZEN_LOOKUP_"):
             os.environ[key] = value
     from citizen_lookup import create_app
-    from citizen_lookup.domain.syntax import parse_command
     from citizen_lookup.runtime import EXTENSION
-    from citizen_lookup.services.lookup import answer
 
     results: dict[str, Any] = {}
     app = create_app()
@@ -343,6 +386,15 @@ def measure_audit_and_lookup(
             with runtime.session_factory.begin() as session:
                 runtime.audit.append(session, "bench.append", outcome="ok", sender="+84912345678")
         return n / (time.perf_counter() - started)
+
+    if "lookup" in args.phases:
+        log("lookup: whole lookup beside a raw prepared query")
+        results.update(measure_lookup(runtime, database_url))
+    if "import" in args.phases:
+        results.update(measure_import(env, database_url, args.import_rows))
+    if "audit" not in args.phases:
+        runtime.close()
+        return results
 
     log("audit: appends on a short trail, then on a long one")
     results["audit_append_per_s_short"] = round(append_rate(1000), 1)
@@ -364,31 +416,6 @@ def measure_audit_and_lookup(
         (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1
     )
 
-    log("lookup: whole lookup beside a raw prepared query")
-    sample = random.Random(1).choices(citizens, k=3000)
-    ours: list[float] = []
-    with runtime.session_factory() as session:
-        for id_number, phone in sample:
-            command = parse_command(f"DC BHYT {id_number}")
-            began = time.perf_counter()
-            answer(session, command, phone, "vi", runtime.lookup_context)
-            ours.append(time.perf_counter() - began)
-            session.expunge_all()
-    raw: list[float] = []
-    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as connection:
-        query = (
-            "SELECT c.id, c.full_name, h.card_number FROM citizens c "
-            "JOIN citizen_phones p ON p.citizen_id = c.id "
-            "LEFT JOIN health_insurance_cards h ON h.citizen_id = c.id "
-            "WHERE c.id_number = %s AND p.msisdn = %s"
-        )
-        for id_number, phone in sample:
-            began = time.perf_counter()
-            connection.execute(query, (id_number, phone), prepare=True).fetchall()
-            raw.append(time.perf_counter() - began)
-    results["lookup_p99_ms"] = round(percentile(ours, 0.99) * 1000, 3)
-    results["lookup_raw_p99_ms"] = round(percentile(raw, 0.99) * 1000, 3)
-    results["lookup_ratio"] = round(results["lookup_p99_ms"] / results["lookup_raw_p99_ms"], 2)
     runtime.close()
     return results
 
@@ -404,12 +431,46 @@ def main() -> int:
         ),
     )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--phases",
+        type=lambda text: set(text.split(",")),
+        default={"load", "audit", "lookup", "import"},
+        help="which parts to run: load (ingest, worker, end to end), audit, lookup, import",
+    )
+    parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--lookup-database",
+        help="only measure the lookup, on this existing database (e.g. one seeded with 10M)",
+    )
+    parser.add_argument("--national-day", action="store_true", help="replay a heavy day instead")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args()
-    results = run(args)
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+    if args.lookup_database:
+        results = lookup_only(args.lookup_database)
+    elif args.national_day:
+        from bench_day import national_day
+
+        results = national_day(args)
+    else:
+        results = run(args)
+    print(table(results))
+    if args.json:
+        write_json(args.json, results)
     return 0
+
+
+def lookup_only(database_url: str) -> dict[str, Any]:
+    """The lookup figures on an existing database (nothing else is started or changed)."""
+    os.environ["CITIZEN_LOOKUP_DATABASE_URL"] = database_url
+    os.environ.setdefault("CITIZEN_LOOKUP_AUDIT_KEY", secrets.token_hex(16))
+    from citizen_lookup import create_app
+    from citizen_lookup.runtime import EXTENSION
+
+    runtime = create_app().extensions[EXTENSION]
+    try:
+        return measure_lookup(runtime, database_url)
+    finally:
+        runtime.close()
 
 
 if __name__ == "__main__":
