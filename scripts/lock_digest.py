@@ -22,7 +22,8 @@ def digest() -> str:
         "requires-python": project.get("requires-python"),
         "dependencies": sorted(project.get("dependencies", [])),
         "optional-dependencies": {
-            extra: sorted(items) for extra, items in project.get("optional-dependencies", {}).items()
+            extra: sorted(items)
+            for extra, items in project.get("optional-dependencies", {}).items()
         },
     }
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
