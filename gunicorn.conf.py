@@ -16,6 +16,6 @@ def on_starting(server):
 
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+        from citizen_lookup.metrics import process_exited
 
-        multiprocess.mark_process_dead(worker.pid)
+        process_exited(worker.pid)

@@ -5,16 +5,36 @@ Several processes serve one deployment: gunicorn's workers and the RQ workers. W
 before they start), prometheus-client's multiprocess mode writes each process's values to files
 there and :func:`exposition` sums them, so a scrape of any web process reports the machine's
 figures, not one process's. Without it, each process reports its own (fine for one process).
-A gauge added here needs a ``multiprocess_mode`` that says how processes combine.
+Processes on several machines or containers may share the folder (one volume): each writes
+files named by its host and pid. A gauge added here needs a ``multiprocess_mode`` that says how
+processes combine (``livesum``, ``max``…).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def process_identifier(pid: int | None = None) -> str:
+    """Names a process's files in the shared folder: host and pid, so containers that share
+    one volume (each with its own pid 1, 2, …) never write to the same file."""
+    return f"{socket.gethostname()}-{os.getpid() if pid is None else pid}"
+
+
+if os.environ.get(MULTIPROCESS_DIR):  # before any metric is made: they take the value class
+    values.ValueClass = values.MultiProcessValue(process_identifier)  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -72,4 +92,4 @@ def exposition() -> bytes:
 def process_exited(pid: int) -> None:
     """Forget a finished process's live gauges (its counters stay in the sums)."""
     if multiprocess_enabled():
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(process_identifier(pid))  # type: ignore[no-untyped-call]
