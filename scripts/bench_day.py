@@ -161,8 +161,8 @@ def national_day(args: Any) -> dict[str, Any]:
                 time.sleep(delay)
             sender, body_text = messages[i]
             message_id = f"day-{i}"
-            body = json.dumps({"id": message_id, "from": sender, "to": "8077",
-                               "text": body_text, "timestamp": int(time.time())}).encode()  # fmt: skip
+            document = {"id": message_id, "from": sender, "to": "8077", "text": body_text}
+            body = json.dumps({**document, "timestamp": int(time.time())}).encode()
             session = getattr(local, "session", None) or requests.Session()
             local.session = session
             headers = {"Content-Type": "application/json", "X-Signature": sign(SECRET, body)}
