@@ -16,7 +16,8 @@ RUN python scripts/lock_digest.py --check \
  && /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
 FROM python:3.11.11-slim-bookworm
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin citizen
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin citizen \
+ && mkdir -p /run/citizen-lookup-metrics && chown citizen /run/citizen-lookup-metrics
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY app.py alembic.ini gunicorn.conf.py ./

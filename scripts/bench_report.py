@@ -43,8 +43,10 @@ ROWS = (
         "independent of length"),
     Row("audit verify", "audit_verify_events_per_s", None, None, "events/s", ">= 200,000/s"),
     Row("national day: sustained", "day_msgs_per_s", None, None, "msg/s", ""),
-    Row("national day: end to end p50 / p99", "day_p50_ms", "day_p99_ms", None, "ms", ""),
-    Row("national day: lost / duplicated", "day_lost", "day_duplicated", None, "", "0 / 0"),
+    Row("national day: end to end p50", "day_p50_ms", None, None, "ms", ""),
+    Row("national day: end to end p99", "day_p99_ms", None, None, "ms", ""),
+    Row("national day: lost", "day_lost", None, None, "", "0"),
+    Row("national day: duplicated", "day_duplicated", None, None, "", "0"),
     Row("national day: hours for a million", "day_hours_per_million", None, None, "h", "< 1 h"),
 )  # fmt: skip
 
