@@ -8,14 +8,19 @@
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
+COPY scripts/lock_digest.py ./scripts/
 COPY src ./src
-RUN python -m venv /opt/venv \
+# Exactly the pinned, hashed releases CI ran (requirements.lock; refreshed by scripts/lock).
+RUN python scripts/lock_digest.py --check \
+ && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip install .
+ && /opt/venv/bin/pip install --require-hashes -r requirements.lock \
+ && /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
 FROM python:3.11.11-slim-bookworm
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin citizen
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin citizen \
+ && mkdir -p /run/citizen-lookup-metrics && chown citizen /run/citizen-lookup-metrics
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY app.py alembic.ini gunicorn.conf.py ./

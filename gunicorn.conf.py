@@ -81,3 +81,19 @@ try:
     _bound_request_reads()
 except (ImportError, AttributeError) as exc:  # a gunicorn whose internals moved
     logging.getLogger("gunicorn.error").warning("request read deadlines not set: %s", exc)
+
+
+# -- /metrics across processes -------------------------------------------------------------------
+# With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to that folder and /metrics
+# sums them; a worker that exits is marked dead so its live gauges leave the sums.
+def on_starting(server: object) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server: object, worker: object) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from citizen_lookup.metrics import process_exited
+
+        process_exited(worker.pid)  # type: ignore[attr-defined]

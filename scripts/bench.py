@@ -16,7 +16,12 @@ On loopback only: PostgreSQL (a database of the benchmark's own), a Redis server
 6. USSD: one menu step over HTTP (menu, choice, ID entry with the lookup) at 100 steps/s, p99,
    beside the ingest anchor (``--ussd-only`` measures this part alone).
 
-Usage: scripts/bench [--citizens 200000] [--seconds 10] [--ussd-only]   (wrk: apt-get install wrk)
+6. import: `citizens import` of a CSV beside a raw COPY of the same rows into tables of our shape.
+
+Usage: scripts/bench [--citizens 200000] [--seconds 10] [--phases load,audit,lookup,import]
+                     [--ussd-only] [--json FILE] [--lookup-database URL] [--national-day]
+(wrk: apt-get install wrk). Output: a table, each figure beside its anchor and ratio
+(scripts/bench_report.py); --json FILE writes every figure for comparing runs.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import random
+import resource
 import secrets
 import shutil
 import statistics
@@ -43,6 +48,9 @@ import requests
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_import import raw_copy_rate, write_csv
+from bench_lookup import measure_lookup
+from bench_report import table, write_json
 from drill import (
     BIN,
     ROOT,
@@ -85,6 +93,8 @@ class Aggregator:
         aggregator = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as providers' gateways do
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request_id = parse_qs(body.decode()).get("Request_ID", [""])[0]
@@ -187,7 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         stack.cli("db", "upgrade")
         log(f"importing {args.citizens} citizens")
-        stack.cli("demo", "seed", "--citizens", str(args.citizens))
+        seeded = stack.cli("demo", "seed", "--citizens", str(args.citizens))
+        results["seed_citizens_per_s"] = rows_per_second(seeded)
         stack.add_connection(
             "bench",
             "vnmo",
@@ -208,6 +219,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             ).all()
         id_number, phone = citizens[0]
+        if "load" not in args.phases:
+            results.update(measure_audit_and_lookup(env, database_url, citizens, args))
+            return results
 
         stack.start_web(web_port, 2)
         anchor = subprocess.Popen(
@@ -279,6 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).scalar_one()
         log(f"one worker draining {queued} messages")
         started = time.time()
+        rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         subprocess.run(
             [str(BIN / "citizen-lookup"), "worker", "--burst"],
             env=env,
@@ -289,6 +304,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         received = sorted(t for t in aggregator.received.values() if t >= started)
         results["worker_msgs_per_s"] = round((len(received) - 1) / (received[-1] - received[0]), 1)
+        results["worker_messages"] = queued
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+        if peak > rss_before:
+            results["worker_peak_rss_mb"] = round(peak / 1024, 1)
         anchor_rate = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "bench_anchor.py"), "drain", redis_url, "5000"],
             env=env,
@@ -325,7 +344,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.stop()
 
         # 4 and 5, in this process
-        results.update(measure_audit_and_lookup(env, database_url, citizens))
+        results.update(measure_audit_and_lookup(env, database_url, citizens, args))
         results.update(measure_oracle_gap(citizens))
         return results
     finally:
@@ -399,22 +418,58 @@ def measure_ussd(
     }
 
 
+def rows_per_second(output: str) -> float:
+    """The rate an import or seed printed: '(N rows in S s, R rows/s)'."""
+    return float(output.split(" rows/s)")[0].rsplit(", ", 1)[1].replace(",", ""))
+
+
+def measure_import(env: dict[str, str], database_url: str, rows: int) -> dict[str, Any]:
+    """`citizens import` of a CSV of new citizens, beside a raw COPY of the same rows."""
+    from citizen_lookup import create_app
+    from citizen_lookup.runtime import EXTENSION
+
+    runtime = create_app().extensions[EXTENSION]
+    path = Path(env["CITIZEN_LOOKUP_INSTANCE_PATH"]) / "import.csv"
+    log(f"import: {rows} citizens from a CSV, beside a raw COPY of the same rows")
+    generated = write_csv(path, rows, seed=77, provinces=runtime.provinces)
+    runtime.close()
+    dsn = database_url.replace("postgresql+psycopg", "postgresql")
+    raw = raw_copy_rate(dsn, generated)
+    output = subprocess.run(
+        [str(BIN / "citizen-lookup"), "citizens", "import", str(path)],
+        env=env, capture_output=True, text=True, check=True, timeout=3600,
+    ).stdout  # fmt: skip
+    ours = rows_per_second(output)
+    return {
+        "import_citizens_per_s": ours,
+        "raw_copy_citizens_per_s": round(raw, 1),
+        "import_ratio": round(ours / raw, 3),
+        "import_rows": rows,
+    }
+
+
 def measure_audit_and_lookup(
-    env: dict[str, str], database_url: str, citizens: list[Any]
+    env: dict[str, str], database_url: str, citizens: list[Any], args: argparse.Namespace
 ) -> dict[str, Any]:
-    import psycopg
 
     for key, value in env.items():
         if key.startswith("CITIZEN_LOOKUP_"):
             os.environ[key] = value
     from citizen_lookup import create_app
-    from citizen_lookup.domain.syntax import parse_command
     from citizen_lookup.runtime import EXTENSION
-    from citizen_lookup.services.lookup import answer
 
     results: dict[str, Any] = {}
     app = create_app()
     runtime = app.extensions[EXTENSION]
+
+    if "lookup" in args.phases:
+        log("lookup: whole lookup beside a raw prepared query")
+        results.update(measure_lookup(runtime, database_url))
+    if "import" in args.phases:
+        results.update(measure_import(env, database_url, args.import_rows))
+    if "audit" not in args.phases:
+        runtime.close()
+        return results
 
     # 4: the audit trail (scripts/bench_audit.py): appends at 1-8 writer processes beside plain
     # inserts, the sequencer's speed and lag, verify over 1,000,000 events.
@@ -422,37 +477,13 @@ def measure_audit_and_lookup(
 
     audit_settings = {
         "database_url": database_url,
+        "credentials_key": env["CITIZEN_LOOKUP_CREDENTIALS_KEY"],
         "audit_key": env["CITIZEN_LOOKUP_AUDIT_KEY"],
         "checkpoint_key_file": env["CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE"],
         "instance_path": env["CITIZEN_LOOKUP_INSTANCE_PATH"],
     }
     results.update(bench_audit.measure(database_url, audit_settings, 1_000_000, 5.0))
 
-    log("lookup: whole lookup beside a raw prepared query")
-    sample = random.Random(1).choices(citizens, k=3000)
-    ours: list[float] = []
-    with runtime.session_factory() as session:
-        for id_number, phone in sample:
-            command = parse_command(f"DC BHYT {id_number}")
-            began = time.perf_counter()
-            answer(session, command, phone, "vi", runtime.lookup_context)
-            ours.append(time.perf_counter() - began)
-            session.expunge_all()
-    raw: list[float] = []
-    with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as connection:
-        query = (
-            "SELECT c.id, c.full_name, h.card_number FROM citizens c "
-            "JOIN citizen_phones p ON p.citizen_id = c.id "
-            "LEFT JOIN health_insurance_cards h ON h.citizen_id = c.id "
-            "WHERE c.id_number = %s AND p.msisdn = %s"
-        )
-        for id_number, phone in sample:
-            began = time.perf_counter()
-            connection.execute(query, (id_number, phone), prepare=True).fetchall()
-            raw.append(time.perf_counter() - began)
-    results["lookup_p99_ms"] = round(percentile(ours, 0.99) * 1000, 3)
-    results["lookup_raw_p99_ms"] = round(percentile(raw, 0.99) * 1000, 3)
-    results["lookup_ratio"] = round(results["lookup_p99_ms"] / results["lookup_raw_p99_ms"], 2)
     runtime.close()
     return results
 
@@ -508,12 +539,48 @@ def main() -> int:
     parser.add_argument(
         "--ussd-only", action="store_true", help="measure only the USSD step (and its anchor)"
     )
+    parser.add_argument(
+        "--phases",
+        type=lambda text: set(text.split(",")),
+        default={"load", "audit", "lookup", "import"},
+        help="which parts to run: load (ingest, worker, end to end), audit, lookup, import",
+    )
+    parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--lookup-database",
+        help="only measure the lookup, on this existing database (e.g. one seeded with 10M)",
+    )
+    parser.add_argument("--national-day", action="store_true", help="replay a heavy day instead")
+    parser.add_argument("--day-messages", type=int, default=6000, help="messages in the day")
+    parser.add_argument("--day-seconds", type=float, default=120.0, help="the day compressed")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args()
-    results = run(args)
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+    if args.lookup_database:
+        results = lookup_only(args.lookup_database)
+    elif args.national_day:
+        from bench_day import national_day
+
+        results = national_day(args)
+    else:
+        results = run(args)
+    print(table(results))
+    if args.json:
+        write_json(args.json, results)
     return 0
+
+
+def lookup_only(database_url: str) -> dict[str, Any]:
+    """The lookup figures on an existing database (nothing else is started or changed)."""
+    os.environ["CITIZEN_LOOKUP_DATABASE_URL"] = database_url
+    os.environ.setdefault("CITIZEN_LOOKUP_AUDIT_KEY", secrets.token_hex(16))
+    from citizen_lookup import create_app
+    from citizen_lookup.runtime import EXTENSION
+
+    runtime = create_app().extensions[EXTENSION]
+    try:
+        return measure_lookup(runtime, database_url)
+    finally:
+        runtime.close()
 
 
 if __name__ == "__main__":

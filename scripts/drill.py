@@ -15,14 +15,21 @@ reports, from the provider's side:
   killed between the provider's answer and our commit; the provider drops them by id
 - lost: acknowledged messages with no reply
 
-Usage: scripts/drill [--messages 5000] [--rate 60] [--workers 2] ...  (exit 1 unless lost = 0,
-duplicated = 0 and the audit chain verifies)
+With ``--pg-every S`` the drill also stops PostgreSQL for ``--pg-down`` seconds every S seconds
+(webhooks answer 503 meanwhile and the drill resends, as providers do; workers and gunicorn must
+recover without a restart). It never stops the machine's shared server: it starts a private
+cluster (initdb and pg_ctl from /usr/lib/postgresql/*/bin, as the postgres user when run as
+root) on a free loopback port in a temp folder, and stops and starts that one.
+
+Usage: scripts/drill [--messages 5000] [--rate 60] [--workers 2] [--pg-every 20 --pg-down 5] ...
+(exit 1 unless lost = 0, duplicated = 0 and the audit chain verifies)
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import random
@@ -84,6 +91,8 @@ class Provider:
 
 def start_provider(provider: Provider) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as providers' gateways do
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             provider.record(json.loads(body))
@@ -144,6 +153,52 @@ class Redis:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the drill's own (initdb in a temp folder, a free loopback port),
+    so the drill can stop and start it without touching the machine's shared server."""
+
+    def __init__(self) -> None:
+        import pwd
+        import tempfile
+
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not versions:
+            raise SystemExit("--pg-every needs PostgreSQL's server binaries (initdb, pg_ctl)")
+        self.bin = versions[-1].parent
+        self.port = free_port()
+        self.base = Path(tempfile.mkdtemp(prefix="citizen-lookup-drill-pg-"))
+        self.dir, self.log = self.base / "data", self.base / "postgres.log"
+        self.user: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to the postgres user
+            account = pwd.getpwnam("postgres")
+            os.chown(self.base, account.pw_uid, account.pw_gid)
+            self.user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.dir), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            [*self.user, str(self.bin / tool), *args],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+        )  # fmt: skip
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.dir), "-o", options, "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop it; "immediate" is a crash as the clients see it (no goodbye to sessions)."""
+        self._run("pg_ctl", "-D", str(self.dir), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("fast")
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 @dataclass
@@ -240,6 +295,12 @@ def checkpoint_key(workdir: Path) -> str:
 # -- the drill ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or (ROOT / "instance" / "drill"))
+    postgres = None
+    if args.pg_every:
+        # Outages need a server the drill may stop: a private cluster, never the shared one.
+        postgres = PrivatePostgres()
+        postgres.start()
+        args.pg_admin = postgres.admin_url
     admin, database_url, redis = fresh_workplace(args.pg_admin, DRILL_DB, workdir)
     provider = Provider()
     provider_server = start_provider(provider)
@@ -265,7 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_HTTP_TIMEOUT_SECONDS": "5",
     }
     stack = Stack(env, workdir / "logs")
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, pool_pre_ping=True)
     try:
         stack.cli("db", "upgrade")
         stack.cli("demo", "seed", "--citizens", str(args.citizens))
@@ -292,7 +353,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         faults: dict[str, int] = defaultdict(int)
         stop_faults = threading.Event()
         fault_thread = threading.Thread(
-            target=inject_faults, args=(args, stack, redis, faults, stop_faults), daemon=True
+            target=inject_faults,
+            args=(args, stack, redis, postgres, faults, stop_faults),
+            daemon=True,
         )
         fault_thread.start()
         started = time.monotonic()
@@ -319,10 +382,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         redis.kill()
         provider_server.shutdown()
         engine.dispose()
-        if not args.keep:
+        if postgres is None and not args.keep:
             with admin.connect() as connection:
                 connection.execute(text(f"DROP DATABASE IF EXISTS {DRILL_DB} WITH (FORCE)"))
         admin.dispose()
+        if postgres is not None:  # the private cluster goes whole
+            postgres.remove()
 
 
 def wait_ready(url: str) -> None:
@@ -341,13 +406,16 @@ def inject_faults(
     args: argparse.Namespace,
     stack: Stack,
     redis: Redis,
+    postgres: PrivatePostgres | None,
     faults: dict[str, int],
     stop: threading.Event,
 ) -> None:
-    """SIGKILL a worker every --kill-every s, restart Redis every --redis-every s."""
+    """SIGKILL a worker every --kill-every s, restart Redis every --redis-every s, and stop
+    PostgreSQL for --pg-down s every --pg-every s (its private cluster)."""
     rng = random.Random(args.seed)
     next_kill = time.monotonic() + rng.uniform(0.5, args.kill_every)
     next_redis = time.monotonic() + args.redis_every
+    next_pg = time.monotonic() + (args.pg_every or float("inf"))
     while not stop.wait(0.05):
         now = time.monotonic()
         if now >= next_kill:
@@ -366,6 +434,12 @@ def inject_faults(
             redis.start()
             faults["redis_restart"] += 1
             next_redis = time.monotonic() + args.redis_every
+        if postgres is not None and now >= next_pg:
+            postgres.stop()  # webhooks answer 503 meanwhile; the sender resends
+            time.sleep(args.pg_down)
+            postgres.start()
+            faults["postgres_outage"] += 1
+            next_pg = time.monotonic() + args.pg_every
 
 
 @dataclass
@@ -518,6 +592,13 @@ def main() -> int:
     parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between SIGKILLs")
     parser.add_argument("--redis-every", type=float, default=20.0, help="seconds between restarts")
     parser.add_argument("--redis-down", type=float, default=1.0, help="seconds Redis stays down")
+    parser.add_argument(
+        "--pg-every",
+        type=float,
+        default=0.0,
+        help="seconds between PostgreSQL outages (0: none); runs a private cluster to stop",
+    )
+    parser.add_argument("--pg-down", type=float, default=5.0, help="seconds PostgreSQL stays down")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.text import gsm7_units
 from citizen_lookup.exceptions import DatabaseError, NotFound, SendError
+from citizen_lookup.metrics import REPLIES, REPLY_SECONDS
 from citizen_lookup.models import (
     Connection,
     InboundMessageRecord,
@@ -125,7 +126,7 @@ _IN = cast(Table, InboundMessageRecord.__table__)
 _CONN = cast(Table, Connection.__table__)
 _SENDING_COLUMNS = (
     _OUT.c.recipient, _OUT.c.body, _OUT.c.attempts, _OUT.c.inbound_id, _OUT.c.connection_id,
-    _IN.c.provider_message_id, _IN.c.channel,
+    _IN.c.provider_message_id, _IN.c.channel, _IN.c.received_at,
     _CONN.c.slug, _CONN.c.kind, _CONN.c.short_code, _CONN.c.outbound_url,
     _CONN.c.credentials_sealed, _CONN.c.allowed_networks_json,
 )  # fmt: skip
@@ -243,6 +244,7 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
                     "error": str(exc)[:200],
                 },
             )
+        REPLIES.labels("failed" if final else "retry").inc()
         # Expected (the provider said no, or is down): one line, no traceback (logging_setup).
         log.warning(
             "reply %s on %s: attempt %s failed with status %s, %s",
@@ -293,6 +295,10 @@ def deliver(runtime: Runtime, outbound_id: int) -> str:
             session, outbound_id, inbound_id, sent,
             {"state": InboundState.DONE, "processed_at": now},
         )  # fmt: skip
+    REPLIES.labels("sent").inc()
+    received = claimed.received_at
+    if received is not None:
+        REPLY_SECONDS.observe(max(0.0, (now - received).total_seconds()))  # both aware (UTC)
     log.info(
         "reply %s on %s sent (attempt %s)",
         outbound_id,

@@ -1,8 +1,41 @@
-"""Prometheus metrics of this process (exposed on /metrics)."""
+"""Prometheus metrics (exposed on /metrics), aggregated across processes when so configured.
+
+Several processes serve one deployment: gunicorn's workers and the RQ workers. With
+``PROMETHEUS_MULTIPROC_DIR`` set (to one empty folder shared by every process of a machine,
+before they start), prometheus-client's multiprocess mode writes each process's values to files
+there and :func:`exposition` sums them, so a scrape of any web process reports the machine's
+figures, not one process's. Without it, each process reports its own (fine for one process).
+Processes on several machines or containers may share the folder (one volume): each writes
+files named by its host and pid. A gauge added here needs a ``multiprocess_mode`` that says how
+processes combine (``livesum``, ``max``…).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+import socket
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def process_identifier(pid: int | None = None) -> str:
+    """Names a process's files in the shared folder: host and pid, so containers that share
+    one volume (each with its own pid 1, 2, …) never write to the same file."""
+    return f"{socket.gethostname()}-{os.getpid() if pid is None else pid}"
+
+
+if os.environ.get(MULTIPROCESS_DIR):  # before any metric is made: they take the value class
+    values.ValueClass = values.MultiProcessValue(process_identifier)  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -34,14 +67,48 @@ AUDIT_LAG_SECONDS = Gauge(
     "citizen_lookup_audit_lag_seconds",
     "Age of the oldest audit event not yet sealed into the tree (0 when all are sealed)",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process measured last
 )
 AUDIT_UNSEALED = Gauge(
     "citizen_lookup_audit_unsealed_events",
     "Audit events written but not yet sealed by the sequencer",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process measured last
 )
 AUDIT_TREE_SIZE = Gauge(
     "citizen_lookup_audit_tree_size",
     "Events sealed into the audit trail's Merkle tree (the latest checkpoint's size)",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process measured last
 )
+REPLIES = Counter(
+    "citizen_lookup_replies_total",
+    "Replies handed to providers by the workers, by outcome (sent, retry, failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REPLY_SECONDS = Histogram(
+    "citizen_lookup_reply_seconds",
+    "From an inbound message's storage to its reply's acceptance by the provider",
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0),
+)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: every process's values summed in multiprocess mode."""
+    if not multiprocess_enabled():
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def process_exited(pid: int) -> None:
+    """Forget a finished process's live gauges (its counters stay in the sums)."""
+    if multiprocess_enabled():
+        multiprocess.mark_process_dead(process_identifier(pid))  # type: ignore[no-untyped-call]

@@ -7,6 +7,7 @@ Built by ``create_app``; web requests, jobs and CLI commands reach it through
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +29,7 @@ from citizen_lookup.providers.base import ProviderContext
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
-from citizen_lookup.services.lookup import DecisionContext, LookupContext
+from citizen_lookup.services.lookup import READ_ENGINE, DecisionContext, LookupContext
 from citizen_lookup.services.refusals import RefusalCounter
 from citizen_lookup.services.replies import Templates
 from citizen_lookup.services.ussd import UssdContext, UssdStore
@@ -52,9 +53,14 @@ class Runtime:
         self._redis = redis
         self.engine: Engine = make_engine(settings)
         self.credentials_cipher = load_cipher(settings)
-        self.session_factory: sessionmaker[Session] = make_session_factory(
-            self.engine, info={CIPHER_INFO_KEY: self.credentials_cipher}
-        )
+        info: dict[str, Any] = {CIPHER_INFO_KEY: self.credentials_cipher}
+        # Lookups (and DC NK) read from the replica when one is set: each session carries it.
+        self.read_engine: Engine | None = None
+        if settings.read_database_url:
+            replica = dataclasses.replace(settings, database_url=settings.read_database_url)
+            self.read_engine = make_engine(replica)
+            info[READ_ENGINE] = self.read_engine
+        self.session_factory: sessionmaker[Session] = make_session_factory(self.engine, info=info)
         self.audit = AuditTrail(
             audit_key(settings), settings.checkpoint_origin, signer=self._load_checkpoint_signer
         )
@@ -159,6 +165,8 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
         if self.provider_context.session is not None:
             self.provider_context.session.close()
 

@@ -36,6 +36,7 @@ def project_root() -> Path:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
+    read_database_url: str = ""
     redis_url: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
     short_code: str = "8077"

@@ -37,47 +37,97 @@ MAX_SWEEPS = 5
 
 
 def _live(runtime: Runtime, inbound_ids: list[int], now: datetime) -> set[int]:
-    """The messages among ``inbound_ids`` that a live job holds: one Redis round trip for all.
+    """The messages among ``inbound_ids`` that a live job holds, in one or two round trips.
 
-    Why not ``Job.fetch`` per message: that is a round trip (and a whole job hash) per waiting
+    Why not ``Job.fetch`` per message: that was a round trip and a whole job hash per waiting
     message on every sweep, so a sweep's cost grew with the backlog and took the worker's GIL
-    from its jobs. Here one pipeline reads each job's status, start and timeout and its place
-    in the scheduled registry; only the rare abandoned job costs more.
+    from its jobs. Here one pipeline reads every job's status; only jobs that are scheduled or
+    running (few) need a second one for their due time, start and timeout.
     """
-    scheduled = ScheduledJobRegistry(queue=runtime.queue)  # type: ignore[no-untyped-call]
     job_ids = [inbound_job_id(inbound_id) for inbound_id in inbound_ids]
     with runtime.redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hmget(Job.key_for(job_id), "status", "started_at", "timeout")
+            pipe.hget(Job.key_for(job_id), "status")
+        statuses = [value.decode() if value else None for value in pipe.execute()]
+    held = {i for i, status in zip(inbound_ids, statuses, strict=True) if status in _WAITING}
+    others = [
+        (inbound_id, job_id, status)
+        for inbound_id, job_id, status in zip(inbound_ids, job_ids, statuses, strict=True)
+        if status in (JobStatus.SCHEDULED, JobStatus.STARTED)
+    ]
+    if not others:
+        return held
+    scheduled = ScheduledJobRegistry(queue=runtime.queue)  # type: ignore[no-untyped-call]
+    with runtime.redis.pipeline(transaction=False) as pipe:
+        for _, job_id, _ in others:
+            pipe.hmget(Job.key_for(job_id), "started_at", "timeout")
             pipe.zscore(scheduled.key, job_id)
         answers = pipe.execute()
-    held: set[int] = set()
-    for index, (inbound_id, job_id) in enumerate(zip(inbound_ids, job_ids, strict=True)):
-        (status, started_at, timeout), due = answers[2 * index], answers[2 * index + 1]
-        status = status.decode() if status else None
-        if status in _WAITING:
-            held.add(inbound_id)
-        elif status == JobStatus.SCHEDULED:
+    for index, (inbound_id, job_id, status) in enumerate(others):
+        (started_at, timeout), due = answers[2 * index], answers[2 * index + 1]
+        if status == JobStatus.SCHEDULED:
             # RQ's scheduler runs in one worker at a time and dies with a lost Redis connection;
             # a retry long past its time has nobody to run it, so it is queued here instead.
             if due and datetime.fromtimestamp(due, UTC) + timedelta(seconds=OVERDUE_SECONDS) > now:
                 held.add(inbound_id)
             elif due:
                 scheduled.remove(job_id)
-        elif status == JobStatus.STARTED:
-            # A running job past its timeout (plus a margin) has lost its worker: a live worker
-            # would have stopped it at the timeout.
-            limit = int(timeout) if timeout else runtime.settings.job_timeout_seconds
-            started = utcparse(started_at.decode()).replace(tzinfo=UTC) if started_at else now
-            if started + timedelta(seconds=limit + 10) > now:
-                held.add(inbound_id)
-            else:
-                try:
-                    job = Job.fetch(job_id, connection=runtime.redis)
-                except NoSuchJobError:
-                    continue
-                StartedJobRegistry(queue=runtime.queue).remove_executions(job)
+            continue
+        # A running job past its timeout (plus a margin) has lost its worker: a live worker
+        # would have stopped it at the timeout.
+        limit = int(timeout) if timeout else runtime.settings.job_timeout_seconds
+        started = utcparse(started_at.decode()).replace(tzinfo=UTC) if started_at else now
+        if started + timedelta(seconds=limit + 10) > now:
+            held.add(inbound_id)
+            continue
+        try:
+            job = Job.fetch(job_id, connection=runtime.redis)
+        except NoSuchJobError:
+            continue
+        StartedJobRegistry(queue=runtime.queue).remove_executions(job)
     return held
+
+
+def _sweep_page(runtime: Runtime, grace: int, after: int, batch: int) -> tuple[int, int | None]:
+    """Queue the unheld among the next ``batch`` stale messages after id ``after``.
+
+    Returns (how many were queued, the id to resume after, or None at the end). Only messages
+    older than the grace are read (an index range scan), so in steady state, when the workers
+    keep up, a page is one query that finds nothing and Redis is not asked at all.
+    """
+    now = datetime.now(UTC)
+    with runtime.session_factory() as session:
+        ids = list(
+            session.scalars(
+                select(InboundMessageRecord.id)
+                .where(
+                    InboundMessageRecord.state == InboundState.RECEIVED,
+                    InboundMessageRecord.received_at < now - timedelta(seconds=grace),
+                    InboundMessageRecord.id > after,
+                )
+                .order_by(InboundMessageRecord.id)
+                .limit(batch)
+            )
+        )
+    if not ids:
+        return 0, None
+    held = _live(runtime, ids, now)
+    sweeps_key = f"{runtime.settings.redis_prefix}:sweeps"
+    queued = 0
+    for inbound_id in ids:
+        if inbound_id in held:
+            continue
+        if int(runtime.redis.hincrby(sweeps_key, str(inbound_id), 1)) > MAX_SWEEPS:
+            continue  # failing again and again: left in the failed registry for an operator
+        enqueue_inbound(runtime, inbound_id)
+        queued += 1
+    return queued, ids[-1] if len(ids) == batch else None
+
+
+def _grace(runtime: Runtime, older_than_seconds: int | None) -> int:
+    if older_than_seconds is None:
+        return runtime.settings.sweep_grace_seconds
+    return older_than_seconds
 
 
 def sweep_unqueued(
@@ -85,45 +135,41 @@ def sweep_unqueued(
 ) -> int:
     """Queue every unprocessed message past the grace period that no live job holds.
 
-    Only messages older than the grace are read, in pages of ``batch`` by id (an index range
-    scan); each page costs one query and one Redis round trip, whatever the queue's length.
+    A whole pass, page by page (``queue sweep``, ``worker --burst``); the worker's periodic
+    sweep is a :class:`Sweeper`, one page a round.
     """
-    grace = (
-        runtime.settings.sweep_grace_seconds if older_than_seconds is None else older_than_seconds
-    )
-    now = datetime.now(UTC)
-    sweeps_key = f"{runtime.settings.redis_prefix}:sweeps"
+    grace = _grace(runtime, older_than_seconds)
     queued, after = 0, 0
     while True:
-        with runtime.session_factory() as session:
-            ids = list(
-                session.scalars(
-                    select(InboundMessageRecord.id)
-                    .where(
-                        InboundMessageRecord.state == InboundState.RECEIVED,
-                        InboundMessageRecord.received_at < now - timedelta(seconds=grace),
-                        InboundMessageRecord.id > after,
-                    )
-                    .order_by(InboundMessageRecord.id)
-                    .limit(batch)
-                )
-            )
-        if not ids:
+        count, resume = _sweep_page(runtime, grace, after, batch)
+        queued += count
+        if resume is None:
             break
-        held = _live(runtime, ids, now)
-        for inbound_id in ids:
-            if inbound_id in held:
-                continue
-            if int(runtime.redis.hincrby(sweeps_key, str(inbound_id), 1)) > MAX_SWEEPS:
-                continue  # failing again and again: left in the failed registry for an operator
-            enqueue_inbound(runtime, inbound_id)
-            queued += 1
-        if len(ids) < batch:
-            break
-        after = ids[-1]
+        after = resume
     if queued:
         log.info("sweeper queued %d stored messages", queued)
     return queued
+
+
+class Sweeper:
+    """The worker's periodic sweep: one page a round, resuming where the last round stopped.
+
+    So a round costs at most one query and two Redis round trips however long the backlog is;
+    a backlog of N stale messages is walked in N / batch rounds, then from the start again.
+    """
+
+    def __init__(
+        self, runtime: Runtime, batch: int = 1000, older_than_seconds: int | None = None
+    ) -> None:
+        self.runtime, self.batch, self.after = runtime, batch, 0
+        self.grace = _grace(runtime, older_than_seconds)
+
+    def run_once(self) -> int:
+        queued, resume = _sweep_page(self.runtime, self.grace, self.after, self.batch)
+        self.after = resume or 0
+        if queued:
+            log.info("sweeper queued %d stored messages", queued)
+        return queued
 
 
 def reopen_failed(runtime: Runtime, inbound_ids: list[int], actor: str) -> int:

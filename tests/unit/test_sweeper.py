@@ -58,3 +58,22 @@ def test_a_sweep_pages_through_every_unqueued_message(app, monkeypatch):
         assert sweep_unqueued(runtime, older_than_seconds=0, batch=10) == 25
         assert sweep_unqueued(runtime, older_than_seconds=0, batch=10) == 0
     assert runtime.queue.count == 25
+
+
+def test_the_workers_sweeper_takes_one_page_a_round_and_resumes(app, monkeypatch):
+    from citizen_lookup.sweeper import Sweeper
+
+    add_connection(app, outbound_url="http://127.0.0.1:9/mt")
+    runtime = runtime_of(app)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("refused")
+
+    monkeypatch.setattr(runtime.queue, "enqueue", down)
+    _store(app, 25)
+    monkeypatch.undo()
+    sweeper = Sweeper(runtime, batch=10, older_than_seconds=0)
+    with app.app_context():
+        rounds = [sweeper.run_once() for _ in range(4)]
+    assert rounds == [10, 10, 5, 0]  # then from the start again, where all are now queued
+    assert runtime.queue.count == 25

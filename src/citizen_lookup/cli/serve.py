@@ -19,9 +19,10 @@ from rq import SimpleWorker
 
 from citizen_lookup.cli import pass_runtime
 from citizen_lookup.logging_setup import configure_logging
+from citizen_lookup.metrics import process_exited
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.refusals import write_due_summaries
-from citizen_lookup.sweeper import sweep_unqueued
+from citizen_lookup.sweeper import Sweeper, sweep_unqueued
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,13 @@ def _start_sweeper(runtime: Runtime, stop: threading.Event) -> threading.Thread:
 
     app_context = current_app._get_current_object().app_context  # type: ignore[attr-defined]
 
+    sweeper = Sweeper(runtime)
+
     def loop() -> None:
         with app_context():
             while not stop.wait(every):
                 try:
-                    sweep_unqueued(runtime)
+                    sweeper.run_once()
                     # Refusal summaries of minutes with no later refusal to write them.
                     write_due_summaries(runtime.refusals, runtime.session_factory, runtime.audit)
                 except Exception as exc:  # a sweep that fails (Redis down) is retried next round
@@ -94,6 +97,7 @@ def worker(runtime: Runtime, burst: bool) -> None:
         rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()
+        process_exited(os.getpid())
     if burst:  # leave what this run wrote sealed
         runtime.audit.seal_all(
             runtime.session_factory, batch_size=runtime.settings.audit_seal_batch_size

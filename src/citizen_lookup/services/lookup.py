@@ -7,7 +7,8 @@ this phone, so both refusals cost the same and read the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -71,6 +72,8 @@ GRANTED = ("granted", "no_record")
 SILENCED = ("silenced", "rate_silenced")
 # How many recent decisions DC NK reads to find the latest ones worth a line each.
 HISTORY_SCAN = 500
+#: key in ``Session.info`` of the read replica's engine, when one is configured
+READ_ENGINE = "citizen_lookup.read_engine"
 
 
 def _date(value: date | None) -> str:
@@ -251,6 +254,21 @@ _BY_ID_NUMBER = _lookup_statement(Citizen.__table__.c.id_number)
 _BY_OLD_ID_NUMBER = _lookup_statement(Citizen.__table__.c.old_id_number)
 
 
+@contextmanager
+def read_session(session: Session) -> Iterator[Session]:
+    """The session lookups read through: the read replica's when one is configured.
+
+    A replica may lag the primary by a moment; lookups and DC NK tolerate that, writes never
+    go there.
+    """
+    engine = session.info.get(READ_ENGINE)
+    if engine is None:
+        yield session
+        return
+    with Session(engine) as reader:
+        yield reader
+
+
 def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> CitizenRecord | None:
     """The citizen with this ID (or old 9-digit ID) on whose record ``sender`` is registered.
 
@@ -260,7 +278,8 @@ def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> Ci
     # One query either way: the same work whether the ID is unknown or the number is not its own.
     # Through the session's Core connection: the ORM's execute layer has nothing to add here.
     params = {"id_number": id_number, "sender": sender}
-    row = session.connection().execute(statement, params).first()
+    with read_session(session) as reader:
+        row = reader.connection().execute(statement, params).first()
     if row is None:
         return None
     (pk, number, name, born, gender, permanent, temporary, current,
@@ -375,12 +394,13 @@ def _history(
     shown: list[Any] = []
     silenced = 0
     scanned = 0
-    for event in ctx.audit.lookups_of(session, citizen.id_number, HISTORY_SCAN):
-        scanned += 1
-        if event.outcome in SILENCED:
-            silenced += 1
-        elif len(shown) < ctx.history_size:
-            shown.append(event)
+    with read_session(session) as reader:
+        for event in ctx.audit.lookups_of(reader, citizen.id_number, HISTORY_SCAN):
+            scanned += 1
+            if event.outcome in SILENCED:
+                silenced += 1
+            elif len(shown) < ctx.history_size:
+                shown.append(event)
     if not shown and not silenced:
         return granted("history_none", ("lookup_history",))
     items = [_history_item(event, language, t) for event in shown]

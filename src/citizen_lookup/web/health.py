@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,7 +12,7 @@ from citizen_lookup.metrics import (
     AUDIT_LAG_SECONDS,
     AUDIT_TREE_SIZE,
     AUDIT_UNSEALED,
-    REGISTRY,
+    exposition,
 )
 from citizen_lookup.runtime import current_runtime
 
@@ -48,7 +48,7 @@ def readyz() -> Response:
 @bp.get("/metrics")
 def metrics() -> Response:
     _observe_audit()
-    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+    return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 
 def _observe_audit() -> None:

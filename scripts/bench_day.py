@@ -1,0 +1,245 @@
+"""``scripts/bench --national-day``: one heavy day's traffic, compressed in time, end to end.
+
+The traffic model (SPEC section 11): about 1% of 100 million citizens a day, a million lookups
+on a heavy day, peaks several times the night's rate. The day's 24 hourly shares (below) are
+replayed in ``--day-seconds`` through gunicorn (2 processes), 2 RQ workers and a fake provider
+on loopback, with the mix an operator sees: 10% strangers or unknown ID numbers, 5% of messages
+from senders over their daily limit, and 3% of the provider's answers failing (HTTP 503, so
+retried). The compression puts the peak hours above what this machine can serve, so the run
+measures capacity: messages/s sustained over the whole day, end-to-end p50/p99 (MO sent to MT
+received), lost and duplicated (both must be 0) and the hours a million would take at that rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import statistics
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+from drill import ROOT, Stack, free_port, fresh_workplace, log, wait_ready
+from sqlalchemy import create_engine, text
+
+DAY_DB = os.environ.get("CITIZEN_LOOKUP_BENCH_DB", "citizen_lookup_bench") + "_day"
+SECRET = secrets.token_hex(16)
+# Share of a heavy day's messages per hour, Vietnam time (quiet nights, a morning and an
+# evening peak); the peak hour is about 2.5 times the day's average hour.
+HOURLY = (0.4, 0.2, 0.1, 0.1, 0.2, 0.6, 1.6, 3.4, 5.6, 7.4, 8.0, 7.2,
+          6.0, 5.8, 6.6, 7.0, 6.8, 6.2, 5.4, 6.2, 5.6, 3.8, 2.2, 1.0)  # fmt: skip
+
+
+class Provider:
+    """Answers 3% of MTs with 503 (the worker retries them); records the accepted ones."""
+
+    def __init__(self, failure_rate: float, seed: int) -> None:
+        self.accepted: dict[str, list[tuple[str, float]]] = defaultdict(list)  # MO id -> replies
+        self.failures = 0
+        self.lock = threading.Lock()
+        rng = random.Random(seed)
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with provider.lock:
+                    failed = rng.random() < failure_rate
+                    if failed:
+                        provider.failures += 1
+                    else:
+                        provider.accepted[body["in_reply_to"]].append((body["id"], time.time()))
+                answer = b"{}" if failed else json.dumps({"id": f"p-{body['id']}"}).encode()
+                self.send_response(503 if failed else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def schedule(messages: int, seconds: float) -> list[float]:
+    """Send offsets (s): each compressed hour gets its share, evenly spread within it."""
+    total, hour = sum(HOURLY), seconds / 24
+    offsets: list[float] = []
+    for h, share in enumerate(HOURLY):
+        count = round(messages * share / total)
+        offsets.extend(h * hour + (k + 0.5) * hour / count for k in range(count))
+    return offsets
+
+
+def traffic(count: int, citizens: list[Any], rng: random.Random) -> list[tuple[str, str]]:
+    """(sender, text) per message: owners, 10% strangers/unknown IDs, 5% over-limit senders."""
+    heavy = [citizens[-1 - n] for n in range(max(1, count // 200))]  # each sends ~10 a day
+    out: list[tuple[str, str]] = []
+    for i in range(count):
+        id_number, phone = citizens[i % (len(citizens) - len(heavy))]
+        roll = rng.random()
+        command = rng.choice(("DC", "DC BHYT", "DC CT", "DC MST", "DC NK"))
+        if roll < 0.05:  # a stranger texting someone's ID
+            out.append((f"+8498{rng.randrange(10**7):07d}", f"{command} {id_number}"))
+        elif roll < 0.10:  # an ID number nobody has (valid in form)
+            unknown = f"0{rng.randrange(1, 96):02d}0{rng.randrange(10**8):08d}"
+            out.append((phone, f"{command} {unknown}"))
+        elif roll < 0.15:  # over the daily limit: a few senders send many
+            heavy_id, heavy_phone = heavy[i % len(heavy)]
+            out.append((heavy_phone, f"DC {heavy_id}"))
+        else:
+            out.append((phone, f"{command} {id_number}"))
+    return out
+
+
+def national_day(args: Any) -> dict[str, Any]:
+    from citizen_lookup.providers.generic import sign
+
+    workdir = ROOT / "instance" / "bench-day"
+    admin, database_url, redis = fresh_workplace(args.pg_admin, DAY_DB, workdir)
+    provider = Provider(0.03, seed=11)
+    web_port = free_port()
+    env = {
+        **os.environ,
+        "CITIZEN_LOOKUP_DATABASE_URL": database_url,
+        "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+        "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
+        "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
+        "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
+        "CITIZEN_LOOKUP_CONNECTION_RATE_PER_SECOND": "100000",
+        "CITIZEN_LOOKUP_SEND_RETRY_INTERVALS": "1,2,4,8",
+        "CITIZEN_LOOKUP_SEND_MAX_RETRIES": "8",
+        "CITIZEN_LOOKUP_SWEEP_INTERVAL_SECONDS": "10",
+    }
+    stack = Stack(env, workdir / "logs")
+    engine = create_engine(database_url)
+    try:
+        stack.cli("db", "upgrade")
+        log(f"national day: seeding {args.citizens} citizens")
+        stack.cli("demo", "seed", "--citizens", str(args.citizens))
+        stack.add_connection(
+            "day", "generic", f"http://127.0.0.1:{provider.server.server_address[1]}/mt",
+            "--credential", f"secret={SECRET}",
+        )  # fmt: skip
+        with engine.connect() as connection:
+            citizens = connection.execute(
+                text(
+                    "SELECT c.id_number, min(p.msisdn) FROM citizens c JOIN citizen_phones p"
+                    " ON p.citizen_id = c.id GROUP BY c.id_number LIMIT :n"
+                ),
+                {"n": args.day_messages},
+            ).all()
+        stack.start_web(web_port, 2)
+        for _ in range(2):
+            stack.start_worker()
+        wait_ready(f"http://127.0.0.1:{web_port}/healthz")
+        rng = random.Random(2026)
+        messages = traffic(args.day_messages, citizens, rng)
+        offsets = schedule(len(messages), args.day_seconds)
+        sent_at: dict[str, float] = {}
+        acknowledged: set[str] = set()
+        lock = threading.Lock()
+        local = threading.local()
+        url = f"http://127.0.0.1:{web_port}/webhooks/day/sms"
+        log(f"national day: {len(offsets)} messages in {args.day_seconds} s (one day compressed)")
+        start = time.time() + 1
+
+        def one(i: int) -> None:
+            delay = start + offsets[i] - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            sender, body_text = messages[i]
+            message_id = f"day-{i}"
+            document = {"id": message_id, "from": sender, "to": "8077", "text": body_text}
+            body = json.dumps({**document, "timestamp": int(time.time())}).encode()
+            session = getattr(local, "session", None) or requests.Session()
+            local.session = session
+            headers = {"Content-Type": "application/json", "X-Signature": sign(SECRET, body)}
+            for _ in range(50):  # a provider resends until it is acknowledged
+                with lock:
+                    sent_at.setdefault(message_id, time.time())
+                try:
+                    if session.post(url, data=body, headers=headers, timeout=30).status_code == 200:
+                        with lock:
+                            acknowledged.add(message_id)
+                        return
+                except requests.RequestException:
+                    pass
+                time.sleep(0.5)
+
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            list(pool.map(one, range(len(offsets))))
+        log("national day: all sent; draining")
+        deadline = time.time() + args.day_seconds * 10 + 600
+        while time.time() < deadline:
+            with engine.connect() as connection:
+                pending = connection.execute(
+                    text("SELECT count(*) FROM inbound_messages WHERE state = 'received'")
+                ).scalar_one()
+            if pending == 0:
+                break
+            time.sleep(1)
+        time.sleep(2)
+        finished = time.time()
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT i.provider_message_id, i.state, o.state FROM inbound_messages i"
+                     " LEFT JOIN outbound_messages o ON o.inbound_id = i.id")
+            ).all()  # fmt: skip
+        states: dict[str, int] = defaultdict(int)
+        replied = {m for m, replies in provider.accepted.items() if replies}
+        lost: set[str] = set()
+        for message_id, inbound_state, outbound_state in rows:
+            states[inbound_state] += 1
+            if message_id not in acknowledged:
+                continue
+            if inbound_state != "done":  # still waiting, or failed for good: no reply
+                lost.add(message_id)
+            elif outbound_state in ("sent", "delivered") and message_id not in replied:
+                lost.add(message_id)  # we think it went out; the provider never took it
+        lost |= acknowledged - {row[0] for row in rows}  # acknowledged but not stored
+        latencies = sorted(provider.accepted[m][0][1] - sent_at[m] for m in replied if m in sent_at)
+        duplicated = sum(
+            1 for replies in provider.accepted.values() if len({r for r, _ in replies}) > 1
+        )
+        resent = sum(len(r) - len({i for i, _ in r}) for r in provider.accepted.values())
+        wall = finished - start
+        rate = len(acknowledged) / wall
+        return {
+            "day_messages": len(offsets),
+            "day_acknowledged": len(acknowledged),
+            "day_replied": len(replied),
+            "day_unanswered_by_rule": states.get("done", 0) - len(replied),
+            "day_inbound_states": dict(states),
+            "day_lost": len(lost),
+            "day_duplicated": duplicated,
+            "day_resent_in_window": resent,
+            "day_provider_failures": provider.failures,
+            "day_citizens": args.citizens,
+            "day_offered_peak_msgs_per_s": round(
+                len(offsets) * max(HOURLY) / sum(HOURLY) / (args.day_seconds / 24), 1
+            ),
+            "day_msgs_per_s": round(rate, 1),
+            "day_p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "day_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+            "day_hours_per_million": round(1_000_000 / rate / 3600, 2),
+        }
+    finally:
+        stack.stop()
+        redis.kill()
+        provider.server.shutdown()
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {DAY_DB} WITH (FORCE)"))
+        admin.dispose()

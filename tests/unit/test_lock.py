@@ -1,0 +1,44 @@
+"""Installs do not drift: requirements.lock pins what pyproject.toml asks for, with hashes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_lock_matches_pyproject_dependencies() -> None:
+    # Fails after a dependency is added to pyproject.toml without `scripts/lock`.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "lock_digest.py"), "--check"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_pin_in_the_lock_has_a_hash() -> None:
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    pins = [line for line in lines if line and not line.startswith((" ", "#"))]
+    assert pins, "the lock pins nothing"
+    for pin in pins:
+        assert "==" in pin and pin.endswith("\\"), pin  # a hash line follows every pin
+
+
+def test_bootstrap_refuses_a_lock_that_does_not_match(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    for name in ("scripts/bootstrap", "scripts/lock_digest.py", "requirements.lock"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    (tmp_path / "scripts" / "bootstrap").chmod(0o755)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    changed = pyproject.replace("dependencies = [\n", 'dependencies = [\n    "vonage>=3",\n', 1)
+    assert changed != pyproject
+    (tmp_path / "pyproject.toml").write_text(changed)
+    result = subprocess.run(
+        [str(tmp_path / "scripts" / "bootstrap")], capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "run scripts/lock" in result.stderr
+    assert not (tmp_path / ".venv").exists()  # nothing installed from the stale lock
