@@ -314,6 +314,10 @@ class ProviderCases:
         """The connection's outbound URL that points at the fake provider."""
         return server_url + "/mt"
 
+    def redis_factory(self) -> Callable[[], Any] | None:
+        """What the provider's context gives for Redis (kinds that keep state override it)."""
+        return None
+
     # -- encoding from the declaration -----------------------------------------------------------
     def encode(self, pairs: list[tuple[str, Any]]) -> bytes:
         """A body in the kind's format; a key may repeat (duplicated fields)."""
@@ -365,7 +369,10 @@ class ProviderCases:
         http_timeout: float = 5.0,
     ) -> Provider:
         context = ProviderContext(
-            public_base_url=PUBLIC_BASE_URL, http_timeout=http_timeout, session=session
+            public_base_url=PUBLIC_BASE_URL,
+            http_timeout=http_timeout,
+            session=session,
+            redis=self.redis_factory(),
         )
         return build_provider(connection or self.connection(), context)
 
@@ -546,6 +553,21 @@ class ProviderCases:
             assert elsewhere.requests == []
         finally:
             elsewhere.close()
+
+
+def on_request(request: RawRequest, action: Callable[[flask.Request], T]) -> T:
+    """Run ``action`` on ``request`` (byte for byte) as Flask hands it to the webhook view."""
+    headers = {**request.headers, "Content-Length": str(len(request.body))}
+    if request.content_type:
+        headers["Content-Type"] = request.content_type
+    with _app.test_request_context(
+        request.path,
+        method=request.method,
+        input_stream=io.BytesIO(request.body),
+        headers=headers,
+        environ_overrides={"QUERY_STRING": request.query},
+    ) as ctx:
+        return action(ctx.request)
 
 
 def parsed(request: RawRequest) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ from citizen_lookup.providers.jasmin import JasminProvider
 from citizen_lookup.providers.kannel import KannelProvider
 from citizen_lookup.providers.twilio import TwilioProvider
 from citizen_lookup.providers.vnmo import VnmoProvider
+from citizen_lookup.providers.vonage import VonageProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
     VnmoProvider.kind: VnmoProvider,
@@ -16,6 +17,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     GenericProvider.kind: GenericProvider,
     JasminProvider.kind: JasminProvider,
     KannelProvider.kind: KannelProvider,
+    VonageProvider.kind: VonageProvider,
 }
 
 
