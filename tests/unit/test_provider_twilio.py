@@ -19,9 +19,8 @@ from provider_cases import (
     ProviderCases,
     RawRequest,
     WebhookRequest,
-    parsed,
-    public_url,
 )
+from provider_http import parsed, public_url
 from twilio.request_validator import RequestValidator
 
 from citizen_lookup.exceptions import AuthenticationFailed, SendError

@@ -19,8 +19,8 @@ from provider_cases import (
     InboundCase,
     ProviderCases,
     RawRequest,
-    on_request,
 )
+from provider_http import on_request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
