@@ -265,18 +265,23 @@ class ProviderCases:
 
     def test_inbound_table(self) -> None:
         for case in self.inbound_cases:
-            if case.raw is not None:
-                raw = case.raw if case.auth == "none" else self.sign(case.raw, case.auth)
-                request = raw.webhook_request()
-            else:
-                assert case.fields is not None, case.label
-                request = self.build_request(INBOUND_PATH, case.fields, case.auth)
-            if isinstance(case.expected, InboundMessage):
-                assert self.receive(request) == case.expected, case.label
-            else:
-                with pytest.raises(case.expected, match=case.match) as caught:
-                    self.receive(request)
-                assert caught.value is not None, case.label
+            try:
+                self.check_inbound_case(case)
+            except Exception as exc:  # name the row that failed, whatever failed in it
+                raise AssertionError(f"inbound case {case.label!r}: {exc!r}") from exc
+
+    def check_inbound_case(self, case: InboundCase) -> None:
+        if case.raw is not None:
+            raw = case.raw if case.auth == "none" else self.sign(case.raw, case.auth)
+            request = raw.webhook_request()
+        else:
+            assert case.fields is not None, "a row needs fields or a raw request"
+            request = self.build_request(INBOUND_PATH, case.fields, case.auth)
+        if isinstance(case.expected, InboundMessage):
+            assert self.receive(request) == case.expected
+        else:
+            with pytest.raises(case.expected, match=case.match):
+                self.receive(request)
 
     # -- inbound --------------------------------------------------------------------------------
     def test_good_inbound_is_parsed(self) -> None:
