@@ -122,8 +122,9 @@ class ProviderCases:
     wire_status_fields: ClassVar[tuple[tuple[str, int], tuple[str, int]]]
     #: the body acknowledging a delivery report
     status_ack_body: ClassVar[bytes]
-    #: whether the credential travels in the query string (so an unreadable query is a 403)
-    credentials_in_query: ClassVar[bool] = False
+    #: whether the credential is read from the query string as text (UTF-8), so that a query
+    #: which is not UTF-8 is refused as unauthenticated (403)
+    query_credential_needs_utf8: ClassVar[bool] = False
     #: the header the credential travels in (where hostile tests put forged values)
     auth_header: ClassVar[str | None] = None
     #: good values for optional fields beyond id, sender, text and to

@@ -542,13 +542,13 @@ def test_query_string_not_utf8_or_with_nul_is_400_and_other_junk_is_taken_as_wri
         response = send(hostile_app, kind, method="GET", query="&".join(parts))
         has_nul = "%00" in junk or "\x00" in junk
         if unreadable:
-            expected = 403 if cases.credentials_in_query else 400
+            expected = 403 if cases.query_credential_needs_utf8 else 400
         else:
             expected = 400 if has_nul else 200
     else:
         # A good message in the body; the query (part of what some kinds sign) is junk.
         response = send(hostile_app, kind, body=encode_inbound(kind, values), query="x=" + junk)
-        expected = 403 if unreadable and cases.credentials_in_query else 200
+        expected = 403 if unreadable and cases.query_credential_needs_utf8 else 200
     assert response.status_code == expected, response.get_data()[:300]
     assert_clear_answer_and_audited(hostile_app, kind, "sms", before, response)
 

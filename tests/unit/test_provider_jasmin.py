@@ -99,7 +99,7 @@ class TestJasmin(ProviderCases):
     wire_extras: ClassVar[dict[str, str]] = {"connector": "viettel-smpp"}
     wire_status_fields = (("id", 100), ("message_status", 32))
     status_ack_body = b"ACK/Jasmin"
-    credentials_in_query = True
+    query_credential_needs_utf8 = True
 
     def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
         if auth == "none":

@@ -114,7 +114,7 @@ class TestVonage(ProviderCases):
     wire_extras: ClassVar[dict[str, str]] = {"type": "text"}
     wire_status_fields = (("messageId", 100), ("status", 32))
     status_ack_body = b""
-    credentials_in_query = True  # Vonage signs the query too; an unreadable one cannot be checked
+    query_credential_needs_utf8 = True  # Vonage signs the query too; an unreadable one cannot be checked
 
     def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
         """Vonage's signature over every parameter, as the app will read them, with a fresh
