@@ -159,24 +159,27 @@ class KannelProvider(Provider):
 def _fields(request: Request) -> Mapping[str, str]:
     """The escapes' values: the query, or a POSTed form when there is one.
 
-    Each value is UTF-8, except the text of a UCS-2 message that smsbox did not recode: that
-    is UTF-16, as ``coding=2`` says. Its keyword (%k) is then cut from the UTF-16 bytes at a
-    space byte, often mid-character: only informative, it is read leniently.
+    Values are UTF-8, except the text of a UCS-2 message that smsbox did not recode: that is
+    UTF-16, as ``coding=2`` says, and is read from the query's bytes. Its keyword (%k) is then
+    cut from those bytes at a space byte, often mid-character: only informative, it is read
+    leniently.
     """
     if request.method != "GET" and request.form:
         return request.form
     raw = _query_bytes(request)
-    utf16 = raw.get("coding") == CODING_UCS2.encode()
-    fields = {}
-    for name, value in raw.items():
-        if utf16 and name == "keyword":
-            fields[name] = value.decode("utf-16-be", errors="replace")
-            continue
-        codec = "utf-16-be" if utf16 and name == "text" else "utf-8"
+    if raw.get("coding") != CODING_UCS2.encode():
         try:
-            fields[name] = value.decode(codec)
+            return request.args
         except UnicodeDecodeError as exc:
-            raise MalformedPayload(f"field {name!r} is not {codec.upper()}") from exc
+            raise MalformedPayload("query string is not UTF-8") from exc
+    fields = {name: value.decode("utf-8", errors="replace") for name, value in raw.items()}
+    fields["keyword"] = raw.get("keyword", b"").decode("utf-16-be", errors="replace")
+    try:
+        fields["text"] = raw.get("text", b"").decode("utf-16-be")
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload("field 'text' is not UTF-16") from exc
+    if "text" not in raw:
+        del fields["text"]
     return fields
 
 
