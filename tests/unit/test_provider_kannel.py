@@ -253,3 +253,13 @@ class TestKannel(ProviderCases):
         request = RawRequest(path.removeprefix("https://sms.example.gov.vn"), "GET", query)
         expected = InboundMessage("m-9", "+84912345678", "8077", "DC 0010")
         assert self.receive(request.webhook_request()) == expected
+
+
+def test_rotate_secret_rotates_the_inbound_key_by_default(app, cli) -> None:
+    from tests.helpers import add_connection
+
+    add_connection(app, "gw-kannel", "kannel", credentials=dict(TestKannel.credentials),
+                   outbound_url="http://127.0.0.1:9")  # fmt: skip
+    result = cli("connections", "rotate-secret", "gw-kannel")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("new secret for gw-kannel")

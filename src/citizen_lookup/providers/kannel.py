@@ -62,7 +62,7 @@ MAX_SHORT_FIELD = 32
 class KannelProvider(Provider):
     kind = "kannel"
     required_credentials = ("username", "password", "secret")
-    secret_credentials = ("password", "secret")
+    secret_credentials = ("secret", "password")  # the first is what rotate-secret rotates
     inbound_methods = ("GET", "POST")  # get-url or post-url
     status_methods = ("GET", "POST")  # smsbox calls a dlr-url with GET
     requires_outbound_url = True  # Kannel runs on the integrator's side: no public default
