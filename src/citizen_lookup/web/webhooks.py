@@ -38,12 +38,12 @@ from citizen_lookup.models import (
 )
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import DeliveryStatus, Provider
-from citizen_lookup.providers.urls import webhook_path
+from citizen_lookup.providers.urls import WEBHOOK_PREFIX, webhook_rule
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
 
 log = logging.getLogger(__name__)
-bp = Blueprint("webhooks", __name__)
+bp = Blueprint("webhooks", __name__, url_prefix=WEBHOOK_PREFIX)
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
@@ -280,7 +280,7 @@ def delivery_status(slug: str) -> Response:
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 for _route, _handler in (("sms", inbound_sms), ("status", delivery_status)):
     bp.add_url_rule(
-        webhook_path("<slug>", _route),
+        webhook_rule(_route),
         view_func=_guarded(_route, _handler),
         methods=ANY_METHOD,
         provide_automatic_options=False,
