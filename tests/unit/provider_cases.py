@@ -255,6 +255,12 @@ class ProviderCases:
 
     # -- the declaration itself ---------------------------------------------------------------
     def test_the_wire_declaration_is_complete(self) -> None:
+        if not _declares_its_wire(type(self)):
+            pytest.fail(
+                f"{self.provider_class.kind!r} declares no wire format: give its test case "
+                "body_format, wire_fields, wire_status_fields, status_ack_body, sign() (and "
+                "auth_header or forge()), mt_text() and success_answer"
+            )
         assert {"id", "sender", "text"} <= set(self.wire_fields)
         assert self.body_format in ("json", "form")
         assert self.auth_header or type(self).forge is not ProviderCases.forge
