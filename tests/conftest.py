@@ -170,6 +170,8 @@ class FakeProvider:
     body: bytes = b'{"id":"fake-1","status":"accepted"}'
     content_type: str = "application/json"
     statuses: list[int] = field(default_factory=list)  # consumed first, one per request
+    #: answers by path prefix (status, body, content type), ahead of the one answer above
+    answers: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -192,11 +194,16 @@ def fake_provider() -> Iterator[FakeProvider]:
                     RecordedRequest(self.command, self.path, dict(self.headers.items()), body)
                 )
                 status = fake.statuses.pop(0) if fake.statuses else fake.status
+            body, content_type = fake.body, fake.content_type
+            for prefix, answer in fake.answers.items():
+                if self.path.startswith(prefix):
+                    status, body, content_type = answer
+                    break
             self.send_response(status)
-            self.send_header("Content-Type", fake.content_type)
-            self.send_header("Content-Length", str(len(fake.body)))
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(fake.body)
+            self.wfile.write(body)
 
         do_GET = do_POST  # some gateways (Kannel's sendsms) take the MT as a GET query
 

@@ -13,21 +13,23 @@ handler tests are. Outbound cases run against :class:`FakeProviderServer` on loo
 from __future__ import annotations
 
 import importlib
-import io
 import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import parse_qs, quote, urlencode
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlencode
 
 import flask
 import pytest
 import requests
-from werkzeug.datastructures import MultiDict
+from provider_http import (  # re-exported: the provider test files import them from here
+    FakeProviderServer,
+    RawRequest,
+    WebhookRequest,
+    call,
+    unused_port,
+)
 
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers import PROVIDERS, build_provider, provider_class
@@ -60,8 +62,6 @@ OUTBOUND = OutboundSms(
 )
 
 Auth = Literal["good", "wrong", "none"]
-T = TypeVar("T")
-_app = flask.Flask(__name__)
 
 
 @dataclass
@@ -74,52 +74,6 @@ class FakeConnection:
     short_code: str | None = "8077"
     outbound_url: str | None = None
     allowed_networks: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class WebhookRequest:
-    """A request as the provider would send it."""
-
-    path: str
-    method: str = "POST"
-    data: bytes | dict[str, str] | None = None
-    query_string: dict[str, str] | str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str | None = None
-
-
-@dataclass(frozen=True)
-class RawRequest:
-    """A request as bytes on the wire: what the cross-cutting suites build, then have signed.
-
-    ``query`` is the raw query string as a WSGI server hands it over (bytes as Latin-1), so it
-    can hold anything a client put on the wire.
-    """
-
-    path: str
-    method: str = "POST"
-    query: str = ""
-    body: bytes = b""
-    content_type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def with_query(self, pairs: dict[str, str]) -> RawRequest:
-        """The same request with ``pairs`` appended to its query string."""
-        extra = urlencode(pairs, quote_via=quote)
-        return replace(self, query=f"{self.query}&{extra}" if self.query else extra)
-
-    def with_headers(self, headers: dict[str, str]) -> RawRequest:
-        return replace(self, headers={**self.headers, **headers})
-
-    def webhook_request(self) -> WebhookRequest:
-        return WebhookRequest(
-            self.path,
-            method=self.method,
-            data=self.body,
-            query_string=self.query or None,
-            headers=dict(self.headers),
-            content_type=self.content_type,
-        )
 
 
 @dataclass(frozen=True)
@@ -137,111 +91,6 @@ class InboundCase:
     raw: RawRequest | None = None
     auth: Auth = "good"
     match: str | None = None
-
-
-def call(request: WebhookRequest, action: Callable[[flask.Request], T], remote_addr: str) -> T:
-    """Run ``action`` on ``request`` as Flask would hand it to the webhook view."""
-    with _app.test_request_context(
-        request.path,
-        method=request.method,
-        data=request.data,
-        query_string=request.query_string,
-        headers=request.headers,
-        content_type=request.content_type,
-        environ_base={"REMOTE_ADDR": remote_addr},
-    ) as ctx:
-        return action(ctx.request)
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-    def form(self) -> dict[str, list[str]]:
-        return parse_qs(self.body.decode(), keep_blank_values=True, strict_parsing=True)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class FakeProviderServer:
-    """A provider's API on 127.0.0.1: records each request and gives the answer it is told to."""
-
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
-        self.status, self.body, self.content_type = 200, "", "text/plain"
-        self.headers: dict[str, str] = {}
-        self.delay = 0.0
-        self._closing = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def answer(
-        self,
-        status: int,
-        body: str = "",
-        content_type: str = "text/plain",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.status, self.body, self.content_type = status, body, content_type
-        self.headers = dict(headers or {})
-
-    def close(self) -> None:
-        self._closing.set()  # releases handlers still sleeping out a delay
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                fake.requests.append(
-                    RecordedRequest(
-                        method=self.command,
-                        path=self.path,
-                        headers={k.lower(): v for k, v in self.headers.items()},
-                        body=self.rfile.read(length),
-                    )
-                )
-                if fake.delay and fake._closing.wait(fake.delay):
-                    return  # the client gave up long ago: writing would only break the pipe
-                payload = fake.body.encode()
-                self.send_response(fake.status)
-                self.send_header("Content-Type", fake.content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in fake.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST  # Kannel's sendsms takes the MT as a GET query
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # keep test output quiet
-
-        return Handler
-
-
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 JSON = "application/json"
@@ -273,8 +122,9 @@ class ProviderCases:
     wire_status_fields: ClassVar[tuple[tuple[str, int], tuple[str, int]]]
     #: the body acknowledging a delivery report
     status_ack_body: ClassVar[bytes]
-    #: whether the credential travels in the query string (so an unreadable query is a 403)
-    credentials_in_query: ClassVar[bool] = False
+    #: whether the credential is read from the query string as text (UTF-8), so that a query
+    #: which is not UTF-8 is refused as unauthenticated (403)
+    query_credential_needs_utf8: ClassVar[bool] = False
     #: the header the credential travels in (where hostile tests put forged values)
     auth_header: ClassVar[str | None] = None
     #: whether a correctly signed request with a field name the provider never sends is refused
@@ -324,6 +174,10 @@ class ProviderCases:
     def outbound_url(self, server_url: str) -> str:
         """The connection's outbound URL that points at the fake provider."""
         return server_url + "/mt"
+
+    def redis_factory(self) -> Callable[[], Any] | None:
+        """What the provider's context gives for Redis (kinds that keep state override it)."""
+        return None
 
     # -- encoding from the declaration -----------------------------------------------------------
     def encode(self, pairs: list[tuple[str, Any]]) -> bytes:
@@ -381,7 +235,10 @@ class ProviderCases:
         http_timeout: float = 5.0,
     ) -> Provider:
         context = ProviderContext(
-            public_base_url=PUBLIC_BASE_URL, http_timeout=http_timeout, session=session
+            public_base_url=PUBLIC_BASE_URL,
+            http_timeout=http_timeout,
+            session=session,
+            redis=self.redis_factory(),
         )
         return build_provider(connection or self.connection(), context)
 
@@ -414,6 +271,12 @@ class ProviderCases:
 
     # -- the declaration itself ---------------------------------------------------------------
     def test_the_wire_declaration_is_complete(self) -> None:
+        if not _declares_its_wire(type(self)):
+            pytest.fail(
+                f"{self.provider_class.kind!r} declares no wire format: give its test case "
+                "body_format, wire_fields, wire_status_fields, status_ack_body, sign() (and "
+                "auth_header or forge()), mt_text() and success_answer"
+            )
         assert {"id", "sender", "text"} <= set(self.wire_fields)
         assert self.body_format in ("json", "form")
         assert self.auth_header or type(self).forge is not ProviderCases.forge
@@ -425,18 +288,23 @@ class ProviderCases:
 
     def test_inbound_table(self) -> None:
         for case in self.inbound_cases:
-            if case.raw is not None:
-                raw = case.raw if case.auth == "none" else self.sign(case.raw, case.auth)
-                request = raw.webhook_request()
-            else:
-                assert case.fields is not None, case.label
-                request = self.build_request(INBOUND_PATH, case.fields, case.auth)
-            if isinstance(case.expected, InboundMessage):
-                assert self.receive(request) == case.expected, case.label
-            else:
-                with pytest.raises(case.expected, match=case.match) as caught:
-                    self.receive(request)
-                assert caught.value is not None, case.label
+            try:
+                self.check_inbound_case(case)
+            except Exception as exc:  # name the row that failed, whatever failed in it
+                raise AssertionError(f"inbound case {case.label!r}: {exc!r}") from exc
+
+    def check_inbound_case(self, case: InboundCase) -> None:
+        if case.raw is not None:
+            raw = case.raw if case.auth == "none" else self.sign(case.raw, case.auth)
+            request = raw.webhook_request()
+        else:
+            assert case.fields is not None, "a row needs fields or a raw request"
+            request = self.build_request(INBOUND_PATH, case.fields, case.auth)
+        if isinstance(case.expected, InboundMessage):
+            assert self.receive(request) == case.expected
+        else:
+            with pytest.raises(case.expected, match=case.match):
+                self.receive(request)
 
     # -- inbound --------------------------------------------------------------------------------
     def test_good_inbound_is_parsed(self) -> None:
@@ -564,40 +432,6 @@ class ProviderCases:
             elsewhere.close()
 
 
-def parsed(request: RawRequest) -> tuple[Any, Any]:
-    """The request's form and query as Flask will hand them to the webhook view (a query that
-    is not UTF-8 reads as empty: the view refuses it before any signature counts)."""
-    headers = {**request.headers, "Content-Length": str(len(request.body))}
-    if request.content_type:
-        headers["Content-Type"] = request.content_type
-    with _app.test_request_context(
-        request.path,
-        method=request.method,
-        input_stream=io.BytesIO(request.body),  # byte for byte, whatever the content type
-        headers=headers,
-        environ_overrides={"QUERY_STRING": request.query},
-    ) as ctx:
-        try:
-            args = ctx.request.args
-        except UnicodeDecodeError:
-            args = MultiDict()
-        return ctx.request.form, args
-
-
-def open_raw(client: Any, request: RawRequest) -> Any:
-    """Send ``request`` byte for byte through a Flask test client."""
-    headers = {**request.headers, "Content-Length": str(len(request.body))}
-    if request.content_type:
-        headers["Content-Type"] = request.content_type
-    return client.open(
-        request.path,
-        method=request.method,
-        input_stream=io.BytesIO(request.body),
-        headers=headers,
-        environ_overrides={"QUERY_STRING": request.query},
-    )
-
-
 def declarations(public_base_url: str) -> dict[str, ProviderCases]:
     """An instance of every kind's declaration, signing for a service at ``public_base_url``."""
     found = {}
@@ -606,12 +440,6 @@ def declarations(public_base_url: str) -> dict[str, ProviderCases]:
         cases.public_base_url = public_base_url
         found[kind] = cases
     return found
-
-
-def public_url(base_url: str, request: RawRequest) -> str:
-    """The URL the provider called, as it saw it (what URL-signing providers sign)."""
-    url = base_url.rstrip("/") + request.path
-    return f"{url}?{request.query}" if request.query else url
 
 
 # -- the registered kinds ---------------------------------------------------------------------------

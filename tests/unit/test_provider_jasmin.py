@@ -99,7 +99,7 @@ class TestJasmin(ProviderCases):
     wire_extras: ClassVar[dict[str, str]] = {"connector": "viettel-smpp"}
     wire_status_fields = (("id", 100), ("message_status", 32))
     status_ack_body = b"ACK/Jasmin"
-    credentials_in_query = True
+    query_credential_needs_utf8 = True
 
     def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
         if auth == "none":
@@ -237,3 +237,13 @@ class TestJasmin(ProviderCases):
             content_type=simulated.headers["Content-Type"],
         )
         assert self.receive(request.webhook_request()) == message(UCS2_TEXT)
+
+
+def test_rotate_secret_rotates_the_inbound_key_by_default(app, cli) -> None:
+    from tests.helpers import add_connection
+
+    add_connection(app, "gw-jasmin", "jasmin", credentials=dict(TestJasmin.credentials),
+                   outbound_url="http://127.0.0.1:9")  # fmt: skip
+    result = cli("connections", "rotate-secret", "gw-jasmin")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("new secret for gw-jasmin")

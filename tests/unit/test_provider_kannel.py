@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote_from_bytes, urlencode, urlsplit
 
 import pytest
 import requests
@@ -63,6 +63,15 @@ def get(fields: dict[str, str], path: str = INBOUND_PATH) -> RawRequest:
     return RawRequest(path, method="GET").with_query(fields)
 
 
+def utf16_query(text: str, fields: dict[str, str]) -> str:
+    """The query smsbox builds for a UCS-2 MO without mo-recode: %a (and %k) as UTF-16 bytes."""
+    others = urlencode({k: v for k, v in fields.items() if k not in ("text", "keyword")})
+    encoded = text.encode("utf-16-be")
+    # smsbox cuts %k at the first space byte: mid-character, as it does
+    keyword = quote_from_bytes(encoded.split(b" ")[0])
+    return f"{others}&text={quote_from_bytes(encoded)}&keyword={keyword}"
+
+
 class TestKannel(ProviderCases):
     provider_class = KannelProvider
     credentials: ClassVar[dict[str, str]] = {
@@ -97,7 +106,9 @@ class TestKannel(ProviderCases):
     wire_extras: ClassVar[dict[str, str]] = {"time": "2026-11-27 16:56:29"}
     wire_status_fields = (("id", 100), ("type", 32))
     status_ack_body = b""
-    credentials_in_query = True
+    # The key is read from the query's bytes (UCS-2 texts come as UTF-16 there): a query that
+    # is not UTF-8 fails on its fields instead (400).
+    query_credential_needs_utf8 = False
 
     def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
         if auth == "none":
@@ -135,6 +146,20 @@ class TestKannel(ProviderCases):
         InboundCase("an over-long keyword", MalformedPayload,
                     raw=get(escapes(keyword="k" * 33)), match="keyword"),
         InboundCase("NUL in the text", MalformedPayload, raw=get(escapes(text="DC\x00")),
+                    match="text"),
+        InboundCase("a UCS-2 MO smsbox did not recode comes as UTF-16",
+                    message("TRACỨU 001099012345"),
+                    raw=RawRequest(INBOUND_PATH, method="GET", query=utf16_query(
+                        "TRACỨU 001099012345", escapes(coding="2", charset="UTF-16BE")))),
+        InboundCase("a recoded UCS-2 MO comes as UTF-8", message("TRACỨU 001099012345"),
+                    raw=get(escapes(text="TRACỨU 001099012345", coding="0", charset="UTF-8"))),
+        InboundCase("UTF-16 bytes that say they are UTF-8", MalformedPayload,
+                    raw=RawRequest(INBOUND_PATH, method="GET", query=utf16_query(
+                        "TRACỨU 001099012345", escapes(coding="0", charset="UTF-8"))),
+                    match="text"),
+        InboundCase("odd UTF-16", MalformedPayload,
+                    raw=RawRequest(INBOUND_PATH, method="GET",
+                                   query="text=%00D%00&id=x&from=84912345678&coding=2"),
                     match="text"),
         InboundCase("the key under another name", AuthenticationFailed,
                     raw=get(escapes() | {"password": SECRET}), auth="none"),
@@ -228,3 +253,13 @@ class TestKannel(ProviderCases):
         request = RawRequest(path.removeprefix("https://sms.example.gov.vn"), "GET", query)
         expected = InboundMessage("m-9", "+84912345678", "8077", "DC 0010")
         assert self.receive(request.webhook_request()) == expected
+
+
+def test_rotate_secret_rotates_the_inbound_key_by_default(app, cli) -> None:
+    from tests.helpers import add_connection
+
+    add_connection(app, "gw-kannel", "kannel", credentials=dict(TestKannel.credentials),
+                   outbound_url="http://127.0.0.1:9")  # fmt: skip
+    result = cli("connections", "rotate-secret", "gw-kannel")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("new secret for gw-kannel")

@@ -14,6 +14,7 @@ from provider_cases import (
     STATUS_PATH,
     Auth,
     FakeProviderServer,
+    InboundCase,
     ProviderCases,
     RawRequest,
     WebhookRequest,
@@ -35,6 +36,22 @@ USERNAME, PASSWORD = "aggregator", "s3cret-pässword"
 
 def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def mo(**fields: str) -> dict[str, str]:
+    """An MO as an aggregator sends it."""
+    base = {
+        "User_ID": "84912345678",
+        "Service_ID": "8077",
+        "Command_Code": "DC",
+        "Message": "DC 001099012345",
+        "Request_ID": "REQ-20240101-0001",
+    }
+    return base | fields
+
+
+def without(fields: dict[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in fields.items() if key != name}
 
 
 def report(request_id: str, status: DeliveryStatus, error: str | None = None) -> DeliveryReport:
@@ -90,13 +107,7 @@ class TestVnmo(ProviderCases):
         return parse_qs(body.decode())["Message"][0]
 
     def inbound_fields(self) -> dict[str, str]:
-        return {
-            "User_ID": "84912345678",
-            "Service_ID": "8077",
-            "Command_Code": "DC",
-            "Message": "DC 001099012345",
-            "Request_ID": "REQ-20240101-0001",
-        }
+        return mo()
 
     def build_request(
         self, path: str, fields: dict[str, str], auth: Auth = "good"
@@ -107,29 +118,21 @@ class TestVnmo(ProviderCases):
         return WebhookRequest(path, data=fields, headers=headers)
 
     # -- inbound specifics ----------------------------------------------------------------------
-    def test_get_with_query_string_is_parsed(self) -> None:
-        request = WebhookRequest(
-            INBOUND_PATH,
-            method="GET",
-            query_string=self.inbound_fields(),
-            headers={"Authorization": basic(USERNAME, PASSWORD)},
-        )
-        assert self.receive(request) == self.expected_inbound
-
-    def test_post_with_fields_in_the_query_string_is_parsed(self) -> None:
-        request = WebhookRequest(
-            INBOUND_PATH,
-            query_string=self.inbound_fields(),
-            headers={"Authorization": basic(USERNAME, PASSWORD)},
-        )
-        assert self.receive(request) == self.expected_inbound
-
-    def test_missing_service_id_falls_back_to_the_connection_short_code(self) -> None:
-        fields = self.inbound_fields()
-        del fields["Service_ID"]
-        message = self.receive(self.build_request(INBOUND_PATH, fields))
-        assert isinstance(message, InboundMessage)
-        assert message.recipient == "8077"
+    inbound_cases = (
+        InboundCase("a POST form", expected_inbound, fields=mo()),
+        InboundCase("a GET with every field in the query", expected_inbound,
+                    raw=RawRequest(INBOUND_PATH, method="GET").with_query(mo())),
+        InboundCase("a POST with every field in the query", expected_inbound,
+                    raw=RawRequest(INBOUND_PATH).with_query(mo())),
+        InboundCase("without Service_ID the connection's short code is the recipient",
+                    expected_inbound, fields=without(mo(), "Service_ID")),
+        InboundCase("an empty Request_ID", MalformedPayload, fields=mo(Request_ID=""),
+                    match="Request_ID"),
+        InboundCase("an empty Message is taken (and answered with help)",
+                    InboundMessage("REQ-20240101-0001", "84912345678", "8077", ""),
+                    fields=mo(Message="")),
+        InboundCase("no credentials", AuthenticationFailed, fields=mo(), auth="none"),
+    )  # fmt: skip
 
     @pytest.mark.parametrize(
         ("name", "value"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from provider_cases import declarations, open_raw
+from provider_cases import declarations
+from provider_http import open_raw
 from sqlalchemy import select
 
 from citizen_lookup.models import AuditEvent

@@ -10,6 +10,7 @@ from citizen_lookup.providers.jasmin import JasminProvider
 from citizen_lookup.providers.kannel import KannelProvider
 from citizen_lookup.providers.twilio import TwilioProvider
 from citizen_lookup.providers.vnmo import VnmoProvider
+from citizen_lookup.providers.vonage import VonageProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
     VnmoProvider.kind: VnmoProvider,
@@ -18,6 +19,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     AfricasTalkingProvider.kind: AfricasTalkingProvider,
     JasminProvider.kind: JasminProvider,
     KannelProvider.kind: KannelProvider,
+    VonageProvider.kind: VonageProvider,
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 
 import requests
 from flask import Request, Response
+from werkzeug.exceptions import HTTPException
 
 # Re-exported: a kind speaks of USSD steps in these words.
 from citizen_lookup.domain.ussd import UssdRequest as UssdRequest
@@ -372,3 +373,15 @@ def send_once(provider: Provider, method: str, url: str, **kwargs: object) -> re
         )
     provider.raise_for_send_status(response)
     return response
+
+
+class PartKept(HTTPException):
+    """One part of a longer message, kept until the other parts arrive.
+
+    Raised by ``parse_inbound`` in place of a message: the request is answered with
+    ``response`` (the kind's acknowledgement, or a 503 asking the provider to retry when the
+    part could not be kept), and nothing is stored until the last part completes the message.
+    """
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response=response)

@@ -62,7 +62,7 @@ MAX_SHORT_FIELD = 32
 class JasminProvider(Provider):
     kind = "jasmin"
     required_credentials = ("username", "password", "secret")
-    secret_credentials = ("password", "secret")
+    secret_credentials = ("secret", "password")  # the first is what rotate-secret rotates
     inbound_methods = ("GET", "POST")  # the connector's method
     status_methods = ("GET", "POST")  # the MT's dlr-method
     requires_outbound_url = True  # Jasmin runs on the integrator's side: no public default

@@ -2,9 +2,11 @@
 ``sendsms`` interface, and its delivery reports come back through the ``dlr-url`` we give.
 
 The sms-service URL our docs give carries Kannel's escapes in the query string
-(``?key=<secret>&from=%p&to=%P&text=%a&id=%I&time=%t&keyword=%k``), for ``get-url`` and
-``post-url`` alike, so the query is what we read. Kannel can only be given a URL, so the secret
-is in it (``key``), beside the connection's CIDR list. Our answer is an empty body: with the
+(``?key=<secret>&from=%p&to=%P&text=%a&id=%I&time=%t&keyword=%k&coding=%c&charset=%C``), for
+``get-url`` and ``post-url`` alike, so the query is what we read, as bytes: a UCS-2 MO that
+smsbox does not recode (``mo-recode``) arrives as UTF-16 (``coding=2``), which is not UTF-8 and
+is decoded as what it is. Kannel can only be given a URL, so the secret is in it (``key``),
+beside the connection's CIDR list. Our answer is an empty body: with the
 service's ``omit-empty`` Kannel then sends nothing back itself; the reply goes out later.
 
 Replies are POSTed to ``/cgi-bin/sendsms`` with the parameters as Kannel's ``X-Kannel-*``
@@ -14,13 +16,14 @@ log). The ``dlr-url`` names our reply by its own id, with ``%d`` for the report'
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from flask import Request, Response
 
 from citizen_lookup.domain.text import is_gsm7
-from citizen_lookup.exceptions import MalformedPayload, SendError
+from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
     DeliveryReport,
     DeliveryStatus,
@@ -29,7 +32,6 @@ from citizen_lookup.providers.base import (
     Provider,
     SendResult,
     SimulatedRequest,
-    check_query_secret,
     optional_field,
     required_field,
     send_once,
@@ -60,14 +62,18 @@ MAX_SHORT_FIELD = 32
 class KannelProvider(Provider):
     kind = "kannel"
     required_credentials = ("username", "password", "secret")
-    secret_credentials = ("password", "secret")
+    secret_credentials = ("secret", "password")  # the first is what rotate-secret rotates
     inbound_methods = ("GET", "POST")  # get-url or post-url
     status_methods = ("GET", "POST")  # smsbox calls a dlr-url with GET
     requires_outbound_url = True  # Kannel runs on the integrator's side: no public default
 
     # -- authentication -------------------------------------------------------------------------
     def check_credentials(self, request: Request) -> None:
-        check_query_secret(request, self.credential("secret"))
+        given = _query_bytes(request).get("key")
+        if not given:
+            raise AuthenticationFailed("missing 'key' in the query string")
+        if not hmac.compare_digest(given, self.credential("secret").encode()):
+            raise AuthenticationFailed("'key' in the query string does not match")
 
     # -- inbound --------------------------------------------------------------------------------
     def parse_inbound(self, request: Request) -> InboundMessage:
@@ -76,7 +82,7 @@ class KannelProvider(Provider):
         sender = required_field(fields, "from", max_length=MAX_NUMBER)
         text = required_field(fields, "text", max_length=MAX_TEXT, allow_empty=True)
         recipient = optional_field(fields, "to", max_length=MAX_NUMBER)
-        for name in ("time", "keyword"):
+        for name in ("time", "keyword", "coding", "charset"):
             optional_field(fields, name, max_length=MAX_SHORT_FIELD)
         return InboundMessage(
             provider_message_id=message_id,
@@ -151,10 +157,38 @@ class KannelProvider(Provider):
 
 
 def _fields(request: Request) -> Mapping[str, str]:
-    """The escapes' values: the query, or a POSTed form when there is one."""
+    """The escapes' values: the query, or a POSTed form when there is one.
+
+    Values are UTF-8, except the text of a UCS-2 message that smsbox did not recode: that is
+    UTF-16, as ``coding=2`` says, and is read from the query's bytes. Its keyword (%k) is then
+    cut from those bytes at a space byte, often mid-character: only informative, it is read
+    leniently.
+    """
     if request.method != "GET" and request.form:
         return request.form
+    raw = _query_bytes(request)
+    if raw.get("coding") != CODING_UCS2.encode():
+        try:
+            return request.args
+        except UnicodeDecodeError as exc:
+            raise MalformedPayload("query string is not UTF-8") from exc
+    fields = {name: value.decode("utf-8", errors="replace") for name, value in raw.items()}
+    fields["keyword"] = raw.get("keyword", b"").decode("utf-16-be", errors="replace")
     try:
-        return request.args
+        fields["text"] = raw.get("text", b"").decode("utf-16-be")
     except UnicodeDecodeError as exc:
-        raise MalformedPayload("query string is not UTF-8") from exc
+        raise MalformedPayload("field 'text' is not UTF-16") from exc
+    if "text" not in raw:
+        del fields["text"]
+    return fields
+
+
+def _query_bytes(request: Request) -> dict[str, bytes]:
+    """The query's fields as bytes (the first of a repeated name), whatever their encoding."""
+    pairs = parse_qsl(
+        request.query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
+    )
+    fields: dict[str, bytes] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value.encode("latin-1"))
+    return fields

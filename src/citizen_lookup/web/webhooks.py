@@ -31,7 +31,7 @@ from citizen_lookup.metrics import (
 from citizen_lookup.models import Connection, ConnectionState
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import Provider
-from citizen_lookup.providers.urls import webhook_path
+from citizen_lookup.providers.urls import WEBHOOK_PREFIX, webhook_rule
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
 from citizen_lookup.services import ussd
@@ -40,7 +40,7 @@ from citizen_lookup.services.inbound import record_delivery_report, store_inboun
 from citizen_lookup.services.refusals import RATE_LIMITED, write_due_summaries
 
 log = logging.getLogger(__name__)
-bp = Blueprint("webhooks", __name__)
+bp = Blueprint("webhooks", __name__, url_prefix=WEBHOOK_PREFIX)
 
 
 class Refused(Exception):
@@ -291,7 +291,7 @@ for _route, _handler in (
     ("ussd", ussd_step),
 ):
     bp.add_url_rule(
-        webhook_path("<slug>", _route),
+        webhook_rule(_route),
         view_func=_guarded(_route, _handler),
         methods=ANY_METHOD,
         provide_automatic_options=False,
