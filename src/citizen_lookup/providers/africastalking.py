@@ -200,23 +200,9 @@ class AfricasTalkingProvider(Provider):
         else:
             form["bulkSMSMode"] = 1
         headers = {"apiKey": api_key, "Accept": "application/json"}
-        try:
-            response = self.http().post(
-                self._messaging_url(username, premium=bool(link_id)),
-                data=form,
-                headers=headers,
-                timeout=self.context.http_timeout,
-                allow_redirects=False,  # a redirect must not carry the citizen's data elsewhere
-            )
-        except requests.RequestException as exc:
-            raise SendError(f"provider unreachable: {type(exc).__name__}", retryable=True) from exc
-        if 300 <= response.status_code < 400:
-            raise SendError(
-                f"provider answered HTTP {response.status_code} (redirects are not followed)",
-                retryable=False,
-                status_code=response.status_code,
-            )
-        self.raise_for_send_status(response)
+        response = self.post(
+            self._messaging_url(username, premium=bool(link_id)), data=form, headers=headers
+        )
         return SendResult(provider_message_id=_recipient_message_id(response))
 
     def _messaging_url(self, username: str, *, premium: bool) -> str:

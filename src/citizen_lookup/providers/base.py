@@ -267,10 +267,16 @@ class Provider(ABC):
             )
         return self.connection.outbound_url
 
-    def post(self, url: str, **kwargs: object) -> requests.Response:
-        """POST with the configured timeout and no redirects; network failures are retryable."""
+    def send_request(self, method: str, url: str, **kwargs: object) -> requests.Response:
+        """Send an MT with the configured timeout, never following a redirect.
+
+        A 3xx fails for good (see :meth:`raise_for_send_status`): following it would carry the
+        credentials and the citizen's data to an address nobody configured. Network failures
+        are retryable; the exception's text (which may hold the URL) is not passed on.
+        """
         try:
-            response = self.http().post(
+            response = self.http().request(
+                method,
                 url,
                 timeout=self.context.http_timeout,
                 allow_redirects=False,
@@ -280,6 +286,10 @@ class Provider(ABC):
             raise SendError(f"provider unreachable: {type(exc).__name__}", retryable=True) from exc
         self.raise_for_send_status(response)
         return response
+
+    def post(self, url: str, **kwargs: object) -> requests.Response:
+        """POST an MT (see :meth:`send_request`)."""
+        return self.send_request("POST", url, **kwargs)
 
 
 def utf8_form(request: Request) -> Mapping[str, str]:
@@ -346,33 +356,6 @@ def check_query_secret(request: Request, secret: str, name: str = "key") -> None
         raise AuthenticationFailed(f"missing {name!r} in the query string")
     if not hmac.compare_digest(given.encode(), secret.encode()):
         raise AuthenticationFailed(f"{name!r} in the query string does not match")
-
-
-def send_once(provider: Provider, method: str, url: str, **kwargs: object) -> requests.Response:
-    """Send an MT with the provider's timeout, never following a redirect.
-
-    A 3xx fails for good: following it would carry the gateway credentials and the citizen's
-    data to an address nobody configured. Network failures are retryable; the exception's text
-    (which may hold the URL) is not passed on.
-    """
-    try:
-        response = provider.http().request(
-            method,
-            url,
-            timeout=provider.context.http_timeout,
-            allow_redirects=False,
-            **kwargs,  # type: ignore[arg-type]
-        )
-    except requests.RequestException as exc:
-        raise SendError(f"provider unreachable: {type(exc).__name__}", retryable=True) from exc
-    if 300 <= response.status_code < 400:
-        raise SendError(
-            f"provider answered HTTP {response.status_code} (a redirect, not followed)",
-            retryable=False,
-            status_code=response.status_code,
-        )
-    provider.raise_for_send_status(response)
-    return response
 
 
 class PartKept(HTTPException):

@@ -29,7 +29,6 @@ from citizen_lookup.providers.base import (
     check_query_secret,
     optional_field,
     required_field,
-    send_once,
 )
 
 ACK = "ACK/Jasmin"
@@ -135,7 +134,7 @@ class JasminProvider(Provider):
         if not is_gsm7(message.text):
             # Jasmin's HTTP API takes UCS-2 content as the UTF-16BE bytes themselves.
             form["coding"], form["content"] = UCS2, message.text.encode("utf-16-be")
-        response = send_once(self, "POST", url, data=form)
+        response = self.post(url, data=form)
         answered = _SUCCESS.match(response.text)
         if answered is None:
             # Not quoted: an error answer may echo the number or the text.

@@ -34,7 +34,6 @@ from citizen_lookup.providers.base import (
     SimulatedRequest,
     optional_field,
     required_field,
-    send_once,
 )
 
 SENDSMS_PATH = "/cgi-bin/sendsms"
@@ -128,7 +127,7 @@ class KannelProvider(Provider):
             # The charset Kannel converts from, to GSM-7 or to UCS-2 as `coding` says.
             "Content-Type": b"text/plain; charset=UTF-8",
         }
-        response = send_once(self, "POST", url, data=message.text.encode(), headers=headers)
+        response = self.post(url, data=message.text.encode(), headers=headers)
         if not response.text.lstrip().startswith(_ACCEPTED_PREFIXES):
             # Not quoted: an answer may echo the number or the text.
             raise SendError(

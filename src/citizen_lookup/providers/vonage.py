@@ -43,7 +43,6 @@ from citizen_lookup.providers.base import (
     SimulatedRequest,
     optional_field,
     required_field,
-    send_once,
 )
 
 DEFAULT_API = "https://rest.nexmo.com"
@@ -241,7 +240,7 @@ class VonageProvider(Provider):
             "callback": message.status_callback_url,
             "client-ref": message.reply_id,
         }
-        response = send_once(self, "POST", f"{base}/sms/json", data=form)
+        response = self.post(f"{base}/sms/json", data=form)
         return SendResult(provider_message_id=_sent_message_id(response.content))
 
     # -- simulation -----------------------------------------------------------------------------
