@@ -28,8 +28,9 @@ from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
+from citizen_lookup.services.citizen_records import READ_ENGINE
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
-from citizen_lookup.services.lookup import READ_ENGINE, DecisionContext, LookupContext
+from citizen_lookup.services.lookup import DecisionContext, LookupContext
 from citizen_lookup.services.refusals import RefusalCounter
 from citizen_lookup.services.replies import Templates
 from citizen_lookup.services.ussd import UssdContext, UssdStore
