@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -112,3 +114,25 @@ def generic_sms(
         data=body,
         headers={"Content-Type": "application/json", "X-Signature": sign(secret, body)},
     )
+
+
+def service_env(
+    pg_url: str, redis_db: int, instance: Path, public_base_url: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a service process (gunicorn, a worker, the CLI) on the real
+    PostgreSQL and Redis, with every key a deployment with a database URL must have."""
+    from cryptography.fernet import Fernet
+
+    from tests.conftest import checkpoint_key
+
+    return {
+        **os.environ,
+        "CITIZEN_LOOKUP_DATABASE_URL": pg_url,
+        "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "CITIZEN_LOOKUP_AUDIT_KEY": "e2e-audit-key",
+        "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": str(checkpoint_key(instance)),
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY": Fernet.generate_key().decode(),
+        "CITIZEN_LOOKUP_PUBLIC_BASE_URL": public_base_url,
+        "CITIZEN_LOOKUP_INSTANCE_PATH": str(instance),
+        **extra,
+    }

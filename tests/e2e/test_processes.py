@@ -8,7 +8,6 @@ Then `audit verify` passes, and fails naming the event after one row is edited.
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import subprocess
 import sys
@@ -18,14 +17,12 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
-from cryptography.fernet import Fernet
 from provider_cases import declarations
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from citizen_lookup.providers.urls import webhook_path
-from tests.conftest import checkpoint_key
-from tests.helpers import OWNER_ID, OWNER_PHONE
+from tests.helpers import OWNER_ID, OWNER_PHONE, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -60,19 +57,15 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     db_number = real_redis.connection_pool.connection_kwargs.get("db", 0)
-    env = {
-        **os.environ,
-        "CITIZEN_LOOKUP_DATABASE_URL": pg_url,
-        "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:6379/{db_number}",
-        "CITIZEN_LOOKUP_AUDIT_KEY": "e2e-audit-key",
-        "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": str(checkpoint_key(tmp_path)),
-        "CITIZEN_LOOKUP_CREDENTIALS_KEY": Fernet.generate_key().decode(),
-        "CITIZEN_LOOKUP_PUBLIC_BASE_URL": "https://sms.example.test",
-        "CITIZEN_LOOKUP_SEND_RETRY_INTERVALS": "1,1,1",
-        "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),
+    env = service_env(
+        pg_url,
+        db_number,
+        tmp_path,
+        "https://sms.example.test",
+        CITIZEN_LOOKUP_SEND_RETRY_INTERVALS="1,1,1",
         # one owner texting through every kind: more lookups than a day's default allowance
-        "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "50",
-    }
+        CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN="50",
+    )
 
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
 from citizen_lookup.providers.generic import sign
-from tests.helpers import FOCAL, OWNER_ID
+from tests.helpers import FOCAL, OWNER_ID, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -65,16 +64,9 @@ def web(
     engine.dispose()
     port = _free_port()
     db_number = real_redis.connection_pool.connection_kwargs.get("db", 0)
-    env = {
-        **os.environ,
-        "CITIZEN_LOOKUP_DATABASE_URL": pg_url,
-        "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:6379/{db_number}",
-        "CITIZEN_LOOKUP_AUDIT_KEY": "e2e-audit-key",
-        "CITIZEN_LOOKUP_CREDENTIALS_KEY": Fernet.generate_key().decode(),
-        "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),
-        **getattr(request, "param", {}),
-    }
+    env = service_env(
+        pg_url, db_number, tmp_path, f"http://127.0.0.1:{port}", **getattr(request, "param", {})
+    )
 
     def cli(*args: str, input: str | None = None) -> None:
         result = subprocess.run(

@@ -6,7 +6,6 @@ the worker to the fake provider). `simulate ussd --input` plays each gateway ove
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.e2e.test_processes import _free_port, _wait_for
-from tests.helpers import OWNER_ID, OWNER_PHONE, STRANGER_PHONE
+from tests.helpers import OWNER_ID, OWNER_PHONE, STRANGER_PHONE, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +44,7 @@ def ussd_stack(tmp_path, pg_url, real_redis, fake_provider):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     db_number = real_redis.connection_pool.connection_kwargs.get("db", 0)
-    env = {
-        **os.environ,
-        "CITIZEN_LOOKUP_DATABASE_URL": pg_url,
-        "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:6379/{db_number}",
-        "CITIZEN_LOOKUP_AUDIT_KEY": "e2e-audit-key",
-        "CITIZEN_LOOKUP_PUBLIC_BASE_URL": base,
-        "CITIZEN_LOOKUP_INSTANCE_PATH": str(tmp_path),
-    }
+    env = service_env(pg_url, db_number, tmp_path, base)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
