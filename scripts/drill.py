@@ -285,6 +285,8 @@ def fresh_workplace(pg_admin: str, database: str, workdir: Path) -> tuple[Any, s
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or (ROOT / "instance" / "drill"))
     postgres = None
+    args.pg_every = getattr(args, "pg_every", 0.0)
+    args.pg_down = getattr(args, "pg_down", 5.0)
     if args.pg_every:
         # Outages need a server the drill may stop: a private cluster, never the shared one.
         postgres = PrivatePostgres()
