@@ -45,7 +45,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_import import raw_copy_rate, write_csv
+from bench_import import measure_import, rows_per_second
 from bench_lookup import measure_lookup
 from bench_report import table, write_json
 from drill import BIN, ROOT, Stack, free_port, fresh_workplace, log, wait_ready
@@ -344,36 +344,6 @@ def resident_kb(pid: int) -> int:
     except OSError:
         return 0
     return int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
-
-
-def rows_per_second(output: str) -> float:
-    """The rate an import or seed printed: '(N rows in S s, R rows/s)'."""
-    return float(output.split(" rows/s)")[0].rsplit(", ", 1)[1].replace(",", ""))
-
-
-def measure_import(env: dict[str, str], database_url: str, rows: int) -> dict[str, Any]:
-    """`citizens import` of a CSV of new citizens, beside a raw COPY of the same rows."""
-    from citizen_lookup import create_app
-    from citizen_lookup.runtime import EXTENSION
-
-    runtime = create_app().extensions[EXTENSION]
-    path = Path(env["CITIZEN_LOOKUP_INSTANCE_PATH"]) / "import.csv"
-    log(f"import: {rows} citizens from a CSV, beside a raw COPY of the same rows")
-    generated = write_csv(path, rows, seed=77, provinces=runtime.provinces)
-    runtime.close()
-    dsn = database_url.replace("postgresql+psycopg", "postgresql")
-    raw = raw_copy_rate(dsn, generated)
-    output = subprocess.run(
-        [str(BIN / "citizen-lookup"), "citizens", "import", str(path)],
-        env=env, capture_output=True, text=True, check=True, timeout=3600,
-    ).stdout  # fmt: skip
-    ours = rows_per_second(output)
-    return {
-        "import_citizens_per_s": ours,
-        "raw_copy_citizens_per_s": round(raw, 1),
-        "import_ratio": round(ours / raw, 3),
-        "import_rows": rows,
-    }
 
 
 def measure_audit_and_lookup(
