@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import resource
 import secrets
 import shutil
 import statistics
@@ -48,7 +47,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_import import raw_copy_rate, write_csv
+from bench_import import measure_import, rows_per_second
 from bench_lookup import measure_lookup
 from bench_report import table, write_json
 from drill import (
@@ -293,21 +292,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).scalar_one()
         log(f"one worker draining {queued} messages")
         started = time.time()
-        rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run(
+        burst = subprocess.Popen(
             [str(BIN / "citizen-lookup"), "worker", "--burst"],
             env=env,
             stdout=(workdir / "logs" / "burst.log").open("ab"),
             stderr=subprocess.STDOUT,
-            check=True,
-            timeout=3600,
         )
+        peak_kb = 0
+        while burst.poll() is None:  # the worker's resident memory, sampled as it drains
+            peak_kb = max(peak_kb, resident_kb(burst.pid))
+            time.sleep(0.5)
+        if burst.returncode != 0:
+            raise RuntimeError(f"the burst worker exited {burst.returncode}")
         received = sorted(t for t in aggregator.received.values() if t >= started)
         results["worker_msgs_per_s"] = round((len(received) - 1) / (received[-1] - received[0]), 1)
         results["worker_messages"] = queued
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
-        if peak > rss_before:
-            results["worker_peak_rss_mb"] = round(peak / 1024, 1)
+        results["worker_peak_rss_mb"] = round(peak_kb / 1024, 1)
         anchor_rate = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "bench_anchor.py"), "drain", redis_url, "5000"],
             env=env,
@@ -418,34 +418,13 @@ def measure_ussd(
     }
 
 
-def rows_per_second(output: str) -> float:
-    """The rate an import or seed printed: '(N rows in S s, R rows/s)'."""
-    return float(output.split(" rows/s)")[0].rsplit(", ", 1)[1].replace(",", ""))
-
-
-def measure_import(env: dict[str, str], database_url: str, rows: int) -> dict[str, Any]:
-    """`citizens import` of a CSV of new citizens, beside a raw COPY of the same rows."""
-    from citizen_lookup import create_app
-    from citizen_lookup.runtime import EXTENSION
-
-    runtime = create_app().extensions[EXTENSION]
-    path = Path(env["CITIZEN_LOOKUP_INSTANCE_PATH"]) / "import.csv"
-    log(f"import: {rows} citizens from a CSV, beside a raw COPY of the same rows")
-    generated = write_csv(path, rows, seed=77, provinces=runtime.provinces)
-    runtime.close()
-    dsn = database_url.replace("postgresql+psycopg", "postgresql")
-    raw = raw_copy_rate(dsn, generated)
-    output = subprocess.run(
-        [str(BIN / "citizen-lookup"), "citizens", "import", str(path)],
-        env=env, capture_output=True, text=True, check=True, timeout=3600,
-    ).stdout  # fmt: skip
-    ours = rows_per_second(output)
-    return {
-        "import_citizens_per_s": ours,
-        "raw_copy_citizens_per_s": round(raw, 1),
-        "import_ratio": round(ours / raw, 3),
-        "import_rows": rows,
-    }
+def resident_kb(pid: int) -> int:
+    """A process's resident memory (VmRSS), 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
 
 
 def measure_audit_and_lookup(

@@ -10,12 +10,16 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import psycopg
+
+BIN = Path(sys.executable).parent
 
 FIELDS = (
     "id_number", "full_name", "date_of_birth", "gender", "phones",
@@ -82,3 +86,33 @@ def raw_copy_rate(dsn: str, rows: list[Any]) -> float:
         seconds = time.perf_counter() - started
         connection.execute("DROP SCHEMA rawcopy CASCADE")
     return len(rows) / seconds
+
+
+def rows_per_second(output: str) -> float:
+    """The rate an import or seed printed: '(N rows in S s, R rows/s)'."""
+    return float(output.split(" rows/s)")[0].rsplit(", ", 1)[1].replace(",", ""))
+
+
+def measure_import(env: dict[str, str], database_url: str, rows: int) -> dict[str, Any]:
+    """`citizens import` of a CSV of new citizens, beside a raw COPY of the same rows."""
+    from citizen_lookup import create_app
+    from citizen_lookup.runtime import EXTENSION
+
+    runtime = create_app().extensions[EXTENSION]
+    path = Path(env["CITIZEN_LOOKUP_INSTANCE_PATH"]) / "import.csv"
+    print(f"[bench] import: {rows} citizens from a CSV, beside a raw COPY of the same rows")
+    generated = write_csv(path, rows, seed=77, provinces=runtime.provinces)
+    runtime.close()
+    dsn = database_url.replace("postgresql+psycopg", "postgresql")
+    raw = raw_copy_rate(dsn, generated)
+    output = subprocess.run(
+        [str(BIN / "citizen-lookup"), "citizens", "import", str(path)],
+        env=env, capture_output=True, text=True, check=True, timeout=3600,
+    ).stdout  # fmt: skip
+    ours = rows_per_second(output)
+    return {
+        "import_citizens_per_s": ours,
+        "raw_copy_citizens_per_s": round(raw, 1),
+        "import_ratio": round(ours / raw, 3),
+        "import_rows": rows,
+    }

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
 import random
@@ -56,6 +55,9 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))  # also when loaded by file (the e2e tests)
+
+from private_postgres import PrivatePostgres  # noqa: E402
 
 from citizen_lookup.providers.generic import sign  # noqa: E402
 
@@ -155,52 +157,6 @@ class Redis:
             self.process.wait()
 
 
-class PrivatePostgres:
-    """A PostgreSQL cluster of the drill's own (initdb in a temp folder, a free loopback port),
-    so the drill can stop and start it without touching the machine's shared server."""
-
-    def __init__(self) -> None:
-        import pwd
-        import tempfile
-
-        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        if not versions:
-            raise SystemExit("--pg-every needs PostgreSQL's server binaries (initdb, pg_ctl)")
-        self.bin = versions[-1].parent
-        self.port = free_port()
-        self.base = Path(tempfile.mkdtemp(prefix="citizen-lookup-drill-pg-"))
-        self.dir, self.log = self.base / "data", self.base / "postgres.log"
-        self.user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to the postgres user
-            account = pwd.getpwnam("postgres")
-            os.chown(self.base, account.pw_uid, account.pw_gid)
-            self.user = ["runuser", "-u", "postgres", "--"]
-        self._run("initdb", "-D", str(self.dir), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self.user, str(self.bin / tool), *args],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
-        )  # fmt: skip
-
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
-        self._run("pg_ctl", "-D", str(self.dir), "-o", options, "-l", str(self.log), "-w", "start")
-
-    def stop(self, mode: str = "immediate") -> None:
-        """Stop it; "immediate" is a crash as the clients see it (no goodbye to sessions)."""
-        self._run("pg_ctl", "-D", str(self.dir), "-m", mode, "-w", "stop")
-
-    def remove(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self.stop("fast")
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -296,6 +252,8 @@ def checkpoint_key(workdir: Path) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or (ROOT / "instance" / "drill"))
     postgres = None
+    args.pg_every = getattr(args, "pg_every", 0.0)
+    args.pg_down = getattr(args, "pg_down", 5.0)
     if args.pg_every:
         # Outages need a server the drill may stop: a private cluster, never the shared one.
         postgres = PrivatePostgres()

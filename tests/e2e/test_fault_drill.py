@@ -57,3 +57,40 @@ def test_sigkilled_workers_and_redis_restarts_lose_nothing_and_answer_once(pg_ur
 
 def drill_admin_url(pg_url: str) -> str:
     return pg_url.rsplit("/", 1)[0] + "/postgres"
+
+
+def test_postgresql_outages_lose_nothing_and_the_processes_recover(tmp_path):
+    """PostgreSQL stopped twice under load (a private cluster the drill starts, never the
+    machine's own): webhooks answer 503 meanwhile, the sender resends, and nothing is lost."""
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+    drill = _drill_module()
+    args = argparse.Namespace(
+        messages=300,
+        rate=40.0,
+        citizens=50,
+        workers=2,
+        web_workers=2,
+        senders=16,
+        kill_every=1000.0,  # this test is about the database
+        redis_every=1000.0,
+        redis_down=0.5,
+        pg_every=2.5,
+        pg_down=1.5,
+        drain_timeout=180.0,
+        seed=9,
+        pg_admin="unused: the drill starts its own cluster",
+        workdir=str(tmp_path / "drill"),
+        keep=False,
+        json=True,
+    )
+    result = drill.run(args)
+    print(result)  # shown when the test fails
+    assert result["faults"]["postgres_outage"] >= 2
+    assert result["non_200_answers"].get(503, 0) > 0  # the outages were seen, and answered 503
+    assert result["drained"]
+    assert result["acknowledged"] == result["stored"] == 300
+    assert result["lost"] == 0
+    assert result["duplicated"] == 0
+    assert result["replied"] == 300
+    assert result["audit_ok"], result["audit_verify"]
