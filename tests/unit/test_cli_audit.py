@@ -267,6 +267,8 @@ def test_export_csv_and_jsonl(app, cli, fake_provider, tmp_path):
     assert len(rows) == 7  # created, 2 received, 2 decisions, 2 sent
     assert len(lines) == len(rows) + 1  # the csv export was itself audited
     assert {"seq", "leaf_hash", "seal", "sealed", "sender_hash"} <= set(rows[0])
+    # Our own masks stay readable; only free text is guarded against formulas.
+    assert "+8491****678" in {r["sender_masked"] for r in rows}
     assert json.loads(lines[-1])["sealed"] is False  # the export event awaits the sequencer
 
 
