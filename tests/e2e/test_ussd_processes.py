@@ -26,7 +26,7 @@ FOCAL = [
     "--focal-title",
     "Truong phong",
     "--focal-phone",
-    "+84241234567",
+    "+842439999999",
     "--focal-email",
     "binh@example.vn",
     "--assessment",
