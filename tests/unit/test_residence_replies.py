@@ -255,3 +255,26 @@ def test_every_province_keeps_its_name_and_whole_units_in_dc_ct_and_dc_tt(app):
                         ), (text, shown)
                         # The province is always there (with or without "T.").
                         assert shown[-1] in (whole[-1], expected[key][-1]), text
+
+
+def test_dc_personal_drops_whole_units_of_a_long_permanent_address_never_dots(
+    app, client, fake_provider
+):
+    """`DC <ID>` fits its permanent address the way `DC CT` does: whole units, the province kept.
+
+    Before, the personal reply cut the address at a word and ended it with dots
+    ("..., P. Tan Dinh, ...") where the province should have been.
+    """
+    long_name = "Nguyen Thi Bich Ngoc Hoang Phuong Thao"
+    add_citizen(app, full_name=long_name, permanent_address=HCM)
+    add_connection(app, outbound_url=f"{fake_provider.url}/mt")
+    response = generic_sms(client, text=f"DC {OWNER_ID}", sender=OWNER_PHONE, message_id="p1")
+    assert response.status_code == 200
+    run_worker(runtime_of(app), app)
+    (request,) = fake_provider.requests
+    reply = request.json()["text"]
+    assert is_gsm7(reply) and gsm7_units(reply) <= 160
+    assert "..." not in reply and "…" not in reply
+    assert reply.startswith(f"{long_name}, NS 14/03/1999, Nam, CCCD 001*****2345, HKTT ")
+    assert reply.endswith("TP Ho Chi Minh")  # the province stays, whole
+    assert "Q. 1" in reply  # the district before the house number and the street

@@ -200,8 +200,13 @@ def _compose(
         # Addresses always go out abbreviated (P., Q., TP): minimal data, and room in one SMS.
         return abbreviate(value) if value else none
 
-    def granted(name: str, disclosed: tuple[str, ...], **fields: str) -> Reply:
-        text = t.render(language, name, id_masked=masked, **fields)
+    def granted(
+        name: str,
+        disclosed: tuple[str, ...],
+        choices: dict[str, list[tuple[int, str]]] | None = None,
+        **fields: str,
+    ) -> Reply:
+        text = t.render(language, name, id_masked=masked, choices=choices, **fields)
         return Reply(text, "granted", kind.value, disclosed, citizen.id_number)
 
     def no_record(what: str) -> Reply:
@@ -210,9 +215,13 @@ def _compose(
 
     if kind is CommandKind.PERSONAL:
         gender = t.word(language, "male" if citizen.gender == "M" else "female")
+        # The address loses whole units, least important first, as DC CT's do: never cut.
+        forms = address_forms((citizen.permanent_address or "").strip())
+        choices = {"permanent_address": forms} if forms else None
         return granted(
             "personal",
             ("full_name", "date_of_birth", "gender", "id_number_masked", "permanent_address"),
+            choices,
             full_name=citizen.full_name,
             date_of_birth=_date(citizen.date_of_birth),
             gender=gender,

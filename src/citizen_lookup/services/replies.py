@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +70,21 @@ class Templates:
             words[language] = data.get("words", {})
         return cls(replies, words, max_units_for_segments(segments))
 
-    def render(self, language: str, name: str, **fields: str) -> str:
-        """The reply ``name`` in ``language``, GSM-7 and within the segment limit."""
+    def render(
+        self,
+        language: str,
+        name: str,
+        *,
+        choices: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+        **fields: str,
+    ) -> str:
+        """The reply ``name`` in ``language``, GSM-7 and within the segment limit.
+
+        ``choices`` gives fields as readable forms, longest first (an address losing whole
+        units): they are never cut, only replaced by a shorter form (see ``fit_reply``).
+        """
         language = language if language in self.replies else "vi"
-        return fit_reply(self.replies[language][name], fields, self.max_units)
+        return fit_reply(self.replies[language][name], fields, self.max_units, choices=choices)
 
     def word(self, language: str, name: str) -> str:
         language = language if language in self.words else "vi"
