@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -45,6 +47,44 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def running_service(env: dict[str, str], base: str, logs: Path) -> Iterator[None]:
+    """gunicorn (with the shipped gunicorn.conf.py) and one worker, until the block ends."""
+    logs.mkdir(exist_ok=True)
+    port = base.rsplit(":", 1)[1]
+    web = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:app"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=(logs / "web.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [str(BIN / "citizen-lookup"), "worker"],
+        env=env,
+        stdout=(logs / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        _wait_for(up, 30, "gunicorn to be ready")
+        yield
+    finally:
+        for process in (web, worker):
+            process.terminate()
+        for process in (web, worker):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @pytest.fixture
@@ -137,38 +177,10 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
     )
 
     logs = tmp_path / "logs"
-    logs.mkdir()
-    web = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "app:app"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=(logs / "web.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [str(BIN / "citizen-lookup"), "worker"],
-        env=env,
-        stdout=(logs / "worker.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
-        _wait_for(up, 30, "gunicorn to be ready")
-        yield {"base": base, "cli": cli, "engine": engine, "logs": logs, "focal": focal}
+        with running_service(env, base, logs):
+            yield {"base": base, "cli": cli, "engine": engine, "logs": logs, "focal": focal}
     finally:
-        for process in (web, worker):
-            process.terminate()
-        for process in (web, worker):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
         engine.dispose()
 
 

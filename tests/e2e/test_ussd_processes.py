@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import create_engine, text
 
-from tests.e2e.test_processes import _free_port, _wait_for
+from tests.e2e.test_processes import _free_port, running_service
 from tests.helpers import OWNER_ID, OWNER_PHONE, STRANGER_PHONE, service_env
 
 pytestmark = pytest.mark.e2e
@@ -81,38 +80,8 @@ def ussd_stack(tmp_path, pg_url, real_redis, fake_provider):
     )  # fmt: skip
 
     logs = tmp_path / "logs"
-    logs.mkdir()
-    web = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "app:app"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=(logs / "web.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [str(BIN / "citizen-lookup"), "worker"],
-        env=env,
-        stdout=(logs / "worker.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        _wait_for(up, 30, "gunicorn to be ready")
+    with running_service(env, base, logs):
         yield {"base": base, "cli": cli, "ok": ok, "logs": logs}
-    finally:
-        for process in (web, worker):
-            process.terminate()
-        for process in (web, worker):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def test_a_walk_through_gunicorn_reaches_the_owners_data_and_refuses_a_stranger(ussd_stack):
