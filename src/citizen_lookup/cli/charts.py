@@ -21,6 +21,7 @@ def stacked_bars(
         ) from exc
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
     axes = figure.subplots()
@@ -33,6 +34,7 @@ def stacked_bars(
     axes.set_xticks(positions, keys, rotation=45 if len(keys) > 6 else 0, ha="right")
     axes.set_title(title)
     axes.set_ylabel("count")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 2.5 lookups
     if series:
         axes.legend(title="outcome", fontsize="small")
     figure.tight_layout()
