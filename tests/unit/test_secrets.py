@@ -63,13 +63,15 @@ def test_no_secret_in_logs_audit_cli_or_error_pages(app, cli, client, fake_provi
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
 
-    add_citizen(app)
+    # One registered phone per kind: each kind's lookup uses its own sender's daily quota.
+    phones = {kind: f"+849123{i:05d}" for i, kind in enumerate(CASES)}
+    add_citizen(app, phones=tuple(phones.values()))
     pages = []
     # For each kind: a good message whose reply fails (provider 500), and refusals: a wrong
     # credential, a forged one, none at all, and a body that is not what the kind reads.
     fake_provider.status = 500
     for kind, cases in CASES.items():
-        values = cases.good_wire_values(f"secret-{kind}", OWNER_PHONE)
+        values = cases.good_wire_values(f"secret-{kind}", phones[kind])
         values["text"] = f"DC {OWNER_ID}"
         request = cases.raw_request(webhook_path(slug(kind), "sms"), cases.inbound_pairs(values))
         good = open_raw(client, cases.sign(request))
@@ -115,7 +117,7 @@ def test_a_database_error_in_a_job_is_recorded_without_personal_data(
 
     from citizen_lookup.models import Citizen
     from citizen_lookup.services import lookup
-    from tests.helpers import OWNER_PHONE, add_connection, generic_sms
+    from tests.helpers import add_connection, generic_sms
 
     add_citizen(app)
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")
