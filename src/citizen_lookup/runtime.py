@@ -83,6 +83,7 @@ class Runtime:
             # One pooled HTTP session per process, so sends reuse connections to providers.
             session=requests.Session(),
             redis=lambda: self.redis,
+            redis_prefix=settings.redis_prefix,
         )
         self.lookup_context = LookupContext(
             templates=self.templates,

@@ -111,6 +111,8 @@ class ProviderContext:
     session: requests.Session | None = field(default=None, compare=False)
     #: the process's Redis, opened on first call: short-lived state (parts of a long SMS)
     redis: Callable[[], Any] | None = field(default=None, compare=False)
+    #: the deployment's prefix of Redis keys, so providers' keys sit beside everything else's
+    redis_prefix: str = "citizen-lookup"
 
 
 class Provider(ABC):

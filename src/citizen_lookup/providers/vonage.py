@@ -174,7 +174,10 @@ class VonageProvider(Provider):
         """The whole message once ``part`` completes it; until then :class:`PartKept`."""
         if self.context.redis is None:
             raise PartKept(_unavailable())
-        key = f"vonage-parts:{self.connection.slug}:{message.sender}:{ref}:{total}"
+        key = (
+            f"{self.context.redis_prefix}:vonage-parts:"
+            f"{self.connection.slug}:{message.sender}:{ref}:{total}"
+        )
         value = json.dumps([message.provider_message_id, message.text])
         try:
             redis = self.context.redis()
