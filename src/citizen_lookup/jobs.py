@@ -42,10 +42,14 @@ def process_inbound(inbound_id: int) -> str:
     """Decide the reply to one stored inbound message and send it."""
     runtime = current_runtime()
     try:
-        outbound_id = decide(runtime, inbound_id)
-        if outbound_id is None:
+        # The decision and the claim of its reply (state ``sending``, one more attempt) commit
+        # together: a reply costs two transactions, this one and the record of the send.
+        with runtime.session_factory.begin() as session:
+            outbound_id = decide(runtime, session, inbound_id)
+            claimed = _claim(session, outbound_id) if outbound_id is not None else None
+        if outbound_id is None or claimed is None:
             return "no reply"
-        return deliver(runtime, outbound_id)
+        return deliver(runtime, outbound_id, claimed)
     except DBAPIError as exc:
         # The driver's message can quote row values (PostgreSQL's "Key (id_number)=(…)"), and
         # RQ logs and keeps what a job raises: raise a description without them instead.
@@ -58,64 +62,65 @@ def process_inbound(inbound_id: int) -> str:
         ) from None
 
 
-def decide(runtime: Runtime, inbound_id: int) -> int | None:
-    """Store the decision (and the reply to send) once; return the reply's id, if any.
+def decide(runtime: Runtime, session: Session, inbound_id: int) -> int | None:
+    """Store the decision (and the reply to send) once; return the id of a reply still to send.
 
     The decision itself is :func:`services.lookup.decide`, the same call the USSD menu makes;
-    this job only loads the message, stores what was decided and hands the reply on.
+    this job only loads the message, stores what was decided and hands the reply on. A rerun
+    finds the stored reply and returns it again while it is unsent (pending, or sending when an
+    earlier run died mid-send).
     """
-    with runtime.session_factory.begin() as session:
-        inbound = session.get(
-            InboundMessageRecord, inbound_id, with_for_update={"of": InboundMessageRecord}
+    inbound = session.get(
+        InboundMessageRecord, inbound_id, with_for_update={"of": InboundMessageRecord}
+    )
+    if inbound is None:
+        raise NotFound(f"inbound message {inbound_id} does not exist")
+    existing = session.execute(
+        select(OutboundMessageRecord.id, OutboundMessageRecord.state).where(
+            OutboundMessageRecord.inbound_id == inbound_id
         )
-        if inbound is None:
-            raise NotFound(f"inbound message {inbound_id} does not exist")
-        existing = session.execute(
-            select(OutboundMessageRecord.id, OutboundMessageRecord.state).where(
-                OutboundMessageRecord.inbound_id == inbound_id
-            )
-        ).one_or_none()
-        if existing is not None:
-            return existing.id if existing.state in _UNSENT else None
-        if inbound.state != InboundState.RECEIVED:
-            return None
+    ).one_or_none()
+    if existing is not None:
+        return existing.id if existing.state in _UNSENT else None
+    if inbound.state != InboundState.RECEIVED:
+        return None
 
-        connection = inbound.connection
-        reply = lookup.decide(
-            session,
-            runtime.decision_context,
-            inbound.body,
-            inbound.sender,
-            connection.language,
-            str(inbound.id),
-            inbound.received_at,
-            connection=connection.slug,
-        )
-        lookup.record_decision(
-            session,
-            runtime.audit,
-            reply,
-            connection=connection.slug,
-            channel=inbound.channel,
-            provider_message_id=inbound.provider_message_id,
-            sender=inbound.sender,
-            detail={"inbound_id": inbound.id},
-        )
-        now = datetime.now(UTC)
-        if not reply.text:
-            inbound.state = InboundState.DONE
-            inbound.processed_at = now
-            return None
-        outbound = OutboundMessageRecord(
-            inbound_id=inbound.id,
-            connection_id=connection.id,
-            recipient=inbound.sender,
-            body=reply.text,
-            state=OutboundState.PENDING,
-        )
-        session.add(outbound)
-        session.flush()
-        return outbound.id
+    connection = inbound.connection
+    reply = lookup.decide(
+        session,
+        runtime.decision_context,
+        inbound.body,
+        inbound.sender,
+        connection.language,
+        str(inbound.id),
+        inbound.received_at,
+        connection=connection.slug,
+    )
+    lookup.record_decision(
+        session,
+        runtime.audit,
+        reply,
+        connection=connection.slug,
+        channel=inbound.channel,
+        provider_message_id=inbound.provider_message_id,
+        sender=inbound.sender,
+        detail={"inbound_id": inbound.id},
+    )
+    now = datetime.now(UTC)
+    if not reply.text:
+        inbound.state = InboundState.DONE
+        inbound.processed_at = now
+        return None
+    outbound = OutboundMessageRecord(
+        inbound_id=inbound.id,
+        connection_id=connection.id,
+        recipient=inbound.sender,
+        body=reply.text,
+        state=OutboundState.PENDING,
+    )
+    session.add(outbound)
+    session.flush()
+    return outbound.id
 
 
 _UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
@@ -177,19 +182,12 @@ def _record(
         session.execute(update(_IN).where(_IN.c.id == inbound_id).values(**inbound))
 
 
-def deliver(runtime: Runtime, outbound_id: int) -> str:
-    """Send one stored reply through its connection's provider, once.
+def deliver(runtime: Runtime, outbound_id: int, claimed: Any) -> str:
+    """Send one claimed reply (see :func:`_claim`) through its connection's provider, once.
 
-    Two short transactions around the send, each a few Core statements (no ORM loads): the
-    claim (state ``sending``, one more attempt) and the record of the provider's answer.
+    After the send, one short transaction of Core statements (no ORM loads) records the
+    provider's answer.
     """
-    with runtime.session_factory.begin() as session:
-        claimed = _claim(session, outbound_id)
-        if claimed is None:
-            state = session.scalar(select(_OUT.c.state).where(_OUT.c.id == outbound_id))
-            if state is None:
-                raise NotFound(f"outbound message {outbound_id} does not exist")
-            return f"already {state}"
     # A reply left in SENDING means an earlier run died between the provider's answer and our
     # commit: we cannot know whether it went out, and resend (at least once).
     connection = Connection.detached(
