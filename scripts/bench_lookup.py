@@ -51,13 +51,13 @@ def sample_citizens(engine: Any, count: int = 5000) -> list[tuple[str, str]]:
 
 def measure_lookup(runtime: Any, database_url: str, samples: int = 3000) -> dict[str, Any]:
     from citizen_lookup.domain.syntax import parse_command
-    from citizen_lookup.services import lookup
+    from citizen_lookup.services import citizen_records, lookup
 
     citizens = sample_citizens(runtime.engine)
     picks = random.Random(1).choices(citizens, k=samples)
     with runtime.engine.connect() as connection:
         total = connection.execute(text("SELECT count(*) FROM citizens")).scalar_one()
-    same_sql = str(lookup._BY_ID_NUMBER.compile(dialect=postgresql.psycopg.dialect()))
+    same_sql = str(citizen_records._BY_ID_NUMBER.compile(dialect=postgresql.psycopg.dialect()))
     dsn = database_url.replace("postgresql+psycopg", "postgresql")
     ours: list[float] = []
     answers: list[float] = []
@@ -67,7 +67,7 @@ def measure_lookup(runtime: Any, database_url: str, samples: int = 3000) -> dict
 
         def ours_once(id_number: str, phone: str) -> None:
             began = time.perf_counter()
-            found = lookup.find_citizen_for_sender(session, id_number, phone)
+            found = citizen_records.find_citizen_for_sender(session, id_number, phone)
             ours.append(time.perf_counter() - began)
             assert found is not None
 
