@@ -94,6 +94,9 @@ class Provider:
 def start_provider(provider: Provider) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as providers' gateways do
+        # Headers and body go out as two writes: with Nagle on, the second waits for the
+        # client's delayed ACK (40 ms on Linux), and every reply would seem to cost that.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
