@@ -34,6 +34,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -554,7 +555,14 @@ def main() -> int:
 def lookup_only(database_url: str) -> dict[str, Any]:
     """The lookup figures on an existing database (nothing else is started or changed)."""
     os.environ["CITIZEN_LOOKUP_DATABASE_URL"] = database_url
+    # Keys a database-backed process must have; the lookup reads citizens only, so fresh ones do.
     os.environ.setdefault("CITIZEN_LOOKUP_AUDIT_KEY", secrets.token_hex(16))
+    os.environ.setdefault(
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY", base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    )
+    if "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE" not in os.environ:
+        folder = Path(tempfile.mkdtemp(prefix="bench-lookup-"))
+        os.environ["CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE"] = checkpoint_key(folder)
     from citizen_lookup import create_app
     from citizen_lookup.runtime import EXTENSION
 
