@@ -57,18 +57,13 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))  # also when loaded by file (the e2e tests)
 
-from private_postgres import PrivatePostgres  # noqa: E402
+from private_postgres import PrivatePostgres, free_port  # noqa: E402
 
 from citizen_lookup.providers.generic import sign  # noqa: E402
 
 DRILL_DB = os.environ.get("CITIZEN_LOOKUP_DRILL_DB", "citizen_lookup_drill")
 SECRET = secrets.token_hex(16)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def log(message: str) -> None:

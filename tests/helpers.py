@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,10 @@ def service_env(
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(instance),
         **extra,
     }
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

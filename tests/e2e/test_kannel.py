@@ -32,7 +32,7 @@ from werkzeug.serving import make_server
 from citizen_lookup.models import AuditEvent, InboundMessageRecord, OutboundMessageRecord
 from citizen_lookup.providers.urls import webhook_url
 from tests.conftest import REQUIRE_SERVICES, make_app, run_worker
-from tests.helpers import OWNER_ID, add_citizen, add_connection, runtime_of
+from tests.helpers import OWNER_ID, add_citizen, add_connection, free_port, runtime_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kannel]
 
@@ -45,11 +45,6 @@ USERNAME, PASSWORD = "citizen", "kannel-e2e-sendsms-password"
 SENDER = "84912345678"  # the owner's number as the SMS centre writes it
 SHORT_CODE = "8077"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -8,7 +8,6 @@ Then `audit verify` passes, and fails naming the event after one row is edited.
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from citizen_lookup.providers.urls import webhook_path
-from tests.helpers import OWNER_ID, OWNER_PHONE, service_env
+from tests.helpers import OWNER_ID, OWNER_PHONE, free_port, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -33,11 +32,6 @@ TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "e2e-twilio-auth-token"
 VNMO_USER, VNMO_PASSWORD = "aggregator", "e2e-vnmo-password"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -94,7 +88,7 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     db_number = real_redis.connection_pool.connection_kwargs.get("db", 0)
     env = service_env(

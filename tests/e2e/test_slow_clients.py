@@ -21,7 +21,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from citizen_lookup.providers.generic import sign
-from tests.helpers import FOCAL, OWNER_ID, service_env
+from tests.helpers import FOCAL, OWNER_ID, free_port, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -32,11 +32,6 @@ VNMO_USER, VNMO_PASSWORD = "aggregator", "e2e-vnmo-password"
 SLOW_CLIENTS = 20
 SLOW_SECONDS = 8.0  # how long each slow client keeps trickling (bounded)
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -62,7 +57,7 @@ def web(
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    port = _free_port()
+    port = free_port()
     db_number = real_redis.connection_pool.connection_kwargs.get("db", 0)
     env = service_env(
         pg_url, db_number, tmp_path, f"http://127.0.0.1:{port}", **getattr(request, "param", {})
@@ -277,7 +272,7 @@ def test_gunicorn_refuses_to_start_on_the_embedded_default(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITIZEN_LOOKUP_")}
     env["CITIZEN_LOOKUP_INSTANCE_PATH"] = str(tmp_path)
     result = subprocess.run(
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{_free_port()}",
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{free_port()}",
          "app:app"],
         env=env,
         cwd=ROOT,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.e2e.test_processes import _free_port, running_service
-from tests.helpers import OWNER_ID, OWNER_PHONE, STRANGER_PHONE, service_env
+from tests.e2e.test_processes import running_service
+from tests.helpers import OWNER_ID, OWNER_PHONE, STRANGER_PHONE, free_port, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def ussd_stack(tmp_path, pg_url, real_redis, fake_provider):
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     db_number = real_redis.connection_pool.connection_kwargs.get("db", 0)
     env = service_env(pg_url, db_number, tmp_path, base)

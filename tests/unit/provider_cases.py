@@ -28,7 +28,6 @@ from provider_http import (  # re-exported: the provider test files import them 
     RawRequest,
     WebhookRequest,
     call,
-    unused_port,
 )
 
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
@@ -40,6 +39,7 @@ from citizen_lookup.providers.base import (
     Provider,
     ProviderContext,
 )
+from tests.helpers import free_port
 
 PUBLIC_BASE_URL = "https://sms.example.gov.vn"
 PROVIDER_ADDR = "203.0.113.10"  # inside PROVIDER_NETWORK
@@ -391,7 +391,7 @@ class ProviderCases:
         self.assert_no_personal_data(caught.value)
 
     def test_send_to_a_closed_port_is_retryable(self, http_session: requests.Session) -> None:
-        url = self.outbound_url(f"http://127.0.0.1:{unused_port()}")
+        url = self.outbound_url(f"http://127.0.0.1:{free_port()}")
         provider = self.provider(self.connection(outbound_url=url), http_session)
         with pytest.raises(SendError) as caught:
             provider.send(OUTBOUND)

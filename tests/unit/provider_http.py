@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -163,13 +162,6 @@ class FakeProviderServer:
 
         return Handler
 
-
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def on_request(request: RawRequest, action: Callable[[flask.Request], T]) -> T:

@@ -33,24 +33,30 @@ from citizen_lookup.services.ussd import MAX_SCREEN_UNITS, ussd_message_prefix
 FINAL = ("sent", "delivered", "failed")
 
 
+def _e164(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """--from in E.164, whatever form it was typed in (DOMAIN.md's forms)."""
+    try:
+        return normalize_msisdn(value)
+    except InvalidMsisdn as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.group("simulate")
 def group() -> None:
     """Play a provider against the running service."""
 
 
 @group.command("sms")
-@click.option("--from", "sender", required=True, help="Sender MSISDN (any form).")
+@click.option(
+    "--from", "msisdn", required=True, callback=_e164, help="Sender MSISDN (any form)."
+)
 @click.option("--connection", "slug", default="demo", show_default=True)
 @click.option("--url", help="Service base URL [default: the public base URL setting].")
 @click.option("--wait", default=20.0, show_default=True, help="Seconds to wait for the reply.")
 @click.argument("text")
 @pass_runtime
-def sms(runtime: Runtime, sender: str, slug: str, url: str | None, wait: float, text: str) -> None:
+def sms(runtime: Runtime, msisdn: str, slug: str, url: str | None, wait: float, text: str) -> None:
     """Send TEXT from --from through the webhook and print the reply."""
-    try:
-        msisdn = normalize_msisdn(sender)
-    except InvalidMsisdn as exc:
-        raise click.BadParameter(str(exc), param_hint="--from") from exc
     with runtime.session_factory() as session:
         connection = get_connection(session, slug)
         connection_id = connection.id
@@ -149,7 +155,9 @@ def _not_yet(row: Any, where: str, wait: float) -> str:
 
 
 @group.command("ussd")
-@click.option("--from", "sender", required=True, help="Sender MSISDN (any form).")
+@click.option(
+    "--from", "msisdn", required=True, callback=_e164, help="Sender MSISDN (any form)."
+)
 @click.option("--connection", "slug", default="demo", show_default=True)
 @click.option("--url", help="Service base URL [default: the public base URL setting].")
 @click.option(
@@ -161,17 +169,13 @@ def _not_yet(row: Any, where: str, wait: float) -> str:
 @pass_runtime
 def ussd(
     runtime: Runtime,
-    sender: str,
+    msisdn: str,
     slug: str,
     url: str | None,
     inputs: str | None,
     wait: float,
 ) -> None:
     """Dial the service's USSD code from --from and walk its menu, screen by screen."""
-    try:
-        msisdn = normalize_msisdn(sender)
-    except InvalidMsisdn as exc:
-        raise click.BadParameter(str(exc), param_hint="--from") from exc
     with runtime.session_factory() as session:
         connection = get_connection(session, slug)
         connection_id = connection.id
