@@ -11,11 +11,12 @@ import logging
 import os
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 import requests
 from rq import get_current_job
-from sqlalchemy import CursorResult, Table, select, update
+from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -45,11 +46,10 @@ def process_inbound(inbound_id: int) -> str:
         # The decision and the claim of its reply (state ``sending``, one more attempt) commit
         # together: a reply costs two transactions, this one and the record of the send.
         with runtime.session_factory.begin() as session:
-            outbound_id = decide(runtime, session, inbound_id)
-            claimed = _claim(session, outbound_id) if outbound_id is not None else None
-        if outbound_id is None or claimed is None:
+            claimed = decide(runtime, session, inbound_id)
+        if claimed is None:
             return "no reply"
-        return deliver(runtime, outbound_id, claimed)
+        return deliver(runtime, claimed)
     except DBAPIError as exc:
         # The driver's message can quote row values (PostgreSQL's "Key (id_number)=(…)"), and
         # RQ logs and keeps what a job raises: raise a description without them instead.
@@ -62,79 +62,105 @@ def process_inbound(inbound_id: int) -> str:
         ) from None
 
 
-def decide(runtime: Runtime, session: Session, inbound_id: int) -> int | None:
-    """Store the decision (and the reply to send) once; return the id of a reply still to send.
+_OUT = cast(Table, OutboundMessageRecord.__table__)
+_IN = cast(Table, InboundMessageRecord.__table__)
+_CONN = cast(Table, Connection.__table__)
+_UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
+# What sending a reply needs, as _claim returns it and as decide builds it for a new reply.
+_SENDING_COLUMNS = (
+    _OUT.c.id, _OUT.c.recipient, _OUT.c.body, _OUT.c.attempts, _OUT.c.inbound_id,
+    _OUT.c.connection_id, _IN.c.provider_message_id, _IN.c.channel, _IN.c.received_at,
+    _CONN.c.slug, _CONN.c.kind, _CONN.c.short_code, _CONN.c.outbound_url,
+    _CONN.c.credentials_sealed, _CONN.c.allowed_networks_json,
+)  # fmt: skip
+Claimed = Any  # a row (or namespace) with the names of _SENDING_COLUMNS
+# The message, its connection and its reply (if one was stored), in one statement; the message
+# row is locked, so two runs of the same job decide one after the other.
+_LOAD = (
+    select(
+        _IN.c.state,
+        _IN.c.body,
+        _IN.c.sender,
+        _IN.c.channel,
+        _IN.c.provider_message_id,
+        _IN.c.received_at,
+        _IN.c.connection_id,
+        _CONN.c.slug,
+        _CONN.c.language,
+        _CONN.c.kind,
+        _CONN.c.short_code,
+        _CONN.c.outbound_url,
+        _CONN.c.credentials_sealed,
+        _CONN.c.allowed_networks_json,
+        _OUT.c.id.label("reply_id"),
+        _OUT.c.state.label("reply_state"),
+    )
+    .join_from(_IN, _CONN, _CONN.c.id == _IN.c.connection_id)
+    .outerjoin(_OUT, _OUT.c.inbound_id == _IN.c.id)
+    .where(_IN.c.id == bindparam("inbound_id"))
+    .with_for_update(of=_IN)
+)
+
+
+def decide(runtime: Runtime, session: Session, inbound_id: int) -> Claimed | None:
+    """Store the decision (and the reply to send) once; return the claimed reply still to send.
 
     The decision itself is :func:`services.lookup.decide`, the same call the USSD menu makes;
-    this job only loads the message, stores what was decided and hands the reply on. A rerun
-    finds the stored reply and returns it again while it is unsent (pending, or sending when an
-    earlier run died mid-send).
+    this job only loads the message, stores what was decided and hands the reply on. A new reply
+    is stored already claimed (``sending``, attempt 1). A rerun finds the stored reply and claims
+    it again while it is unsent (pending after a failed attempt, or sending when an earlier run
+    died mid-send).
     """
-    inbound = session.get(
-        InboundMessageRecord, inbound_id, with_for_update={"of": InboundMessageRecord}
-    )
-    if inbound is None:
+    row = session.execute(_LOAD, {"inbound_id": inbound_id}).one_or_none()
+    if row is None:
         raise NotFound(f"inbound message {inbound_id} does not exist")
-    existing = session.execute(
-        select(OutboundMessageRecord.id, OutboundMessageRecord.state).where(
-            OutboundMessageRecord.inbound_id == inbound_id
-        )
-    ).one_or_none()
-    if existing is not None:
-        return existing.id if existing.state in _UNSENT else None
-    if inbound.state != InboundState.RECEIVED:
+    if row.reply_id is not None:
+        return _claim(session, row.reply_id) if row.reply_state in _UNSENT else None
+    if row.state != InboundState.RECEIVED:
         return None
 
-    connection = inbound.connection
     reply = lookup.decide(
         session,
         runtime.decision_context,
-        inbound.body,
-        inbound.sender,
-        connection.language,
-        str(inbound.id),
-        inbound.received_at,
-        connection=connection.slug,
+        row.body,
+        row.sender,
+        row.language,
+        str(inbound_id),
+        row.received_at,
+        connection=row.slug,
     )
     lookup.record_decision(
         session,
         runtime.audit,
         reply,
-        connection=connection.slug,
-        channel=inbound.channel,
-        provider_message_id=inbound.provider_message_id,
-        sender=inbound.sender,
-        detail={"inbound_id": inbound.id},
+        connection=row.slug,
+        channel=row.channel,
+        provider_message_id=row.provider_message_id,
+        sender=row.sender,
+        detail={"inbound_id": inbound_id},
     )
-    now = datetime.now(UTC)
     if not reply.text:
-        inbound.state = InboundState.DONE
-        inbound.processed_at = now
+        done = {"state": InboundState.DONE, "processed_at": datetime.now(UTC)}
+        session.execute(update(_IN).where(_IN.c.id == inbound_id).values(**done))
         return None
-    outbound = OutboundMessageRecord(
-        inbound_id=inbound.id,
-        connection_id=connection.id,
-        recipient=inbound.sender,
-        body=reply.text,
-        state=OutboundState.PENDING,
-    )
-    session.add(outbound)
-    session.flush()
-    return outbound.id
+    reply_id = session.execute(
+        insert(_OUT).returning(_OUT.c.id),
+        {
+            "inbound_id": inbound_id, "connection_id": row.connection_id,
+            "recipient": row.sender, "body": reply.text, "state": OutboundState.SENDING,
+            "attempts": 1, "created_at": datetime.now(UTC),
+        },
+    ).scalar_one()  # fmt: skip
+    return SimpleNamespace(
+        id=reply_id, recipient=row.sender, body=reply.text, attempts=1, inbound_id=inbound_id,
+        connection_id=row.connection_id, provider_message_id=row.provider_message_id,
+        channel=row.channel, received_at=row.received_at, slug=row.slug, kind=row.kind,
+        short_code=row.short_code, outbound_url=row.outbound_url,
+        credentials_sealed=row.credentials_sealed,
+        allowed_networks_json=row.allowed_networks_json,
+    )  # fmt: skip
 
 
-_UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
-
-
-_OUT = cast(Table, OutboundMessageRecord.__table__)
-_IN = cast(Table, InboundMessageRecord.__table__)
-_CONN = cast(Table, Connection.__table__)
-_SENDING_COLUMNS = (
-    _OUT.c.recipient, _OUT.c.body, _OUT.c.attempts, _OUT.c.inbound_id, _OUT.c.connection_id,
-    _IN.c.provider_message_id, _IN.c.channel, _IN.c.received_at,
-    _CONN.c.slug, _CONN.c.kind, _CONN.c.short_code, _CONN.c.outbound_url,
-    _CONN.c.credentials_sealed, _CONN.c.allowed_networks_json,
-)  # fmt: skip
 # One HTTP session (and so one pool of kept-alive connections) per connection, per process: a
 # reply reuses the TCP (and TLS) connection the previous reply to that provider opened.
 _HTTP_SESSIONS: dict[tuple[int, int], requests.Session] = {}
@@ -148,7 +174,7 @@ def _http_session(connection_id: int) -> requests.Session:
     return session
 
 
-def _claim(session: Session, outbound_id: int) -> Any:
+def _claim(session: Session, outbound_id: int) -> Claimed | None:
     """Mark an unsent reply as being sent (one more attempt); return what sending needs.
 
     On PostgreSQL one statement (UPDATE … FROM … RETURNING) does both; SQLite cannot return
@@ -182,7 +208,7 @@ def _record(
         session.execute(update(_IN).where(_IN.c.id == inbound_id).values(**inbound))
 
 
-def deliver(runtime: Runtime, outbound_id: int, claimed: Any) -> str:
+def deliver(runtime: Runtime, claimed: Claimed) -> str:
     """Send one claimed reply (see :func:`_claim`) through its connection's provider, once.
 
     After the send, one short transaction of Core statements (no ORM loads) records the
@@ -190,6 +216,7 @@ def deliver(runtime: Runtime, outbound_id: int, claimed: Any) -> str:
     """
     # A reply left in SENDING means an earlier run died between the provider's answer and our
     # commit: we cannot know whether it went out, and resend (at least once).
+    outbound_id = claimed.id
     connection = Connection.detached(
         runtime.credentials_cipher,
         slug=claimed.slug,
@@ -205,9 +232,7 @@ def deliver(runtime: Runtime, outbound_id: int, claimed: Any) -> str:
         sender=claimed.short_code or runtime.settings.short_code,
         text=claimed.body,
         in_reply_to=claimed.provider_message_id,
-        status_callback_url=(
-            webhook_url(runtime.settings.public_base_url, claimed.slug, "status")
-        ),
+        status_callback_url=(webhook_url(runtime.settings.public_base_url, claimed.slug, "status")),
     )
     context = replace(runtime.provider_context, session=_http_session(claimed.connection_id))
     provider = build_provider(connection, context)
