@@ -26,6 +26,7 @@ from citizen_lookup.settings import ENV_PREFIX, Settings
 KEY_SETTING = ENV_PREFIX + "CREDENTIALS_KEY"
 KEY_FILE = "credentials.key"
 SESSION_INFO_KEY = "credentials_cipher"
+_OPENED_CACHE_SIZE = 1024  # connections: a few dozen in practice
 
 
 class CredentialsCipher:
@@ -43,6 +44,10 @@ class CredentialsCipher:
                 "or a comma-separated list of them"
             ) from None
         self._multi = MultiFernet(self._fernets)
+        # Opened credentials by sealed token: every reply and every webhook opens its
+        # connection's credentials, and a Fernet decrypt per message cost more than its insert.
+        # The token carries its own HMAC, so an equal token is the same credentials.
+        self._opened: dict[str, dict[str, str]] = {}
 
     def seal(self, credentials: Mapping[str, str]) -> str:
         plain = json.dumps(dict(credentials), sort_keys=True).encode()
@@ -52,6 +57,9 @@ class CredentialsCipher:
         """The credentials; a plaintext JSON row (from before sealing) is refused."""
         if not sealed:
             return {}
+        cached = self._opened.get(sealed)
+        if cached is not None:
+            return dict(cached)
         try:
             plain = self._multi.decrypt(sealed.encode("ascii"))
         except (InvalidToken, UnicodeEncodeError):
@@ -60,7 +68,10 @@ class CredentialsCipher:
                 "a row not yet sealed (run `citizen-lookup db upgrade`)"
             ) from None
         data: dict[str, str] = json.loads(plain)
-        return data
+        if len(self._opened) >= _OPENED_CACHE_SIZE:
+            self._opened.clear()
+        self._opened[sealed] = data
+        return dict(data)
 
     def reseal(self, sealed: str) -> str:
         """The same credentials sealed with the first key (for key rotation)."""

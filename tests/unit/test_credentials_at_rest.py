@@ -202,3 +202,21 @@ def test_the_embedded_default_makes_its_own_key_readable_by_its_owner_only(tmp_p
     assert key_file.read_text().strip() == key
     assert _client_for(again) == {"secret": GENERIC_SECRET}
     runtime_of(again).close()
+
+
+def test_opened_credentials_are_kept_per_cipher_and_callers_get_their_own_copy():
+    """Opening is cached by sealed token (one decrypt per connection, not per message); the
+    cache belongs to its cipher, so another key still refuses the token, and a caller that
+    changes what it got back changes nothing for the next caller."""
+    from citizen_lookup.credentials import CredentialsCipher
+
+    cipher = CredentialsCipher([TEST_CREDENTIALS_KEY])
+    sealed = cipher.seal({"password": SECRET})
+    first = cipher.open(sealed)
+    first["password"] = "changed"
+    assert cipher.open(sealed) == {"password": SECRET}
+    other = CredentialsCipher([Fernet.generate_key().decode()])
+    with pytest.raises(ConfigurationError):
+        other.open(sealed)
+    with pytest.raises(ConfigurationError):
+        cipher.open(sealed[:-4] + "AAAA")  # a damaged token is not served from the cache
