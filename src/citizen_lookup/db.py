@@ -6,6 +6,7 @@ Services take a ``Session`` argument and never open one: the web app opens one p
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.settings import Settings
+
+SQLITE_NEEDED = (3, 35)
 
 
 def make_engine(settings: Settings, **kwargs: Any) -> Engine:
@@ -22,6 +26,13 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     # Errors would otherwise quote their SQL parameters (phone numbers, ID numbers) into logs.
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
+        if sqlite3.sqlite_version_info < SQLITE_NEEDED:
+            # INSERT … ON CONFLICT … RETURNING stores a message in one statement (3.35+).
+            raise ConfigurationError(
+                f"the embedded database needs SQLite {'.'.join(map(str, SQLITE_NEEDED))} or "
+                f"later; this Python has {sqlite3.sqlite_version}: use a newer Python build, "
+                "or PostgreSQL (CITIZEN_LOOKUP_DATABASE_URL)"
+            )
         Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)

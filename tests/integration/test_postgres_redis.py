@@ -108,3 +108,34 @@ def test_owner_phone_is_matched_whatever_its_stored_form(pg_app, fake_provider):
     run_worker(runtime_of(pg_app), pg_app)
     assert all("Nguyen Van An" in r.json()["text"] for r in fake_provider.requests)
     assert len(fake_provider.requests) == 3
+
+
+def test_one_message_posted_by_many_threads_at_once_is_stored_and_queued_once(pg_app):
+    """A provider that resends before its first request is answered: every copy is
+    acknowledged, one row is stored and queued, the others are audited as duplicates."""
+    from citizen_lookup.models import InboundMessageRecord
+
+    add_citizen(pg_app)
+    add_connection(pg_app, outbound_url="https://gateway.example/mt")
+    runtime = runtime_of(pg_app)
+    statuses: list[int] = []
+    start = threading.Barrier(8)
+
+    def post() -> None:
+        client = pg_app.test_client()
+        start.wait()
+        statuses.append(generic_sms(client, text=f"DC {OWNER_ID}", message_id="same").status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 8
+    with runtime.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(InboundMessageRecord)) == 1
+        outcomes = session.scalars(
+            select(AuditEvent.outcome).where(AuditEvent.event_type.like("inbound.%"))
+        ).all()
+    assert sorted(outcomes) == ["duplicate"] * 7 + ["stored"]
+    assert runtime.queue.count == 1

@@ -239,3 +239,20 @@ def test_serving_with_a_database_but_no_audit_key_is_refused(tmp_path: Path) -> 
         serving=True,
     )
     assert "demo" not in app.blueprints
+
+
+def test_an_sqlite_too_old_for_one_statement_stores_is_named_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages are stored with INSERT … ON CONFLICT … RETURNING (SQLite 3.35+): an older
+    library is refused when the engine is made, with what to do, not at the first message."""
+    import sqlite3
+
+    from citizen_lookup.db import make_engine
+    from citizen_lookup.settings import load_settings
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    settings = load_settings({"instance_path": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match=r"SQLite 3\.35 or later.*has 3\.31\.1"):
+        make_engine(settings)

@@ -8,19 +8,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from citizen_lookup.models import (
     Connection,
     InboundMessageRecord,
+    InboundState,
     OutboundMessageRecord,
     OutboundState,
 )
 from citizen_lookup.services.audit import AuditTrail
+
+_INBOUND = cast(Table, InboundMessageRecord.__table__)
+_INSERTS = {
+    name: dialect.insert(_INBOUND)
+    .on_conflict_do_nothing(index_elements=["connection_id", "provider_message_id"])
+    .returning(_INBOUND.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 @dataclass(frozen=True)
@@ -55,31 +64,28 @@ def store_inbound(
         "provider_message_id": provider_message_id,
         "sender": sender,
     }
-    existing = session.execute(
-        select(InboundMessageRecord.id).where(
-            InboundMessageRecord.connection_id == connection.id,
-            InboundMessageRecord.provider_message_id == provider_message_id,
-        )
+    # One statement stores the message or finds it stored: a provider's resend (or the same
+    # message arriving twice at once) meets the unique (connection, provider id) and inserts
+    # nothing. Both PostgreSQL and SQLite (3.35+) take ON CONFLICT … DO NOTHING … RETURNING.
+    insert = _INSERTS[session.get_bind().dialect.name]
+    inbound_id = session.execute(
+        insert,
+        {
+            "connection_id": connection.id,
+            "provider_message_id": provider_message_id,
+            "channel": channel,
+            "sender": sender,
+            "recipient": recipient[:32],
+            "body": text,
+            "state": InboundState.RECEIVED,
+            "received_at": datetime.now(UTC),
+        },
     ).scalar_one_or_none()
-    if existing is not None:
+    if inbound_id is None:
         return _duplicate(session, audit, audit_fields)
-    record = InboundMessageRecord(
-        connection_id=connection.id,
-        provider_message_id=provider_message_id,
-        channel=channel,
-        sender=sender,
-        recipient=recipient[:32],
-        body=text,
-    )
-    session.add(record)
-    try:
-        session.flush()
-        audit.append(session, "inbound.received", outcome="stored", **audit_fields)
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # the same message arrived twice at once; the other one stored it
-        return _duplicate(session, audit, audit_fields)
-    return Stored(record.id)
+    audit.append(session, "inbound.received", outcome="stored", **audit_fields)
+    session.commit()
+    return Stored(inbound_id)
 
 
 def _duplicate(session: Session, audit: AuditTrail, audit_fields: dict[str, Any]) -> Stored:

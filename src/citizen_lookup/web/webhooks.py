@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
 from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
@@ -117,6 +118,10 @@ def _buffer_chunked_body(limit: int) -> None:
     environ["wsgi.input_terminated"] = True
 
 
+_CONNECTIONS = cast(Table, Connection.__table__)
+_CONNECTION_BY_SLUG = select(_CONNECTIONS).where(_CONNECTIONS.c.slug == bindparam("slug"))
+
+
 def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     """The connection and its provider, if this request may go on; raises :class:`Refused`.
 
@@ -135,13 +140,13 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     limit = runtime.settings.max_body_bytes
     if (request.content_length or 0) > limit or len(request.query_string) > limit:
         raise Refused(413, "too_large", f"request body over {limit} bytes")
-    connection = (
-        request_session()
-        .execute(select(Connection).where(Connection.slug == slug))
-        .scalar_one_or_none()
-    )
-    if connection is None:
+    row = request_session().execute(_CONNECTION_BY_SLUG, {"slug": slug}).one_or_none()
+    if row is None:
         raise Refused(404, "unknown_connection", "no such connection")
+    # A plain row and a detached object, not an ORM load: read on every request, the row is
+    # current (a suspension applies to the next request), and the ORM's identity map and
+    # load events cost more than the query.
+    connection = Connection.detached(runtime.credentials_cipher, **row._mapping)
     provider = build_provider(connection, runtime.provider_context)
     methods = provider.inbound_methods if route == "sms" else provider.status_methods
     if request.method not in methods:
