@@ -221,6 +221,8 @@ def reencrypt(runtime: Runtime) -> None:
             session, runtime.audit, runtime.credentials_cipher, actor=current_actor()
         )
     click.echo(f"{resealed} of {total} connections resealed with the first key")
+
+
 LIST_WIDTH = 80
 
 

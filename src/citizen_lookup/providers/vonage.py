@@ -182,8 +182,10 @@ class VonageProvider(Provider):
         try:
             redis = self.context.redis()
             kept, done = redis.hmget(key, [str(part), "done"])
-            if done is not None and kept is not None and json.loads(kept)[0] != (
-                message.provider_message_id
+            if (
+                done is not None
+                and kept is not None
+                and json.loads(kept)[0] != (message.provider_message_id)
             ):
                 redis.delete(key)  # the sender's phone reused the reference for a new message
             pipe = redis.pipeline(transaction=True)

@@ -145,6 +145,8 @@ def outbound_url_warnings(url: str | None) -> list[str]:
     if address.is_link_local:
         return [f"--outbound-url points at a link-local address ({host}) (a metadata service?)"]
     return []
+
+
 def focal_phone_e164(phone: str) -> str:
     """The focal point's phone in E.164, if it is a valid Vietnamese number (mobile or landline)."""
     try:
