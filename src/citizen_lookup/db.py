@@ -38,8 +38,11 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 5)
-    kwargs.setdefault("max_overflow", 10)
+    # Connections are opened as needed up to the pool's size and then kept. An overflow
+    # (connections past pool_size, closed as soon as they are returned) made a busy web
+    # process open and close a PostgreSQL connection per request: 7.5% of its CPU.
+    kwargs.setdefault("pool_size", settings.db_pool_size)
+    kwargs.setdefault("max_overflow", 0)
     return create_engine(url, **kwargs)
 
 

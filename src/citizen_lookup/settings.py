@@ -37,6 +37,7 @@ def project_root() -> Path:
 class Settings:
     database_url: str = ""
     read_database_url: str = ""
+    db_pool_size: int = 15
     redis_url: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
     short_code: str = "8077"
