@@ -171,3 +171,33 @@ def test_without_redis_refusals_are_audited_one_by_one_and_real_traffic_goes_on(
     with runtime_of(app).session_factory() as session:
         assert session.scalar(select(func.count()).select_from(InboundMessageRecord)) == 1
     runtime_of(app).close()
+
+
+def test_a_source_this_process_never_refused_costs_no_redis_read(fake_redis: Any, clock: Clock):
+    """The budget check reads Redis only for sources this process refused this minute: a real
+    provider's request costs no round trip for it. A source over budget through other processes
+    is limited here from its first refusal here on."""
+    reads: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fake_redis, name)
+
+        def get(self, key: str) -> Any:
+            reads.append(key)
+            return fake_redis.get(key)
+
+    counter = RefusalCounter(
+        Counting, "t", audited_per_minute=1, per_minute_per_source=3, clock=clock
+    )
+    assert not counter.over_budget("203.0.113.10")
+    assert reads == []
+    # Another process counted this source past its budget.
+    fake_redis.set(f"t:refusals:{int(clock.now // 60)}:198.51.100.7", 10)
+    assert not counter.over_budget("198.51.100.7")
+    counter.count("198.51.100.7", "authentication_failed")
+    assert counter.over_budget("198.51.100.7")
+    assert len(reads) == 1
+    clock.now += 60  # a new minute: forgotten here, and its Redis count is a new key too
+    assert not counter.over_budget("198.51.100.7")
+    assert len(reads) == 1

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: after a Redis error, seconds during which Redis is not tried again for refusals
 REDIS_BACKOFF_SECONDS = 5.0
 RATE_LIMITED = "rate_limited"
+#: sources remembered per minute as refused by this process; past it, all are looked up
+_MAX_REMEMBERED = 100_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ class RefusalCounter:
         self._budget = per_minute_per_source
         self._clock = clock
         self._down_until = 0.0
+        # Sources this process refused in the current minute. Only they are looked up in Redis
+        # before a request is served: a read per request cost every real request a round trip
+        # (3% of a web process's CPU). A flood reaches every process, so each learns of it at
+        # its first refusal; at most one request per source and process gets past the budget.
+        self._refused_minute = -1
+        self._refused_here: set[str] = set()
 
     # -- Redis, failing open --------------------------------------------------------------------
     def _available(self) -> bool:
@@ -78,8 +86,11 @@ class RefusalCounter:
         return max(1, 60 - int(self._clock() % 60))
 
     def over_budget(self, source: str) -> bool:
-        """Whether ``source`` has used up its refusals for this minute (one Redis read)."""
-        if not self._available():
+        """Whether ``source`` has used up its refusals for this minute.
+
+        One Redis read, only for a source this process has refused this minute (see above).
+        """
+        if not self._available() or not self._refused_lately(source):
             return False
         try:
             value = self._redis().get(f"{self._prefix}:{self._minute()}:{source}")
@@ -88,11 +99,24 @@ class RefusalCounter:
             return False
         return value is not None and int(value) >= self._budget
 
+    def _refused_lately(self, source: str) -> bool:
+        if self._refused_minute != self._minute():
+            return False
+        return source in self._refused_here or len(self._refused_here) >= _MAX_REMEMBERED
+
+    def _remember(self, source: str, minute: int) -> None:
+        if self._refused_minute != minute:
+            self._refused_minute = minute
+            self._refused_here = set()
+        if len(self._refused_here) < _MAX_REMEMBERED:  # past it, every source is looked up
+            self._refused_here.add(source)
+
     def count(self, source: str, reason: str) -> bool:
         """Count one refusal; True when it is to be audited on its own (now)."""
+        minute = self._minute()
+        self._remember(source, minute)
         if not self._available():
             return True
-        minute = self._minute()
         total_key = f"{self._prefix}:{minute}:{source}"
         reason_key = f"{total_key}:{reason}"
         try:
