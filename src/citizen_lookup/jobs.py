@@ -31,7 +31,7 @@ from citizen_lookup.models import (
     OutboundState,
 )
 from citizen_lookup.providers import build_provider
-from citizen_lookup.providers.base import OutboundSms
+from citizen_lookup.providers.base import OutboundSms, ProviderSession
 from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime, current_runtime
 from citizen_lookup.services import lookup
@@ -170,7 +170,7 @@ def _http_session(connection_id: int) -> requests.Session:
     key = (os.getpid(), connection_id)  # a forked child opens its own
     session = _HTTP_SESSIONS.get(key)
     if session is None:
-        session = _HTTP_SESSIONS[key] = requests.Session()
+        session = _HTTP_SESSIONS[key] = ProviderSession()
     return session
 
 

@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import requests
 from flask import current_app
 from redis import Redis
 from rq import Queue
@@ -25,7 +24,7 @@ from citizen_lookup.credentials import load_cipher
 from citizen_lookup.db import make_engine, make_session_factory
 from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
 from citizen_lookup.exceptions import ConfigurationError
-from citizen_lookup.providers.base import ProviderContext
+from citizen_lookup.providers.base import ProviderContext, ProviderSession
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.citizen_records import READ_ENGINE
@@ -81,7 +80,7 @@ class Runtime:
             http_timeout=settings.http_timeout_seconds,
             signature_tolerance=settings.signature_tolerance_seconds,
             # One pooled HTTP session per process, so sends reuse connections to providers.
-            session=requests.Session(),
+            session=ProviderSession(),
             redis=lambda: self.redis,
             redis_prefix=settings.redis_prefix,
         )

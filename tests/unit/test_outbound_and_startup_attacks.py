@@ -256,3 +256,35 @@ def test_an_sqlite_too_old_for_one_statement_stores_is_named_at_start(
     settings = load_settings({"instance_path": str(tmp_path)})
     with pytest.raises(ConfigurationError, match=r"SQLite 3\.35 or later.*has 3\.31\.1"):
         make_engine(settings)
+
+
+def test_the_provider_session_reads_proxy_settings_once_per_url_and_still_honours_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MTs still go through an operator's HTTP(S)_PROXY and skip it for NO_PROXY hosts; the
+    environment is read once per URL, not once per reply."""
+    import requests.sessions
+
+    from citizen_lookup.providers.base import ProviderSession
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "direct.example")
+    reads: list[str] = []
+    real = requests.sessions.get_environ_proxies
+
+    def counting(url: str, no_proxy: Any = None) -> Any:
+        reads.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
+    session = ProviderSession()
+    via = "https://gateway.example/mt"
+    for _ in range(3):
+        settings = session.merge_environment_settings(via, {}, None, None, None)
+        assert settings["proxies"]["https"] == "http://proxy.example:3128"
+        settings["proxies"].clear()  # a caller's change does not reach the next request
+    assert reads == [via]
+    direct = session.merge_environment_settings("https://direct.example/mt", {}, None, None, None)
+    assert "https" not in direct["proxies"]
+    chosen = session.merge_environment_settings(via, {"https": "http://other:1"}, None, None, None)
+    assert chosen["proxies"]["https"] == "http://other:1"
