@@ -2,11 +2,13 @@
 
 - ``worker``: MOs are posted through gunicorn (so they are stored and queued as in production),
   then one ``citizen-lookup worker --burst`` drains them under ``py-spy record``;
+- ``soak``: one worker drains ``--messages`` queued messages while its resident memory is
+  sampled (the issue's "RSS after 50,000 messages");
 - ``ingest``: gunicorn (one process, so one profile holds every request) under ``py-spy record``
   while MOs are posted as fast as a thread pool can.
 
 Prints the top functions by own and by total samples, and the drain rate beside the no-op anchor.
-Usage: scripts/profile worker|ingest [--messages 5000] [--citizens 20000] [--gil] [--tree]
+Usage: scripts/profile worker|ingest|soak [--messages 5000] [--citizens 20000] [--gil] [--tree]
 (py-spy: pip install py-spy).
 """
 
@@ -23,11 +25,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import PASSWORD, USER, Aggregator, session_poster
+from bench import PASSWORD, USER, Aggregator, resident_kb, session_poster
 from drill import BIN, ROOT, Stack, checkpoint_key, free_port, fresh_workplace, log, wait_ready
 
 DB = os.environ.get("CITIZEN_LOOKUP_PROFILE_DB", "citizen_lookup_profile")
@@ -55,9 +58,38 @@ def top(raw: Path, count: int = 25) -> str:
     return "\n".join(lines)
 
 
+def soak(count: int, post: Any, env: dict[str, str], aggregator: Aggregator) -> None:
+    """Queue ``count`` messages, drain them with one worker (no profiler), and print its
+    resident memory as the messages go out: it must level off, not grow with the count."""
+    log(f"queueing {count} messages")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(post, range(count)))
+    started = time.time()
+    worker = subprocess.Popen(
+        [str(BIN / "citizen-lookup"), "worker", "--burst"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    marks, step, next_mark = [], max(1, count // 10), max(1, count // 10)
+    while worker.poll() is None:
+        sent = len(aggregator.received)
+        if sent >= next_mark:
+            marks.append((sent, resident_kb(worker.pid) / 1024, time.time() - started))
+            next_mark += step
+        time.sleep(0.5)
+    elapsed = time.time() - started
+    print("messages sent  worker RSS (MB)  seconds")
+    for sent, rss, at in marks:
+        print(f"{sent:>13,}  {rss:>15.1f}  {at:>7.0f}")
+    total = len(aggregator.received)
+    print(
+        f"{total:,} sent in {elapsed:.0f} s ({total / elapsed:.1f} messages/s);"
+        f" worker exit {worker.returncode}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("worker", "ingest"))
+    parser.add_argument("what", choices=("worker", "ingest", "soak"))
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--citizens", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=ROOT / "instance" / "profile")
@@ -139,6 +171,9 @@ def main() -> int:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             profiler.wait()
             print(f"ingest: {args.messages / elapsed:.1f} requests/s (one gunicorn process)")
+        elif args.what == "soak":
+            soak(args.messages, post, env, aggregator)
+            return 0
         else:
             log(f"queueing {args.messages} messages")
             with ThreadPoolExecutor(8) as pool:
