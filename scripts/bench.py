@@ -536,6 +536,12 @@ def main() -> int:
     parser.add_argument("--national-day", action="store_true", help="replay a heavy day instead")
     parser.add_argument("--day-messages", type=int, default=6000, help="messages in the day")
     parser.add_argument("--day-seconds", type=float, default=120.0, help="the day compressed")
+    parser.add_argument(
+        "--keep-day-database",
+        action="store_true",
+        help="keep the day's database (its citizens) for the next --national-day, and reuse it"
+        " when it already holds --citizens citizens",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args()
     if args.lookup_database:

@@ -12,20 +12,23 @@ received), lost and duplicated (both must be 0) and the hours a million would ta
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
 import secrets
+import shutil
 import statistics
 import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import requests
-from drill import ROOT, Stack, free_port, fresh_workplace, log, wait_ready
+from drill import ROOT, Redis, Stack, checkpoint_key, free_port, fresh_workplace, log, wait_ready
 from sqlalchemy import create_engine, text
 
 DAY_DB = os.environ.get("CITIZEN_LOOKUP_BENCH_DB", "citizen_lookup_bench") + "_day"
@@ -110,7 +113,11 @@ def national_day(args: Any) -> dict[str, Any]:
     from citizen_lookup.providers.generic import sign
 
     workdir = ROOT / "instance" / "bench-day"
-    admin, database_url, redis = fresh_workplace(args.pg_admin, DAY_DB, workdir)
+    reuse = args.keep_day_database and _has_citizens(args.pg_admin, args.citizens)
+    if reuse:  # the citizens stay; the day's messages, replies and audit trail start empty
+        admin, database_url, redis = reuse_workplace(args.pg_admin, DAY_DB, workdir)
+    else:
+        admin, database_url, redis = fresh_workplace(args.pg_admin, DAY_DB, workdir)
     provider = Provider(0.03, seed=11)
     web_port = free_port()
     env = {
@@ -118,6 +125,10 @@ def national_day(args: Any) -> dict[str, Any]:
         "CITIZEN_LOOKUP_DATABASE_URL": database_url,
         "CITIZEN_LOOKUP_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
         "CITIZEN_LOOKUP_AUDIT_KEY": secrets.token_hex(16),
+        "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE": checkpoint_key(workdir),
+        "CITIZEN_LOOKUP_CREDENTIALS_KEY": base64.urlsafe_b64encode(
+            secrets.token_bytes(32)
+        ).decode(),
         "CITIZEN_LOOKUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
         "CITIZEN_LOOKUP_INSTANCE_PATH": str(workdir),
         "CITIZEN_LOOKUP_CONNECTION_RATE_PER_SECOND": "100000",
@@ -129,8 +140,11 @@ def national_day(args: Any) -> dict[str, Any]:
     engine = create_engine(database_url)
     try:
         stack.cli("db", "upgrade")
-        log(f"national day: seeding {args.citizens} citizens")
-        stack.cli("demo", "seed", "--citizens", str(args.citizens))
+        if reuse:
+            log(f"national day: reusing the {args.citizens} citizens of {DAY_DB}")
+        else:
+            log(f"national day: seeding {args.citizens} citizens")
+            stack.cli("demo", "seed", "--citizens", str(args.citizens), timeout=7200)
         stack.add_connection(
             "day", "generic", f"http://127.0.0.1:{provider.server.server_address[1]}/mt",
             "--credential", f"secret={SECRET}",
@@ -243,6 +257,55 @@ def national_day(args: Any) -> dict[str, Any]:
         redis.kill()
         provider.server.shutdown()
         engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {DAY_DB} WITH (FORCE)"))
+        if not args.keep_day_database:
+            with admin.connect() as connection:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {DAY_DB} WITH (FORCE)"))
         admin.dispose()
+
+
+def _has_citizens(pg_admin: str, count: int) -> bool:
+    """Whether the day's database exists with at least ``count`` citizens in it."""
+    url = pg_admin.rsplit("/", 1)[0] + f"/{DAY_DB}"
+    try:
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            have = connection.execute(text("SELECT count(*) FROM citizens")).scalar_one()
+    except Exception:  # no such database, or not migrated
+        return False
+    finally:
+        engine.dispose()
+    return int(have) >= count
+
+
+# What a day writes; emptied before a day replayed on kept citizens.
+DAY_TABLES = ("outbound_messages", "inbound_messages", "audit_events", "audit_checkpoints",
+              "connections")  # fmt: skip
+
+
+def reuse_workplace(pg_admin: str, database: str, workdir: Path) -> tuple[Any, str, Redis]:
+    """The kept database with its citizens, emptied of any earlier day; a new Redis."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "logs").mkdir(parents=True)
+    admin = create_engine(pg_admin, isolation_level="AUTOCOMMIT")
+    database_url = pg_admin.rsplit("/", 1)[0] + f"/{database}"
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        present = set(
+            connection.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            ).scalars()
+        )
+        tables = [t for t in DAY_TABLES if t in present]
+        connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        # The head as the first migration leaves it: nothing sealed yet.
+        connection.execute(
+            text(
+                "UPDATE audit_head SET seq = 0, hash = :genesis, base_seq = 0, tree_size = 0,"
+                " frontier = '[]', root = '', checkpoint = NULL, sealed_at = NULL"
+            ),
+            {"genesis": "0" * 64},
+        )
+    engine.dispose()
+    redis = Redis(free_port(), workdir)
+    redis.start()
+    return admin, database_url, redis

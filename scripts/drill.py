@@ -65,7 +65,6 @@ DRILL_DB = os.environ.get("CITIZEN_LOOKUP_DRILL_DB", "citizen_lookup_drill")
 SECRET = secrets.token_hex(16)
 
 
-
 def log(message: str) -> None:
     print(f"[drill {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -162,13 +161,13 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     web: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, timeout: float = 300) -> str:
         result = subprocess.run(
             [str(BIN / "citizen-lookup"), *args],
             env=self.env,
             text=True,
             capture_output=True,
-            timeout=300,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise RuntimeError(f"citizen-lookup {args[0]} {args[1]} failed:\n{result.stderr}")
