@@ -162,8 +162,10 @@ def national_day(args: Any) -> dict[str, Any]:
             stack.start_worker()
         wait_ready(f"http://127.0.0.1:{web_port}/healthz")
         rng = random.Random(2026)
-        messages = traffic(args.day_messages, citizens, rng)
-        offsets = schedule(len(messages), args.day_seconds)
+        # The hourly shares are rounded, so the day may hold a message or two more or fewer than
+        # asked: the traffic is drawn for the schedule, not the other way round.
+        offsets = schedule(args.day_messages, args.day_seconds)
+        messages = traffic(len(offsets), citizens, rng)
         sent_at: dict[str, float] = {}
         acknowledged: set[str] = set()
         lock = threading.Lock()
