@@ -21,10 +21,10 @@ import fakeredis
 import pytest
 from click.testing import CliRunner
 from flask import Flask
-from rq import SimpleWorker
 
 from citizen_lookup import create_app
 from citizen_lookup.migrate import upgrade
+from citizen_lookup.rq_worker import Worker
 from citizen_lookup.runtime import EXTENSION, Runtime
 from tests.helpers import TEST_CREDENTIALS_KEY
 
@@ -143,7 +143,7 @@ def cli(app: Flask) -> Any:
 def run_worker(runtime: Runtime, app: Flask) -> None:
     """Drain the queue in this process, with the scheduler (so due retries run too)."""
     with app.app_context():
-        SimpleWorker([runtime.queue], connection=runtime.redis).work(
+        Worker([runtime.queue], connection=runtime.redis).work(
             burst=True, with_scheduler=True, logging_level="WARNING"
         )
 
