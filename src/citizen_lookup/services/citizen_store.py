@@ -1,20 +1,27 @@
-"""Writing validated citizen rows in bulk: PostgreSQL COPY + one set-based upsert, or SQLite.
+"""Writing validated citizen rows in bulk: PostgreSQL COPY straight into the tables, or SQLite.
 
 Why this shape: building and flushing an ORM object per row costs far more than the database's
-own work. On PostgreSQL a batch is COPYed into a temporary staging table, then a handful of
-set-based statements apply it: one ``INSERT … ON CONFLICT (id_number) DO UPDATE`` for the
-citizens (an existing citizen keeps its id), then, for those that were updated, their phones and
-linked records are deleted, and every phone and linked record of the batch is inserted from the
-staging table. So the rows cross the wire once, in COPY's format, and all the joining happens in
-the server. On SQLite the same effect comes from batched ``executemany``.
+own work. On PostgreSQL one statement finds which of a batch's ID numbers exist; the new citizens
+get ids from the table's sequence and are COPYed straight into ``citizens``, as a raw COPY would
+be. The existing ones (an update keeps the citizen's id) are COPYed into a temporary table and
+applied with one ``UPDATE … FROM``, which also takes their row locks, and their phones and linked
+records are deleted. Then every phone and linked record of the batch is COPYed straight into its
+table. So the rows cross the wire once, in COPY's format, and a batch of new citizens costs the
+server what a raw COPY of the same rows costs. On SQLite the same effect comes from batched
+``executemany``.
+
+Another import may insert one of the batch's ID numbers between the look and the COPY: the COPY
+then fails on the unique index and the batch is applied again from a savepoint, seeing it as an
+update this time.
 
 Within one batch the later row for an ID number wins (the caller collapses repeats first).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
@@ -41,73 +48,108 @@ LINKS = (
 )  # fmt: skip
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
-# Every name below is ours (no input reaches the SQL text); values travel only through COPY.
-_STAGING_FIELDS = (*CITIZEN_COLUMNS, "phones", *FIELDS[8:13])
-_STAGING_TYPES = {"date_of_birth": "date", "health_insurance_valid_to": "date"}
-_CREATE_STAGING = (
-    "CREATE TEMPORARY TABLE citizen_import ("
-    + ", ".join(f"{name} {_STAGING_TYPES.get(name, 'text')}" for name in _STAGING_FIELDS)
+# Every name below is ours (no input reaches the SQL text); values travel only through COPY and
+# bound parameters.
+_CITIZEN_COPY = f"COPY citizens (id, {', '.join(CITIZEN_COLUMNS)}, updated_at) FROM STDIN"
+_PHONES_COPY = "COPY citizen_phones (citizen_id, msisdn) FROM STDIN"
+_LINK_COPIES = tuple(
+    (f"COPY {table.name} (citizen_id, {', '.join(columns)}) FROM STDIN", tuple(columns.values()))
+    for table, columns in LINKS
+)
+_EXISTING = "SELECT id_number, id FROM citizens WHERE id_number = ANY(%s)"
+_NEW_IDS = (
+    "SELECT now(), ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('citizens', 'id'))::regclass)"
+    " FROM generate_series(1, %s))"
+)
+_CREATE_UPDATES = (
+    "CREATE TEMPORARY TABLE citizen_import (id bigint, "
+    + ", ".join(
+        f"{name} {'date' if name == 'date_of_birth' else 'text'}" for name in CITIZEN_COLUMNS
+    )
     + ") ON COMMIT DROP"
 )
-_CREATE_IDS = (
-    "CREATE TEMPORARY TABLE citizen_import_ids (id bigint, id_number text, inserted boolean)"
-    " ON COMMIT DROP"
+_UPDATES_COPY = f"COPY citizen_import (id, {', '.join(CITIZEN_COLUMNS)}) FROM STDIN"
+# The UPDATE takes the row locks: a concurrent import of the same citizen waits for this one.
+_UPDATE = (
+    "UPDATE citizens c SET "
+    + ", ".join(f"{name} = s.{name}" for name in CITIZEN_COLUMNS[1:])
+    + ", updated_at = now() FROM citizen_import s"
+    " WHERE c.id = s.id AND c.id_number = s.id_number"
 )
-_UPSERT = (
-    "WITH upserted AS ("
-    f" INSERT INTO citizens ({', '.join(CITIZEN_COLUMNS)}, updated_at)"
-    f" SELECT {', '.join(CITIZEN_COLUMNS)}, now() FROM citizen_import"
-    " ON CONFLICT (id_number) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in (*CITIZEN_COLUMNS[1:], "updated_at"))
-    # xmax is 0 on a freshly inserted row version, not on an updated one.
-    + " RETURNING id, id_number, xmax = 0)"
-    " INSERT INTO citizen_import_ids SELECT * FROM upserted"
-)
-_DELETE_REPLACED = [
-    f"DELETE FROM {table.name} t USING citizen_import_ids i"
-    " WHERE t.citizen_id = i.id AND NOT i.inserted"
+_DELETE_REPLACED = tuple(
+    f"DELETE FROM {table.name} WHERE citizen_id = ANY(%s)"
     for table in (PHONES, HEALTH, TAX, SOCIAL)
-]
-_INSERT_LINKED = [
-    "INSERT INTO citizen_phones (citizen_id, msisdn)"
-    " SELECT i.id, unnest(string_to_array(s.phones, ';'))"
-    " FROM citizen_import s JOIN citizen_import_ids i USING (id_number)",
-    *(
-        f"INSERT INTO {table.name} (citizen_id, {', '.join(columns)})"
-        f" SELECT i.id, {', '.join('s.' + f for f in columns.values())}"
-        " FROM citizen_import s JOIN citizen_import_ids i USING (id_number)"
-        f" WHERE s.{next(iter(columns.values()))} IS NOT NULL"
-        for table, columns in LINKS
-    ),
-]
+)
+_ATTEMPTS = 5
+_citizen_values = attrgetter(*CITIZEN_COLUMNS)
+
+
+class _Raced(sa.exc.SQLAlchemyError):
+    """Another transaction inserted or removed one of this batch's citizens meanwhile."""
+
+
+def _copy(cursor: Any, statement: str, values: Iterable[Sequence[object]]) -> None:
+    with cursor.copy(statement) as copy:
+        write = copy.write_row
+        for value in values:
+            write(value)
+
+
+def _apply_batch(cursor: Any, rows: Sequence[CitizenRow]) -> int:
+    cursor.execute(_EXISTING, ([row.id_number for row in rows],))
+    existing: dict[str, int] = dict(cursor.fetchall())
+    new = [row for row in rows if row.id_number not in existing]
+    cursor.execute(_NEW_IDS, (len(new),))
+    now, fresh_ids = cursor.fetchone()
+    ids = existing | dict(zip((row.id_number for row in new), fresh_ids, strict=True))
+    if existing:
+        updated = [row for row in rows if row.id_number in existing]
+        cursor.execute(_CREATE_UPDATES)
+        _copy(cursor, _UPDATES_COPY, (
+            (existing[row.id_number], *_citizen_values(row)) for row in updated
+        ))  # fmt: skip
+        cursor.execute(_UPDATE)
+        if cursor.rowcount != len(updated):  # one was removed since we looked
+            raise _Raced
+        replaced = list(existing.values())
+        for statement in _DELETE_REPLACED:
+            cursor.execute(statement, (replaced,))
+    _copy(cursor, _CITIZEN_COPY, (
+        (pk, *_citizen_values(row), now) for row, pk in zip(new, fresh_ids, strict=True)
+    ))  # fmt: skip
+    _copy(cursor, _PHONES_COPY, (
+        (ids[row.id_number], msisdn) for row in rows for msisdn in row.phones
+    ))  # fmt: skip
+    for statement, fields in _LINK_COPIES:
+        presence = fields[0]
+        _copy(cursor, statement, (
+            (ids[row.id_number], *(getattr(row, name) for name in fields))
+            for row in rows
+            if getattr(row, presence)
+        ))  # fmt: skip
+    return len(new)
 
 
 def _store_postgres(session: Session, rows: Sequence[CitizenRow]) -> int:
-    psycopg: Any = session.connection().connection.driver_connection
-    with psycopg.cursor() as cursor:
-        cursor.execute(_CREATE_STAGING)
-        cursor.execute(_CREATE_IDS)
-        with cursor.copy(f"COPY citizen_import ({', '.join(_STAGING_FIELDS)}) FROM STDIN") as copy:
-            write = copy.write_row
-            for row in rows:
-                write(
-                    (
-                        row.id_number, row.full_name, row.date_of_birth, row.gender,
-                        row.permanent_address, row.temporary_address, row.current_address,
-                        row.old_id_number, ";".join(row.phones), row.health_insurance_no,
-                        row.health_insurance_valid_to, row.health_insurance_clinic,
-                        row.tax_code, row.social_insurance_no,
-                    )
-                )  # fmt: skip
-        cursor.execute(_UPSERT)
-        cursor.execute("SELECT count(*) FILTER (WHERE inserted), count(*) FROM citizen_import_ids")
-        inserted, total = cursor.fetchone()
-        if inserted < total:  # some were updates: their phones and links are replaced
-            for statement in _DELETE_REPLACED:
-                cursor.execute(statement)
-        for statement in _INSERT_LINKED:
-            cursor.execute(statement)
-    return int(inserted)
+    import psycopg
+
+    connection: Any = session.connection().connection.driver_connection
+    # In ID-number order the index insertions of a batch walk each index once, left to right.
+    rows = sorted(rows, key=attrgetter("id_number"))
+    with connection.cursor() as cursor:
+        for attempt in range(1, _ATTEMPTS + 1):
+            cursor.execute("SAVEPOINT citizen_batch")
+            try:
+                inserted = _apply_batch(cursor, rows)
+            except (_Raced, psycopg.errors.UniqueViolation) as exc:
+                unique = getattr(getattr(exc, "diag", None), "constraint_name", None)
+                if attempt == _ATTEMPTS or unique not in (None, "citizens_id_number_key"):
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT citizen_batch")
+                continue
+            cursor.execute("RELEASE SAVEPOINT citizen_batch")
+            return inserted
+    raise AssertionError("unreachable")
 
 
 # -- SQLite -------------------------------------------------------------------------------------
