@@ -26,7 +26,14 @@ from citizen_lookup.domain.phones import (
     normalize_msisdn,
 )
 from citizen_lookup.services.citizen_files import FIELDS, MALFORMED
-from citizen_lookup.services.citizen_store import CITIZEN_COLUMNS, CITIZENS, LINKS, store_batch
+from citizen_lookup.services.citizen_store import (
+    CITIZEN_COLUMNS,
+    CITIZENS,
+    LINKS,
+    Batch,
+    prepare_batch,
+    store_batch,
+)
 
 # Length caps follow the columns, so a schema change cannot make a batch fail on a long value.
 _CAPS: dict[str, int] = {
@@ -244,42 +251,48 @@ def store_citizens(
     batch: dict[str, CitizenRow] = {}
     handled = 0
 
-    def write(citizens: list[CitizenRow]) -> int:
-        with session_factory.begin() as session:
-            return store_batch(session, citizens)
+    with session_factory() as session:  # opens no connection
+        dialect = session.get_bind().dialect.name
 
-    def settle(pending: Future[int] | None, size: int) -> None:
+    def write(prepared: Batch) -> int:
+        with session_factory.begin() as session:
+            return store_batch(session, prepared)
+
+    def settle(pending: tuple[Future[int], int] | None) -> None:
         if pending is not None:
-            inserted = pending.result()  # raises the batch's database error here
+            inserted = pending[0].result()  # raises the batch's database error here
             report.inserted += inserted
-            report.updated += size - inserted
+            report.updated += pending[1] - inserted
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="citizen-import") as writer:
-        pending: Future[int] | None = None
-        pending_size = 0
+        pending: tuple[Future[int], int] | None = None  # at most one batch in flight
+
+        def hand_over(citizens: dict[str, CitizenRow]) -> None:
+            # Prepared on this thread before waiting, so that the writing thread, busy with the
+            # batch before, mostly waits on the server and seldom needs the GIL.
+            nonlocal pending
+            prepared = prepare_batch(list(citizens.values()), dialect) if citizens else None
+            settle(pending)
+            pending = None if prepared is None else (writer.submit(write, prepared), len(citizens))
+
         for line, row in rows:
             handled += 1
             if isinstance(row, RowError):
                 report.rejected.append((line, str(row)))
             else:
                 if row.id_number in batch:  # the later row wins: apply the earlier one first
-                    settle(pending, pending_size)
-                    pending, pending_size = writer.submit(write, list(batch.values())), len(batch)
+                    hand_over(batch)
                     batch = {}
                 batch[row.id_number] = row
                 report.warnings.extend((line, note) for note in row.notes)
             if len(batch) >= batch_size or handled >= batch_size:
-                settle(pending, pending_size)  # at most one batch in flight
-                pending, pending_size = None, 0
-                if batch:
-                    pending, pending_size = writer.submit(write, list(batch.values())), len(batch)
-                    batch = {}
+                hand_over(batch)
+                batch = {}
                 if on_progress is not None:
                     on_progress(handled)
                 handled = 0
-        settle(pending, pending_size)
-        if batch:
-            settle(writer.submit(write, list(batch.values())), len(batch))
+        hand_over(batch)
+        settle(pending)
     if on_progress is not None and handled:
         on_progress(handled)
     report.seconds = time.perf_counter() - started
