@@ -1,9 +1,9 @@
 """Bulk import of citizen records (SPEC section 9): validate rows, read CSV or JSONL, upsert.
 
-Rows are validated here and written in batches by :mod:`citizen_store` (COPY and one set-based
-upsert on PostgreSQL, executemany on SQLite). The writing of one batch runs on a second thread
-while the next batch is read and validated, so the database's work and ours overlap: the driver
-releases the GIL while it waits on the server.
+Rows are validated here and written in batches by :mod:`citizen_store` (COPY straight into the
+tables on PostgreSQL, executemany on SQLite). The writing of one batch runs on a second thread
+while the next batch is read, validated and turned into COPY text, so the database's work and
+ours overlap: the driver releases the GIL while it waits on the server.
 
 Within one file the later row for an ID number wins: it is applied on top of the earlier one and
 counted as an update, as it would be had it come in a later file.
