@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -46,8 +48,26 @@ def load_with_progress(
     label: str,
 ) -> ImportReport:
     """Store checked rows under a progress bar on stderr (stdout stays for the summary)."""
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
+    with (
+        _rare_collections(),
+        click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar,
+    ):
         return store_citizens(runtime.session_factory, rows, on_progress=bar.update)
+
+
+@contextmanager
+def _rare_collections() -> Iterator[None]:
+    """Run the cycle collector after 100,000 new objects, not 700, while rows are loaded.
+
+    An import makes millions of short-lived, acyclic objects (rows, their fields); collecting
+    after every 700 of them cost about 8% of a 200,000-row import's time and found nothing.
+    """
+    threshold = gc.get_threshold()
+    gc.set_threshold(100_000, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
 
 
 def check_rows(

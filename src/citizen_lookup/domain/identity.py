@@ -9,7 +9,6 @@ from datetime import date
 DEFAULT_ABROAD_RANGE = (101, 295)
 ID_NUMBER_LENGTH = 12
 OLD_ID_NUMBER_LENGTH = 9
-_DIGITS = frozenset("0123456789")
 
 
 class InvalidIdNumber(ValueError):
@@ -32,8 +31,8 @@ class IdNumber:
 
 def _is_ascii_digits(raw: str) -> bool:
     # str.isdigit() also accepts superscripts and other scripts' digits, which int() rejects or
-    # reads differently: only 0-9 make a valid number.
-    return bool(raw) and all(ch in _DIGITS for ch in raw)
+    # reads differently: only 0-9 make a valid number, and in ASCII isdigit() accepts only those.
+    return raw.isascii() and raw.isdigit()
 
 
 def parse_id_number(

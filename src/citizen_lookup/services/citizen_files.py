@@ -31,9 +31,9 @@ class ImportFileError(CitizenLookupError):
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     # Undecodable bytes become lone surrogates, so one bad line is rejected, not the whole file.
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            text = line.decode("utf-8", "surrogateescape")
+    # Lines end at "\n" only, as a binary read splits them; a quoted "\r" stays in its field.
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
+        for number, text in enumerate(handle, 1):
             yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
@@ -53,12 +53,12 @@ def _csv_rows(path: Path, header: Sequence[str]) -> Iterator[tuple[int, Mapping[
             end = reader.line_num
             continue
         line, end = end + 1, reader.line_num  # a quoted field may span lines: report the first
-        if not any(value.strip() for value in record):
-            continue
+        if not (record and (record[0].strip() or any(value.strip() for value in record))):
+            continue  # a blank line
         if len(record) != len(header):
             yield line, {MALFORMED: f"has {len(record)} fields, the header has {len(header)}"}
         else:
-            yield line, dict(zip(header, record, strict=True))
+            yield line, dict(zip(header, record))  # noqa: B905 (lengths checked just above)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:

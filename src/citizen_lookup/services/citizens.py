@@ -1,9 +1,9 @@
 """Bulk import of citizen records (SPEC section 9): validate rows, read CSV or JSONL, upsert.
 
-Rows are validated here and written in batches by :mod:`citizen_store` (COPY and one set-based
-upsert on PostgreSQL, executemany on SQLite). The writing of one batch runs on a second thread
-while the next batch is read and validated, so the database's work and ours overlap: the driver
-releases the GIL while it waits on the server.
+Rows are validated here and written in batches by :mod:`citizen_store` (COPY straight into the
+tables on PostgreSQL, executemany on SQLite). The writing of one batch runs on a second thread
+while the next batch is read, validated and turned into COPY text, so the database's work and
+ours overlap: the driver releases the GIL while it waits on the server.
 
 Within one file the later row for an ID number wins: it is applied on top of the earlier one and
 counted as an update, as it would be had it come in a later file.
@@ -16,14 +16,24 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from citizen_lookup.domain import identity
-from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
+from citizen_lookup.domain.phones import (
+    VALID_NINE_DIGIT_PREFIXES,
+    InvalidMsisdn,
+    normalize_msisdn,
+)
 from citizen_lookup.services.citizen_files import FIELDS, MALFORMED
-from citizen_lookup.services.citizen_store import CITIZEN_COLUMNS, CITIZENS, LINKS, store_batch
+from citizen_lookup.services.citizen_store import (
+    CITIZEN_COLUMNS,
+    CITIZENS,
+    LINKS,
+    Batch,
+    prepare_batch,
+    store_batch,
+)
 
 # Length caps follow the columns, so a schema change cannot make a batch fail on a long value.
 _CAPS: dict[str, int] = {
@@ -72,18 +82,46 @@ class ImportReport:
 
 
 # -- validation --------------------------------------------------------------------------------
-def _text(raw: Mapping[str, object], name: str) -> str | None:
-    value = raw.get(name)
+# Every row passes through here: the common case is decided in a few calls into C, the rare one
+# (whitespace to collapse, a phone in another shape) takes the longer way to the same result.
+_OPTIONAL = FIELDS[5:]  # in CitizenRow's order
+_NO_LIMIT = (1 << 62, None, "")
+_LIMITS = {  # field: (length cap, characters allowed or None, how to say so)
+    name: (
+        _CAPS.get(name) or _NO_LIMIT[0],
+        *(_CHARACTERS[name] if name in _CHARACTERS else _NO_LIMIT[1:]),
+    )
+    for name in FIELDS
+}
+
+
+def _collapsed(value: object, name: str) -> str:
     if value is not None and not isinstance(value, str):
         raise RowError(f"{name}: expected text, got {type(value).__name__}")
     # Collapsing whitespace also removes tabs and newlines that would break a reply.
     text = " ".join(value.split()) if value else ""
     if not text.isprintable():  # also catches the lone surrogates left by non-UTF-8 bytes
         raise RowError(f"{name}: contains control characters or bytes that are not UTF-8")
-    if len(text) > _CAPS.get(name, 0) > 0:
-        raise RowError(f"{name}: longer than {_CAPS[name]} characters ({len(text)})")
-    if name in _CHARACTERS and not _CHARACTERS[name][0].issuperset(text.upper()):
-        raise RowError(f"{name}: may only hold {_CHARACTERS[name][1]}")
+    return text
+
+
+def _text(raw: Mapping[str, object], name: str) -> str | None:
+    value = raw.get(name)
+    # Printable text holds no whitespace but the ASCII space (str.isprintable refuses the other
+    # separators): with no space at either end nor two in a row, there is nothing to collapse.
+    if (
+        type(value) is str
+        and value.isprintable()
+        and (not value or (value[0] != " " and value[-1] != " " and "  " not in value))
+    ):
+        text = value
+    else:
+        text = _collapsed(value, name)
+    cap, allowed, how = _LIMITS.get(name, _NO_LIMIT)
+    if len(text) > cap:
+        raise RowError(f"{name}: longer than {cap} characters ({len(text)})")
+    if allowed is not None and not allowed.issuperset(text.upper()):
+        raise RowError(f"{name}: may only hold {how}")
     return text or None
 
 
@@ -103,19 +141,25 @@ def _date(text: str, name: str) -> date:
         raise RowError(f"{name}: not a calendar date (expected YYYY-MM-DD)") from None
 
 
-# Why a shortcut: phonenumbers takes ~15 us a number, most of the validation time. It decides a
-# 9-digit Vietnamese number by at most its first 4 digits (every pattern ends in a run of any
-# digits), so for the two common shapes one verdict per 4-digit prefix stands for all numbers.
-# A unit test checks that against normalize_msisdn for every prefix.
+# Why a shortcut: phonenumbers takes 15-60 us a number, once most of the validation time. It
+# decides a 9-digit Vietnamese number by at most its first 4 digits (every pattern ends in a run of
+# any digits), so for the two common shapes (+84 and 0 before 9 digits) the domain's table of
+# valid 3-digit prefixes decides most numbers, and one verdict per other 4-digit prefix, asked of
+# phonenumbers once, stands for all the numbers under it. A unit test checks both against
+# normalize_msisdn for every 4-digit prefix.
 _PREFIX_VALID: dict[str, bool] = {}
 
 
 def _msisdn(raw: str) -> str | None:
     text = raw.strip()
     national = text[3:] if text[:3] == "+84" else text[1:] if text[:1] == "0" else ""
-    common = len(national) == 9 and national[0] != "0" and _DIGITS.issuperset(national)
-    if common and national[:4] in _PREFIX_VALID:
-        return "+84" + national if _PREFIX_VALID[national[:4]] else None
+    common = len(national) == 9 and national[0] != "0" and national.isascii() and national.isdigit()
+    if common:
+        if national[:3] in VALID_NINE_DIGIT_PREFIXES:
+            return "+84" + national
+        verdict = _PREFIX_VALID.get(national[:4])
+        if verdict is not None:
+            return "+84" + national if verdict else None
     try:
         msisdn: str | None = normalize_msisdn(raw)
     except InvalidMsisdn:
@@ -175,15 +219,18 @@ def validate_row(
         raise RowError(f"id_number: its century digit says gender {parsed.gender}, not {gender}")
     phones, notes = _phones(raw)
 
-    extra: dict[str, Any] = {name: _text(raw, name) for name in FIELDS[5:]}
-    card, valid_to, clinic = (extra["health_insurance_" + k] for k in ("no", "valid_to", "clinic"))
+    (permanent, temporary, current, card, valid_to, clinic, tax_code, social, old_id) = (
+        _text(raw, name) for name in _OPTIONAL
+    )
     if not card and (valid_to or clinic):
         raise RowError("health_insurance_no: missing, but its valid-to date or clinic is given")
-    extra["health_insurance_no"] = card and card.upper()
-    extra["health_insurance_valid_to"] = valid_to and _date(valid_to, "health_insurance_valid_to")
-    if extra["old_id_number"] and not identity.is_old_id_number(extra["old_id_number"]):
+    valid_date = _date(valid_to, "health_insurance_valid_to") if valid_to else None
+    if old_id and not identity.is_old_id_number(old_id):
         raise RowError("old_id_number: expected exactly 9 digits")
-    return CitizenRow(id_number, full_name, born, gender, phones, **extra, notes=notes)
+    return CitizenRow(
+        id_number, full_name, born, gender, phones, permanent, temporary, current,
+        card and card.upper(), valid_date, clinic, tax_code, social, old_id, notes,
+    )  # fmt: skip
 
 
 # -- storing -----------------------------------------------------------------------------------
@@ -204,42 +251,48 @@ def store_citizens(
     batch: dict[str, CitizenRow] = {}
     handled = 0
 
-    def write(citizens: list[CitizenRow]) -> int:
-        with session_factory.begin() as session:
-            return store_batch(session, citizens)
+    with session_factory() as session:  # opens no connection
+        dialect = session.get_bind().dialect.name
 
-    def settle(pending: Future[int] | None, size: int) -> None:
+    def write(prepared: Batch) -> int:
+        with session_factory.begin() as session:
+            return store_batch(session, prepared)
+
+    def settle(pending: tuple[Future[int], int] | None) -> None:
         if pending is not None:
-            inserted = pending.result()  # raises the batch's database error here
+            inserted = pending[0].result()  # raises the batch's database error here
             report.inserted += inserted
-            report.updated += size - inserted
+            report.updated += pending[1] - inserted
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="citizen-import") as writer:
-        pending: Future[int] | None = None
-        pending_size = 0
+        pending: tuple[Future[int], int] | None = None  # at most one batch in flight
+
+        def hand_over(citizens: dict[str, CitizenRow]) -> None:
+            # Prepared on this thread before waiting, so that the writing thread, busy with the
+            # batch before, mostly waits on the server and seldom needs the GIL.
+            nonlocal pending
+            prepared = prepare_batch(list(citizens.values()), dialect) if citizens else None
+            settle(pending)
+            pending = None if prepared is None else (writer.submit(write, prepared), len(citizens))
+
         for line, row in rows:
             handled += 1
             if isinstance(row, RowError):
                 report.rejected.append((line, str(row)))
             else:
                 if row.id_number in batch:  # the later row wins: apply the earlier one first
-                    settle(pending, pending_size)
-                    pending, pending_size = writer.submit(write, list(batch.values())), len(batch)
+                    hand_over(batch)
                     batch = {}
                 batch[row.id_number] = row
                 report.warnings.extend((line, note) for note in row.notes)
             if len(batch) >= batch_size or handled >= batch_size:
-                settle(pending, pending_size)  # at most one batch in flight
-                pending, pending_size = None, 0
-                if batch:
-                    pending, pending_size = writer.submit(write, list(batch.values())), len(batch)
-                    batch = {}
+                hand_over(batch)
+                batch = {}
                 if on_progress is not None:
                     on_progress(handled)
                 handled = 0
-        settle(pending, pending_size)
-        if batch:
-            settle(writer.submit(write, list(batch.values())), len(batch))
+        hand_over(batch)
+        settle(pending)
     if on_progress is not None and handled:
         on_progress(handled)
     report.seconds = time.perf_counter() - started
