@@ -534,8 +534,8 @@ def main() -> int:
         help="only measure the lookup, on this existing database (e.g. one seeded with 10M)",
     )
     parser.add_argument("--national-day", action="store_true", help="replay a heavy day instead")
-    parser.add_argument("--day-messages", type=int, default=6000, help="messages in the day")
-    parser.add_argument("--day-seconds", type=float, default=120.0, help="the day compressed")
+    parser.add_argument("--day-messages", type=int, default=20000, help="messages in the day")
+    parser.add_argument("--day-seconds", type=float, default=60.0, help="the day compressed")
     parser.add_argument(
         "--keep-day-database",
         action="store_true",
