@@ -35,16 +35,21 @@ def enqueue_inbound(runtime: Runtime, inbound_id: int) -> Job:
     settings = runtime.settings
     # The job carries the webhook's request id, so its log lines (and the reply's) name it too.
     request_id = current_request_id() or new_request_id()
-    job = runtime.queue.enqueue(
-        PROCESS_INBOUND,
-        inbound_id,
-        job_id=inbound_job_id(inbound_id),
-        job_timeout=settings.job_timeout_seconds,
-        retry=retry_policy(runtime),
-        result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-        description=f"process inbound message {inbound_id}",
-        meta={"request_id": request_id},
-    )
+    # One transaction (MULTI/EXEC) and one round trip: left to itself, RQ sends the queue's
+    # registration and the job in two pipelines (a quarter of a webhook's CPU was the enqueue).
+    with runtime.redis.pipeline() as pipe:
+        job = runtime.queue.enqueue(
+            PROCESS_INBOUND,
+            inbound_id,
+            job_id=inbound_job_id(inbound_id),
+            job_timeout=settings.job_timeout_seconds,
+            retry=retry_policy(runtime),
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            description=f"process inbound message {inbound_id}",
+            meta={"request_id": request_id},
+            pipeline=pipe,
+        )
+        pipe.execute()
     log.info("inbound message %s queued", inbound_id, extra={"request_id": request_id})
     return job
