@@ -21,18 +21,16 @@ import json
 import os
 import random
 import secrets
-import shutil
 import statistics
 import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import requests
-from drill import ROOT, Redis, Stack, checkpoint_key, free_port, fresh_workplace, log, wait_ready
+from drill import ROOT, Stack, checkpoint_key, free_port, fresh_workplace, log, wait_ready
 from sqlalchemy import create_engine, text
 
 DAY_DB = os.environ.get("CITIZEN_LOOKUP_BENCH_DB", "citizen_lookup_bench") + "_day"
@@ -118,10 +116,11 @@ def national_day(args: Any) -> dict[str, Any]:
 
     workdir = ROOT / "instance" / "bench-day"
     reuse = args.keep_day_database and _has_citizens(args.pg_admin, args.citizens)
+    admin, database_url, redis = fresh_workplace(
+        args.pg_admin, DAY_DB, workdir, new_database=not reuse
+    )
     if reuse:  # the citizens stay; the day's messages, replies and audit trail start empty
-        admin, database_url, redis = reuse_workplace(args.pg_admin, DAY_DB, workdir)
-    else:
-        admin, database_url, redis = fresh_workplace(args.pg_admin, DAY_DB, workdir)
+        empty_the_day(database_url)
     provider = Provider(0.03, seed=11)
     web_port = free_port()
     env = {
@@ -288,12 +287,8 @@ DAY_TABLES = ("outbound_messages", "inbound_messages", "audit_events", "audit_ch
               "connections")  # fmt: skip
 
 
-def reuse_workplace(pg_admin: str, database: str, workdir: Path) -> tuple[Any, str, Redis]:
-    """The kept database with its citizens, emptied of any earlier day; a new Redis."""
-    shutil.rmtree(workdir, ignore_errors=True)
-    (workdir / "logs").mkdir(parents=True)
-    admin = create_engine(pg_admin, isolation_level="AUTOCOMMIT")
-    database_url = pg_admin.rsplit("/", 1)[0] + f"/{database}"
+def empty_the_day(database_url: str) -> None:
+    """Empty a kept database of any earlier day; its citizens stay."""
     engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         present = set(
@@ -312,6 +307,3 @@ def reuse_workplace(pg_admin: str, database: str, workdir: Path) -> tuple[Any, s
             {"genesis": "0" * 64},
         )
     engine.dispose()
-    redis = Redis(free_port(), workdir)
-    redis.start()
-    return admin, database_url, redis

@@ -222,14 +222,18 @@ class Stack:
                 process.kill()
 
 
-def fresh_workplace(pg_admin: str, database: str, workdir: Path) -> tuple[Any, str, Redis]:
-    """An empty work folder, a new database of that name, and a started Redis of our own."""
+def fresh_workplace(
+    pg_admin: str, database: str, workdir: Path, *, new_database: bool = True
+) -> tuple[Any, str, Redis]:
+    """An empty work folder, a new database of that name (or the existing one, when not
+    ``new_database``), and a started Redis of our own."""
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "logs").mkdir(parents=True)
     admin = create_engine(pg_admin, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {database}"))
+    if new_database:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            connection.execute(text(f"CREATE DATABASE {database}"))
     redis = Redis(free_port(), workdir)
     redis.start()
     return admin, pg_admin.rsplit("/", 1)[0] + f"/{database}", redis

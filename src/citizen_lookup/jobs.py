@@ -66,35 +66,27 @@ _OUT = cast(Table, OutboundMessageRecord.__table__)
 _IN = cast(Table, InboundMessageRecord.__table__)
 _CONN = cast(Table, Connection.__table__)
 _UNSENT = (OutboundState.PENDING, OutboundState.SENDING)
-# What sending a reply needs, as _claim returns it and as decide builds it for a new reply.
+# What sending a reply needs of its connection, and all it needs: _claim returns these names,
+# and decide builds the same for a new reply.
+_CONNECTION_SENDING = (
+    _CONN.c.slug, _CONN.c.kind, _CONN.c.short_code, _CONN.c.outbound_url,
+    _CONN.c.credentials_sealed, _CONN.c.allowed_networks_json,
+)  # fmt: skip
 _SENDING_COLUMNS = (
     _OUT.c.id, _OUT.c.recipient, _OUT.c.body, _OUT.c.attempts, _OUT.c.inbound_id,
     _OUT.c.connection_id, _IN.c.provider_message_id, _IN.c.channel, _IN.c.received_at,
-    _CONN.c.slug, _CONN.c.kind, _CONN.c.short_code, _CONN.c.outbound_url,
-    _CONN.c.credentials_sealed, _CONN.c.allowed_networks_json,
+    *_CONNECTION_SENDING,
 )  # fmt: skip
 Claimed = Any  # a row (or namespace) with the names of _SENDING_COLUMNS
 # The message, its connection and its reply (if one was stored), in one statement; the message
 # row is locked, so two runs of the same job decide one after the other.
+_LOADED = (
+    _IN.c.state, _IN.c.body, _IN.c.sender, _IN.c.channel, _IN.c.provider_message_id,
+    _IN.c.received_at, _IN.c.connection_id, _CONN.c.language, *_CONNECTION_SENDING,
+    _OUT.c.id.label("reply_id"), _OUT.c.state.label("reply_state"),
+)  # fmt: skip
 _LOAD = (
-    select(
-        _IN.c.state,
-        _IN.c.body,
-        _IN.c.sender,
-        _IN.c.channel,
-        _IN.c.provider_message_id,
-        _IN.c.received_at,
-        _IN.c.connection_id,
-        _CONN.c.slug,
-        _CONN.c.language,
-        _CONN.c.kind,
-        _CONN.c.short_code,
-        _CONN.c.outbound_url,
-        _CONN.c.credentials_sealed,
-        _CONN.c.allowed_networks_json,
-        _OUT.c.id.label("reply_id"),
-        _OUT.c.state.label("reply_state"),
-    )
+    select(*_LOADED)
     .join_from(_IN, _CONN, _CONN.c.id == _IN.c.connection_id)
     .outerjoin(_OUT, _OUT.c.inbound_id == _IN.c.id)
     .where(_IN.c.id == bindparam("inbound_id"))
@@ -151,13 +143,11 @@ def decide(runtime: Runtime, session: Session, inbound_id: int) -> Claimed | Non
             "attempts": 1, "created_at": datetime.now(UTC),
         },
     ).scalar_one()  # fmt: skip
+    connection = {column.name: row._mapping[column.name] for column in _CONNECTION_SENDING}
     return SimpleNamespace(
         id=reply_id, recipient=row.sender, body=reply.text, attempts=1, inbound_id=inbound_id,
         connection_id=row.connection_id, provider_message_id=row.provider_message_id,
-        channel=row.channel, received_at=row.received_at, slug=row.slug, kind=row.kind,
-        short_code=row.short_code, outbound_url=row.outbound_url,
-        credentials_sealed=row.credentials_sealed,
-        allowed_networks_json=row.allowed_networks_json,
+        channel=row.channel, received_at=row.received_at, **connection,
     )  # fmt: skip
 
 
@@ -219,12 +209,7 @@ def deliver(runtime: Runtime, claimed: Claimed) -> str:
     outbound_id = claimed.id
     connection = Connection.detached(
         runtime.credentials_cipher,
-        slug=claimed.slug,
-        kind=claimed.kind,
-        short_code=claimed.short_code,
-        outbound_url=claimed.outbound_url,
-        credentials_sealed=claimed.credentials_sealed,
-        allowed_networks_json=claimed.allowed_networks_json,
+        **{column.name: getattr(claimed, column.name) for column in _CONNECTION_SENDING},
     )
     message = OutboundSms(
         reply_id=str(outbound_id),
@@ -232,7 +217,7 @@ def deliver(runtime: Runtime, claimed: Claimed) -> str:
         sender=claimed.short_code or runtime.settings.short_code,
         text=claimed.body,
         in_reply_to=claimed.provider_message_id,
-        status_callback_url=(webhook_url(runtime.settings.public_base_url, claimed.slug, "status")),
+        status_callback_url=webhook_url(runtime.settings.public_base_url, claimed.slug, "status"),
     )
     context = replace(runtime.provider_context, session=_http_session(claimed.connection_id))
     provider = build_provider(connection, context)
