@@ -178,3 +178,33 @@ def test_vonage_json_with_numbers_and_booleans_still_verifies(vonage: Any) -> No
     params["sig"] = _auth().sign_params(dict(params))
     assert post(vonage.test_client(), params, as_json=True).status_code == 200
     assert len(stored(vonage)) == 1
+
+
+def test_a_signed_request_replayed_on_the_other_route_is_refused(vonage: Any) -> None:
+    """The signature covers the parameters, not the route: an inbound message replayed as a
+    delivery receipt, or a receipt as a message, is refused for the fields it lacks, and
+    nothing is stored or recorded as delivered."""
+    client = vonage.test_client()
+    message = signed()
+    receipt = {
+        "api-key": API_KEY,
+        "msisdn": "84912345678",
+        "to": "8077",
+        "messageId": "0C000000ABCDEF12",
+        "status": "delivered",
+        "err-code": "0",
+        "message-timestamp": "2026-11-27 10:00:00",
+        "timestamp": str(int(time.time())),
+    }
+    receipt["sig"] = _auth().sign_params(dict(receipt))
+    as_receipt = client.post(
+        "/webhooks/vo/status",
+        data=urlencode(message),
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert as_receipt.status_code == 400  # no status
+    assert post(client, receipt).status_code == 400  # no text
+    assert stored(vonage) == []
+    with runtime_of(vonage).session_factory() as session:
+        types = set(session.scalars(select(AuditEvent.event_type)))
+    assert "delivery.report" not in types and "inbound.received" not in types
