@@ -11,10 +11,12 @@ WORKDIR /src
 COPY pyproject.toml README.md requirements.lock ./
 COPY scripts/lock_digest.py ./scripts/
 COPY src ./src
-# Exactly the pinned, hashed releases CI ran (requirements.lock; refreshed by scripts/lock).
+# Exactly the pinned, hashed releases CI ran (requirements.lock; refreshed by scripts/lock),
+# pip first: the lock's own pin of it, hash-checked, never whatever release is newest.
 RUN python scripts/lock_digest.py --check \
+ && python scripts/lock_digest.py --pin pip > /tmp/pip.lock \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --upgrade pip \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/pip.lock \
  && /opt/venv/bin/pip install --require-hashes -r requirements.lock \
  && /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
@@ -29,9 +31,12 @@ COPY migrations ./migrations
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CITIZEN_LOOKUP_HOME=/app
-USER citizen
+# By number, so a runtime that checks for a non-root user (runAsNonRoot) can tell.
+USER 10001
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
+# Exec (JSON) form: no shell between Docker and the check (hadolint DL3025).
+HEALTHCHECK --interval=30s --timeout=3s \
+  CMD ["/opt/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 # gunicorn.conf.py: threaded workers with request read deadlines, and an access log without
 # query strings (providers may put a citizen's number there).
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", "app:app"]

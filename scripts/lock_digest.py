@@ -2,6 +2,10 @@
 
 scripts/lock writes it into the lock's header; scripts/bootstrap compares it, so an install
 never goes on from a lock that no longer matches what pyproject.toml asks for.
+
+``--pin NAME`` prints one package's pin from the lock, with its hashes, as a requirements file
+of its own: scripts/bootstrap and the Dockerfile install the locked pip that way, hash-checked,
+before anything else.
 """
 
 from __future__ import annotations
@@ -36,8 +40,27 @@ def recorded(lock: Path) -> str | None:
     return None
 
 
+def pin(lock: Path, name: str) -> str | None:
+    """The lines of ``name``'s pin in ``lock``: ``name==version \\`` and its hash lines."""
+    lines = lock.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{name}==")), None)
+    if start is None:
+        return None
+    block = []
+    for line in lines[start:]:
+        block.append(line)
+        if not line.endswith("\\"):
+            break
+    return "\n".join(block) + "\n"
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--check"]:
+    if len(sys.argv) == 3 and sys.argv[1] == "--pin":
+        found = pin(ROOT / "requirements.lock", sys.argv[2])
+        if found is None or "--hash=" not in found:
+            sys.exit(f"requirements.lock pins no {sys.argv[2]} with hashes: run scripts/lock")
+        sys.stdout.write(found)
+    elif sys.argv[1:] == ["--check"]:
         lock = ROOT / "requirements.lock"
         if not lock.is_file():
             sys.exit("requirements.lock is missing: run scripts/lock")

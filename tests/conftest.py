@@ -66,6 +66,7 @@ def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
         # event; aggregation and the refusal rate are tested on their own with these lowered.
         "refusals_audited_per_minute": 1_000_000,
         "refusals_per_minute_per_source": 1_000_000,
+        "refusals_audited_per_minute_total": 1_000_000,
         "redis_prefix": f"test-{uuid.uuid4().hex[:8]}",
         "queue_name": f"test-{uuid.uuid4().hex[:8]}",
         "send_retry_intervals": (0,),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from citizen_lookup.exceptions import ConfigurationError
+from citizen_lookup.exceptions import ConfigurationError, CredentialsUnavailable
 from citizen_lookup.settings import ENV_PREFIX, Settings
 
 KEY_SETTING = ENV_PREFIX + "CREDENTIALS_KEY"
@@ -63,7 +63,7 @@ class CredentialsCipher:
         try:
             plain = self._multi.decrypt(sealed.encode("ascii"))
         except (InvalidToken, UnicodeEncodeError):
-            raise ConfigurationError(
+            raise CredentialsUnavailable(
                 f"connection credentials cannot be opened with {KEY_SETTING}: wrong key, or "
                 "a row not yet sealed (run `citizen-lookup db upgrade`)"
             ) from None
@@ -78,7 +78,7 @@ class CredentialsCipher:
         try:
             return self._multi.rotate(sealed.encode("ascii")).decode("ascii")
         except (InvalidToken, UnicodeEncodeError):
-            raise ConfigurationError(
+            raise CredentialsUnavailable(
                 f"connection credentials cannot be opened with any key in {KEY_SETTING}"
             ) from None
 

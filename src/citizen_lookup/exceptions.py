@@ -11,6 +11,14 @@ class ConfigurationError(CitizenLookupError):
     """A setting is missing or invalid; the message names the setting."""
 
 
+class CredentialsUnavailable(ConfigurationError):
+    """A connection's stored credentials cannot be opened with this process's credentials key.
+
+    The key was rotated on some processes and not others, or the row was sealed under a key
+    that is gone: webhooks answer 503 (the provider retries), never 500.
+    """
+
+
 class AuthenticationFailed(CitizenLookupError):
     """A provider request failed authentication; becomes HTTP 403."""
 

@@ -164,10 +164,10 @@ class Connection(Base):
 
     @classmethod
     def detached(cls, cipher: CredentialsCipher, **columns: Any) -> Connection:
-        """A connection built from a Core row, outside any session, its credentials opened."""
+        """A connection built from a Core row, outside any session; its credentials are opened
+        with ``cipher`` on first use (a webhook opens them only once its cheap checks pass)."""
         connection = cls(**columns)
-        sealed = connection.credentials_sealed
-        connection.__dict__["_opened_credentials"] = (sealed, cipher.open(sealed))
+        connection.__dict__[_DETACHED_CIPHER] = cipher
         return connection
 
     @property
@@ -196,7 +196,13 @@ class Connection(Base):
         self.allowed_networks_json = json.dumps(list(value))
 
 
+_DETACHED_CIPHER = "_detached_cipher"
+
+
 def _cipher_of(connection: Connection) -> CredentialsCipher:
+    detached = connection.__dict__.get(_DETACHED_CIPHER)
+    if isinstance(detached, CredentialsCipher):
+        return detached
     session = object_session(connection)
     cipher = session.info.get(CIPHER_INFO_KEY) if session is not None else None
     if not isinstance(cipher, CredentialsCipher):

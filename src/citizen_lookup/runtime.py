@@ -162,6 +162,7 @@ class Runtime:
             self.settings.redis_prefix,
             audited_per_minute=self.settings.refusals_audited_per_minute,
             per_minute_per_source=self.settings.refusals_per_minute_per_source,
+            audited_total_per_minute=self.settings.refusals_audited_per_minute_total,
         )
 
     def close(self) -> None:

@@ -59,6 +59,7 @@ class Settings:
     trusted_proxies: int = 0
     refusals_audited_per_minute: int = 1
     refusals_per_minute_per_source: int = 600
+    refusals_audited_per_minute_total: int = 100
     job_timeout_seconds: int = 60
     send_max_retries: int = 5
     send_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
 
-from citizen_lookup.models import AuditEvent
+from citizen_lookup.models import AuditEvent, InboundMessageRecord
 from citizen_lookup.providers.generic import sign
 from tests.helpers import (
     GENERIC_SECRET,
@@ -198,7 +199,7 @@ def test_redis_down_answers_a_busy_screen_not_a_500(app, client, gateways, monke
     def down(*args: Any, **kwargs: Any) -> None:
         raise RedisConnectionError("gone")
 
-    monkeypatch.setattr(store, "load", down)
+    monkeypatch.setattr(store, "read", down)
     ended, text = screen(generic_step(client, "d1", ""))
     assert ended and "ban" in text
     assert events(app, "ussd.step")[-1].outcome == "unavailable"
@@ -219,3 +220,134 @@ def test_africastalking_ids_fit_storage_or_are_refused(
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": AT_AUTH}
     response = client.post("/webhooks/at/sms", data=urlencode(fields), headers=headers)
     assert response.status_code == status
+
+
+# -- many steps at once on one session (issue 16, item 4) -------------------------------------------
+# Twelve copies of one step sent at once produced three lookups, counted as one. Each step is now a
+# compare-and-set on the session: one result per walk, whatever arrives concurrently. These drive
+# the service itself from threads, on fakeredis (and, with the PostgreSQL backend, real Redis);
+# tests/integration/test_ussd_redis.py sends the same steps as HTTP requests at once. (On SQLite
+# a web request holds the database's write lock from its first statement, which serialises whole
+# requests: there the race needs steps that reach Redis before the database, as here.)
+class LoadsTogether:
+    """A Redis whose first read of a USSD session in each thread waits until every thread has
+    read it: the steps then all start from the same session, as steps sent at once can. Later
+    reads (a retry after a lost compare-and-set) go straight on."""
+
+    def __init__(self, redis: Any, parties: int) -> None:
+        self._redis = redis
+        self._barrier = threading.Barrier(parties, timeout=30)
+        self._local = threading.local()
+
+    def get(self, key: Any) -> Any:
+        value = self._redis.get(key)
+        if ":ussd:" in str(key) and not getattr(self._local, "waited", False):
+            self._local.waited = True
+            self._barrier.wait()
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+
+def at_once(calls: list[Any]) -> list[Any]:
+    """Run each call in its own thread; their results in order (an exception fails the test)."""
+    results: list[Any] = [None] * len(calls)
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            results[n] = calls[n]()
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+    return results
+
+
+def service_steps_at_once(
+    app: Any, monkeypatch: Any, slug: str, session_id: str, texts: list[str], cumulative: bool
+) -> list[tuple[bool, str]]:
+    """Send ``texts`` as steps of one session at once, through ``services.ussd.step``, each in a
+    transaction of its own, as the webhook does; the screens in order (ended, text)."""
+    from datetime import UTC, datetime
+
+    from citizen_lookup.domain.ussd import UssdRequest
+    from citizen_lookup.services import ussd
+    from citizen_lookup.services.connections import get_connection
+
+    runtime = runtime_of(app)
+    context = runtime.ussd_context
+    monkeypatch.setattr(context.store, "_redis", LoadsTogether(context.store._redis, len(texts)))
+    with runtime.session_factory() as session:
+        connection = get_connection(session, slug)  # loaded (credentials opened) once, here
+
+    def step(text: str) -> tuple[bool, str]:
+        request = UssdRequest(session_id, OWNER_PHONE, "*8077#", text, cumulative)
+        with app.app_context(), runtime.session_factory() as session:
+            result = ussd.step(
+                session, context, connection, request, OWNER_PHONE, datetime.now(UTC)
+            )
+            session.commit()
+        return result.screen.end, result.screen.text
+
+    return at_once([lambda text=text: step(text) for text in texts])
+
+
+def test_twelve_id_steps_sent_at_once_give_one_lookup(app, client, gateways, monkeypatch):
+    """Twelve copies of the ID step (generic: only the latest input): exactly one gets the
+    result, the others a clear end."""
+    generic_step(client, "c1", "")
+    generic_step(client, "c1", "1")
+    answers = service_steps_at_once(app, monkeypatch, "gen", "c1", [OWNER_ID] * 12, False)
+    assert sum("Nguyen Van An" in text for _, text in answers) == 1
+    assert all(ended for ended, _ in answers)
+    assert sum("ket thuc" in text for _, text in answers) == 11
+    assert len(events(app, "lookup.decision")) == 1
+    outcomes = [e.outcome for e in events(app, "ussd.step")]
+    assert outcomes.count("result") == 1 and outcomes.count("ended") == 11
+
+
+def test_twelve_copies_of_a_cumulative_step_get_one_lookup_and_the_same_screen(
+    app, client, gateways, monkeypatch
+):
+    """Africa's Talking resends the whole history: twelve copies of the last step at once are
+    one step, answered twelve times with its one result."""
+    at_step(client, "c2", "")
+    at_step(client, "c2", "1")
+    answers = service_steps_at_once(app, monkeypatch, "at", "c2", [f"1*{OWNER_ID}"] * 12, True)
+    assert len(set(answers)) == 1
+    ended, text = answers[0]
+    assert ended and "Nguyen Van An" in text
+    assert len(events(app, "lookup.decision")) == 1
+    outcomes = [e.outcome for e in events(app, "ussd.step")]
+    assert outcomes.count("result") == 1 and outcomes.count("replay") == 11
+
+
+def test_different_inputs_at_once_are_taken_one_after_another(app, client, gateways, monkeypatch):
+    """Two different inputs at once at the menu: each is applied to the session the other left,
+    never both to the same one (which loses one of them)."""
+    generic_step(client, "c3", "")
+    service_steps_at_once(app, monkeypatch, "gen", "c3", ["1", "3"], False)
+    outcomes = sorted(e.outcome for e in events(app, "ussd.step"))
+    assert outcomes == ["ask_id", "menu", "reask_id"]  # the second read as an ID entry
+
+
+def test_sms_results_of_steps_sent_at_once_are_stored_once(app, client, monkeypatch):
+    """With results sent by SMS, each lookup stored a message under the walk's id: the copies
+    that lost the race failed on that unique id."""
+    add_citizen(app)
+    add_connection(app, "gen", ussd_result="sms", outbound_url="http://127.0.0.1:9/mt")
+    generic_step(client, "c4", "")
+    generic_step(client, "c4", "4")
+    answers = service_steps_at_once(app, monkeypatch, "gen", "c4", [OWNER_ID] * 6, False)
+    assert sum("SMS" in text for _, text in answers) == 1
+    with runtime_of(app).session_factory() as session:
+        stored = session.scalars(select(InboundMessageRecord)).all()
+    assert len(stored) == 1
+    assert len(events(app, "lookup.decision")) == 1

@@ -5,6 +5,15 @@ with ``timestamp``), through the official SDK's own check (``vonage_http_client.
 connection's ``signature_secret`` and ``signature_method``. Vonage calls by GET, POST or
 POST-JSON, as its dashboard is set; we read all three.
 
+Vonage signs ``&name=value`` for each parameter in name order, with ``&`` and ``=`` in string
+values replaced by ``_`` first, and nothing replaced in names or in values that are not strings.
+So one signature fits several requests: a value spelt with ``_``, ``&`` or ``=``, and parameters
+folded into one whose name holds ``=`` and ``&`` (which makes the folded ones vanish: a long
+message's first part with its ``concat`` fields folded away reads as the whole message). Hence:
+a parameter name holding ``&`` or ``=``, and a value that is a JSON list or object, are refused
+(Vonage sends neither); and every string value is read as it was signed, ``&`` and ``=`` turned
+into ``_``, so what we store and answer is the one request the signature stands for.
+
 A long message arrives as parts (``concat-ref``, ``concat-total``, ``concat-part``), each its
 own webhook with its own ``messageId``, in any order and possibly more than once. Each part is
 kept in Redis (for ``PART_TTL``) and acknowledged; the part that completes the set turns into
@@ -98,7 +107,29 @@ def request_params(request: Request) -> tuple[dict[str, Any], str | None]:
         params.update(request.args.to_dict())
     except UnicodeDecodeError:
         problem = "query string is not UTF-8"
-    return params, problem
+    return {name: _as_signed(value) for name, value in params.items()}, problem
+
+
+#: what Vonage's signature replaces in string values before signing (see the module docstring)
+_UNSIGNED_SEPARATORS = str.maketrans({"&": "_", "=": "_"})
+
+
+def _as_signed(value: Any) -> Any:
+    """A string value as Vonage signed it (``&`` and ``=`` read as ``_``); others unchanged."""
+    return value.translate(_UNSIGNED_SEPARATORS) if isinstance(value, str) else value
+
+
+def check_unambiguous(params: Mapping[str, Any]) -> None:
+    """Refuse what Vonage's signature cannot tell apart from another request.
+
+    A name with ``&`` or ``=`` can hold other parameters folded into it, and a list or object
+    is signed as Python writes it, separators and all. Vonage sends neither.
+    """
+    for name, value in params.items():
+        if "&" in name or "=" in name:
+            raise AuthenticationFailed("a parameter name holds '&' or '=' (ambiguous under sig)")
+        if not isinstance(value, str | int | float | bool) and value is not None:
+            raise AuthenticationFailed(f"parameter {name[:32]!r} is not a string or a number")
 
 
 def sdk_auth(api_key: str, signature_secret: str, method: str) -> Any:
@@ -124,6 +155,7 @@ class VonageProvider(Provider):
         signature = params.pop("sig", None)
         if not isinstance(signature, str) or not signature:
             raise AuthenticationFailed("missing sig")
+        check_unambiguous(params)
         timestamp = params.get("timestamp")
         if not isinstance(timestamp, str) or not _TIMESTAMP.fullmatch(timestamp):
             raise AuthenticationFailed("missing or malformed timestamp")

@@ -13,6 +13,12 @@ on each step; we take as the new input only what extends the history we last saw
 whose history we have already answered gets the same screen again (the gateway retried). A
 history that does not extend ours restarts at the menu. So a gateway may replay, lose or rewrite
 its history: it can never skip a step or smuggle an input past the menu.
+
+Steps that arrive at once (a gateway's retries, or an attacker's copies) are taken one after
+another: each step is a compare-and-set on the session in Redis, retried on the session another
+step left when it loses. The result step claims the walk (the session ends) *before* the lookup
+is made, so one walk gets one lookup, whatever arrives concurrently; a copy of that step that
+arrives meanwhile waits for its screen (Africa's Talking) or gets the end of the session.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -53,15 +60,36 @@ CHOICES: dict[str, CommandKind] = {
 HELP_CHOICE = "0"
 
 MENU, ID_ENTRY, ENDED = "menu", "id", "ended"
+#: compare-and-set rounds one step may lose before it gives up with the busy screen; each round
+#: some other step wins, so a dozen copies at once need at most a dozen
+MAX_ROUNDS = 32
+#: how long a copy of the result step waits for the screen of the one that makes the lookup
+RESULT_WAIT_SECONDS = 3.0
+_RESULT_POLL_SECONDS = 0.02
+
+# Set the session to ARGV[2] only if it is still ARGV[1] (the empty string: still absent).
+_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if (current == false and ARGV[1] == '') or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
 
 
 class UssdStore:
-    """USSD sessions in Redis, one key per (connection, session id), expiring on their own."""
+    """USSD sessions in Redis, one key per (connection, session id), expiring on their own.
+
+    A step reads a session with :meth:`read` and writes it back with :meth:`swap`, which
+    succeeds only if no other step wrote it in between (compare-and-set, in one script).
+    """
 
     def __init__(self, redis: Redis, prefix: str, ttl_seconds: int) -> None:
         self._redis = redis
         self._prefix = prefix
         self.ttl_seconds = ttl_seconds
+        self._swap: Any = None
 
     def key(self, connection_slug: str, session_id: str) -> str:
         # Hashed: a gateway's session id is any string up to its length limit, and a session id
@@ -69,18 +97,41 @@ class UssdStore:
         digest = session_digest(session_id)
         return f"{self._prefix}:ussd:{connection_slug}:{digest}"
 
-    def load(self, connection_slug: str, session_id: str) -> SessionState | None:
+    def read(self, connection_slug: str, session_id: str) -> tuple[SessionState | None, str]:
+        """The session (None if absent or unreadable) and its stored form, for :meth:`swap`."""
         raw = self._redis.get(self.key(connection_slug, session_id))
         if raw is None:
-            return None
+            return None, ""
+        stored = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         try:
-            return SessionState(**json.loads(raw))
+            return SessionState(**json.loads(stored)), stored
         except (ValueError, TypeError):
-            return None  # unreadable: start again at the menu
+            return None, stored  # unreadable: start again at the menu (replacing it)
+
+    def load(self, connection_slug: str, session_id: str) -> SessionState | None:
+        return self.read(connection_slug, session_id)[0]
 
     def save(self, connection_slug: str, session_id: str, state: SessionState) -> None:
-        value = json.dumps(state.__dict__, separators=(",", ":"))
-        self._redis.set(self.key(connection_slug, session_id), value, ex=self.ttl_seconds)
+        """Write the session whatever it holds (for tests and tools; steps use :meth:`swap`)."""
+        self._redis.set(
+            self.key(connection_slug, session_id), _stored_form(state), ex=self.ttl_seconds
+        )
+
+    def swap(
+        self, connection_slug: str, session_id: str, expected: str, state: SessionState
+    ) -> str | None:
+        """Write ``state`` if the session is still ``expected`` (from :meth:`read`; "" for
+        absent); its stored form if written, None if another step wrote it first."""
+        if self._swap is None:
+            self._swap = self._redis.register_script(_SWAP)
+        value = _stored_form(state)
+        key = self.key(connection_slug, session_id)
+        written = self._swap(keys=[key], args=[expected, value, self.ttl_seconds])
+        return value if written else None
+
+
+def _stored_form(state: SessionState) -> str:
+    return json.dumps(asdict(state), separators=(",", ":"))
 
 
 def session_digest(session_id: str) -> str:
@@ -130,6 +181,17 @@ class StepResult:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Move:
+    """What one step does to the session it read, before anything is written or looked up."""
+
+    state: SessionState | None  # the session as this step leaves it (None: not this phone's)
+    result: StepResult | None = None  # the answer; None when a lookup makes it
+    write: bool = True  # False: the session is left as it is in Redis
+    command: Command | None = None  # the lookup to make, once the walk is claimed
+    await_result: bool = False  # a copy of the result step while its lookup is being made
+
+
 def step(
     session: Session,
     ctx: UssdContext,
@@ -140,15 +202,13 @@ def step(
 ) -> StepResult:
     """Answer one USSD step from ``sender`` (E.164), audit it; the caller commits.
 
-    The session is saved in Redis first and the audit events are appended last: an append holds
-    the audit trail's lock until the caller commits, so nothing else waits behind it.
+    The session is written in Redis first (compare-and-set: see the module's docstring) and the
+    audit events are appended last: an append holds the audit trail's lock until the caller
+    commits, so nothing else waits behind it.
     """
     # Screens name the code to dial: the connection's own short code where it has one.
     ctx = replace(ctx, short_code=connection.short_code or ctx.short_code)
-    result, state = _advance(session, ctx, connection, request, sender, now)
-    if state is not None:
-        stored = replace(state, screen=result.screen.text, end=result.screen.end)
-        ctx.store.save(connection.slug, request.session_id, stored)
+    result, state = _take_step(session, ctx, connection, request, sender, now)
     audit = ctx.decision.lookup.audit
     if result.reply is not None:
         record_decision(
@@ -174,7 +234,7 @@ def step(
     return result
 
 
-def _advance(
+def _take_step(
     session: Session,
     ctx: UssdContext,
     connection: Connection,
@@ -182,58 +242,126 @@ def _advance(
     sender: str,
     now: datetime,
 ) -> tuple[StepResult, SessionState | None]:
-    language = connection.language
+    """Read the session, move it on, write it back if no other step wrote it meanwhile (else
+    read it again and move on from there); the answer and the session as this step left it."""
+    store, slug, session_id = ctx.store, connection.slug, request.session_id
     sender_hash = ctx.decision.lookup.audit.keyed_hash(sender)
-    state = ctx.store.load(connection.slug, request.session_id)
+    for _ in range(MAX_ROUNDS):
+        state, stored = store.read(slug, session_id)
+        move = _advance(ctx, connection, request, sender_hash, state)
+        if move.await_result and move.state is not None:
+            return _awaited_result(ctx, connection, request, move.state), move.state
+        if move.state is None or not move.write:
+            assert move.result is not None
+            return move.result, move.state
+        if move.command is None:
+            assert move.result is not None
+            written = replace(
+                move.state, screen=move.result.screen.text, end=move.result.screen.end
+            )
+            if store.swap(slug, session_id, stored, written) is None:
+                continue  # another step wrote the session first: take this one from there
+            return move.result, written
+        # The result step: claim the walk (the session ends, its screen still empty) before the
+        # lookup, so that only one step of the walk ever makes it.
+        claimed = replace(move.state, screen="", end=True)
+        claim = store.swap(slug, session_id, stored, claimed)
+        if claim is None:
+            continue
+        result = _result(
+            session, ctx, connection, request, sender, move.command, move.state.walk, now
+        )
+        done = replace(move.state, screen=result.screen.text, end=result.screen.end)
+        # Written only over our own claim: if the session expired meanwhile and a new walk
+        # began under the same id, that walk is left alone.
+        store.swap(slug, session_id, claim, done)
+        return result, done
+    busy = busy_screen(ctx.decision.lookup.templates, connection.language, ctx.short_code)
+    return StepResult(busy, "contended"), None
 
+
+def _awaited_result(
+    ctx: UssdContext, connection: Connection, request: UssdRequest, state: SessionState
+) -> StepResult:
+    """The screen of a result another copy of this step is looking up (a gateway's retry of a
+    step in flight), once it is written; the busy screen if it takes too long."""
+    deadline = time.monotonic() + RESULT_WAIT_SECONDS
+    while True:
+        if state.screen:
+            return StepResult(UssdScreen(state.screen, state.end), "replay")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(_RESULT_POLL_SECONDS)
+        latest = ctx.store.load(connection.slug, request.session_id)
+        if latest is None or latest.walk != state.walk:
+            break  # expired, or a new walk under the same id: this step's result is gone
+        state = latest
+    busy = busy_screen(ctx.decision.lookup.templates, connection.language, ctx.short_code)
+    return StepResult(busy, "result_pending")
+
+
+def _advance(
+    ctx: UssdContext,
+    connection: Connection,
+    request: UssdRequest,
+    sender_hash: str,
+    state: SessionState | None,
+) -> _Move:
+    """The step's move from ``state``: no I/O, so a step that loses the race can redo it."""
+    language = connection.language
     if request.text.count("*") >= MAX_INPUTS:
-        return _end(ctx, language, "ussd_invalid_end", "too_many_inputs"), None
+        return _Move(None, _end(ctx, language, "ussd_invalid_end", "too_many_inputs"))
     if state is not None and state.sender != sender_hash:
         # Another phone's session id: never continue someone else's session, never reveal it.
-        return _end(ctx, language, "ussd_session_invalid", "foreign_session"), None
+        return _Move(None, _end(ctx, language, "ussd_session_invalid", "foreign_session"))
     if state is None:
         fresh = SessionState(sender=sender_hash, seen=request.text if request.cumulative else "")
-        return _menu(ctx, language, "menu"), replace(fresh, steps=1)
+        return _Move(replace(fresh, steps=1), _menu(ctx, language, "menu"))
 
+    ended = state.state == ENDED or state.end
     state = replace(state, steps=state.steps + 1)
     if request.cumulative:
         if request.text == state.seen:  # the gateway asked again for a step we answered
-            return StepResult(UssdScreen(state.screen, state.end), "replay"), state
+            if not state.screen:  # its result is being looked up by another copy of it
+                return _Move(state, write=False, await_result=True)
+            replayed = StepResult(UssdScreen(state.screen, state.end), "replay")
+            return _Move(state, replayed, write=False)
         if state.seen and not request.text.startswith(state.seen + "*"):
             restarted = SessionState(sender=sender_hash, seen=request.text, steps=state.steps)
-            return _menu(ctx, language, "restart"), restarted
+            return _Move(restarted, _menu(ctx, language, "restart"))
         latest = request.text[len(state.seen) + 1 :] if state.seen else request.text
         state = replace(state, seen=request.text)
     else:
         latest = request.text
     latest = latest.strip()
 
-    if state.state == ENDED or state.end:
-        return _end(ctx, language, "ussd_session_ended", "ended"), state
+    if ended:  # left as it ended (by the step that ended it, whose lookup may be under way)
+        return _Move(state, _end(ctx, language, "ussd_session_ended", "ended"), write=False)
     if state.state == MENU:
         if latest in CHOICES:
             asked = replace(state, state=ID_ENTRY, choice=latest, retries=0)
             screen = UssdScreen(_render(ctx, language, "ussd_ask_id"), end=False)
-            return StepResult(screen, "ask_id", detail={"choice": latest}), asked
+            return _Move(asked, StepResult(screen, "ask_id", detail={"choice": latest}))
         if latest == HELP_CHOICE:
-            return _end(ctx, language, "ussd_help", "help"), replace(state, state=ENDED)
+            return _Move(replace(state, state=ENDED), _end(ctx, language, "ussd_help", "help"))
         if state.retries >= 1:
-            return _end(ctx, language, "ussd_invalid_end", "invalid_end"), replace(
-                state, state=ENDED
+            return _Move(
+                replace(state, state=ENDED),
+                _end(ctx, language, "ussd_invalid_end", "invalid_end"),
             )
-        return _menu(ctx, language, "reask", again=True), replace(state, retries=1)
+        return _Move(replace(state, retries=1), _menu(ctx, language, "reask", again=True))
 
     # ID entry
     command = _id_command(ctx, state.choice, latest)
     if command is None:
         if state.retries >= 1:
-            return _end(ctx, language, "ussd_invalid_end", "invalid_end"), replace(
-                state, state=ENDED
+            return _Move(
+                replace(state, state=ENDED),
+                _end(ctx, language, "ussd_invalid_end", "invalid_end"),
             )
         screen = UssdScreen(_render(ctx, language, "ussd_reask_id"), end=False)
-        return StepResult(screen, "reask_id"), replace(state, retries=1)
-    done = replace(state, state=ENDED)
-    return _result(session, ctx, connection, request, sender, command, state.walk, now), done
+        return _Move(replace(state, retries=1), StepResult(screen, "reask_id"))
+    return _Move(replace(state, state=ENDED), command=command)
 
 
 def _id_command(ctx: UssdContext, choice: str, entered: str) -> Command | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,7 +22,11 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntity
 
 from citizen_lookup.db import request_session
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
-from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload
+from citizen_lookup.exceptions import (
+    AuthenticationFailed,
+    CredentialsUnavailable,
+    MalformedPayload,
+)
 from citizen_lookup.metrics import (
     ENQUEUE_FAILURES,
     INBOUND_STORED,
@@ -38,23 +42,37 @@ from citizen_lookup.runtime import current_runtime
 from citizen_lookup.services import ussd
 from citizen_lookup.services.connections import valid_slug
 from citizen_lookup.services.inbound import record_delivery_report, store_inbound
-from citizen_lookup.services.refusals import RATE_LIMITED, write_due_summaries
+from citizen_lookup.services.refusals import (
+    CREDENTIALS_UNAVAILABLE,
+    RATE_LIMITED,
+    write_due_summaries,
+)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix=WEBHOOK_PREFIX)
+#: what a provider is told to wait when this process cannot open a connection's credentials
+CREDENTIALS_RETRY_AFTER = "60"
 
 
 class Refused(Exception):
     """A request we answer with an HTTP error; audited as ``request.refused``."""
 
     def __init__(
-        self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        our_fault: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.headers = headers or {}
+        # The deployment's fault, not the caller's: counted per connection, not per source.
+        self.our_fault = our_fault
 
 
 def _audit_refusal(slug: str, route: str, refusal: Refused) -> None:
@@ -86,7 +104,8 @@ def _refusal_response(slug: str, route: str, refusal: Refused) -> Response:
     runtime = current_runtime()
     # Repeated refusals from one source are counted in Redis and audited as one event a minute
     # (services/refusals.py), so a flood of bad requests does not cost a transaction each.
-    if runtime.refusals.count(request.remote_addr or "unknown", refusal.reason):
+    connection = slug if refusal.our_fault else None
+    if runtime.refusals.count(request.remote_addr, refusal.reason, connection=connection):
         _audit_refusal(slug, route, refusal)
     try:
         write_due_summaries(runtime.refusals, runtime.session_factory, runtime.audit)
@@ -128,11 +147,13 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     Authentication comes before the connection's state, so a request that cannot authenticate
     learns only that the slug exists (slugs are public: they are in the published register),
     never whether the connection is pending, suspended or terminated. Signature headers are
-    checked before the body is read.
+    checked before the body is read. The connection's credentials are opened only once every
+    check that needs none has passed (slug, size, method, source network, signature header):
+    a process that cannot open them answers 503, and the checks before cost it nothing.
     """
     runtime = current_runtime()
     refusals = runtime.refusals
-    if refusals.over_budget(request.remote_addr or "unknown"):  # before any database work
+    if refusals.over_budget(request.remote_addr):  # before any database work
         retry_after = str(refusals.seconds_left_in_minute())
         raise Refused(429, RATE_LIMITED, "too many refused requests", {"Retry-After": retry_after})
     if not valid_slug(slug):
@@ -145,7 +166,7 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
         raise Refused(404, "unknown_connection", "no such connection")
     # A plain row and a detached object, not an ORM load: read on every request, the row is
     # current (a suspension applies to the next request), and the ORM's identity map and
-    # load events cost more than the query.
+    # load events cost more than the query. Its credentials are opened on first use.
     connection = Connection.detached(runtime.credentials_cipher, **row._mapping)
     provider = build_provider(connection, runtime.provider_context)
     methods = provider.inbound_methods if route == "sms" else provider.status_methods
@@ -154,9 +175,12 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
             405, "method_not_allowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)}
         )
     try:
+        # What Provider.authenticate does, in two halves around opening the credentials.
+        provider.check_source_network(request)
         provider.check_headers(request)
+        _open_credentials(connection)
         _buffer_chunked_body(limit)
-        provider.authenticate(request)
+        provider.check_credentials(request)
     except AuthenticationFailed as exc:
         raise Refused(403, "authentication_failed", "authentication failed") from exc
     state = connection.state
@@ -170,6 +194,34 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
             503, "suspended", "this connection is suspended", {"Retry-After": retry_after}
         )
     return connection, provider
+
+
+def _open_credentials(connection: Connection) -> None:
+    """Open the connection's credentials, or refuse with 503 when this process cannot.
+
+    Credentials sealed under a key this process lacks (a key rotation done on some processes
+    and not others) are the deployment's fault: the provider is told to retry later and nothing
+    is lost. One error line per connection and minute in each process, without a traceback.
+    """
+    try:
+        connection.credentials  # noqa: B018
+    except CredentialsUnavailable as exc:
+        # connection slug -> the minute this app last logged it (a few dozen connections)
+        logged: dict[str, int] = current_app.extensions.setdefault(_CREDENTIALS_LOGGED, {})
+        minute = int(time.time() // 60)
+        if logged.get(connection.slug) != minute:
+            logged[connection.slug] = minute
+            log.error("connection %s: requests answered 503: %s", connection.slug, exc)
+        raise Refused(
+            503,
+            CREDENTIALS_UNAVAILABLE,
+            "this connection cannot be served now; retry later",
+            {"Retry-After": CREDENTIALS_RETRY_AFTER},
+            our_fault=True,
+        ) from None
+
+
+_CREDENTIALS_LOGGED = "citizen_lookup.webhooks.credentials_logged"
 
 
 def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], Response]:
