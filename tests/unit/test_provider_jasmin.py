@@ -115,6 +115,14 @@ class TestJasmin(ProviderCases):
     def outbound_url(self, server_url: str) -> str:
         return server_url  # Jasmin's HTTP API base; /send is added
 
+    def text_forms(
+        self, path: str, message_id: str, sender: str, text: str
+    ) -> dict[str, RawRequest | None]:
+        forms = super().text_forms(path, message_id, sender, text)
+        fields = mo(id=self.wire_id(message_id), coding="8", content="", binary=text.encode("utf-16-be").hex())
+        forms["ucs2-digits"] = self.raw_request(path, list((fields | {"from": sender}).items()))
+        return forms
+
     def mt_text(self, body: bytes, path: str) -> str:
         form = parse_qs(body.decode("ascii"), encoding="latin-1")
         content = form["content"][0]

@@ -142,6 +142,14 @@ class TestVonage(ProviderCases):
     def mt_text(self, body: bytes, path: str) -> str:
         return parse_qs(body.decode())["text"][0]
 
+    def text_forms(
+        self, path: str, message_id: str, sender: str, text: str
+    ) -> dict[str, RawRequest | None]:
+        forms = super().text_forms(path, message_id, sender, text)
+        fields = inbound(messageId=self.wire_id(message_id), msisdn=self.wire_sender(sender), text=text)
+        forms["unicode"] = self.raw_request(path, list((fields | {"type": "unicode"}).items()))
+        return forms
+
     def inbound_fields(self) -> dict[str, str]:
         return inbound()
 
