@@ -471,7 +471,9 @@ def registered_cases() -> dict[str, type[ProviderCases]]:
     :func:`undeclared_kinds`.
     """
     for path in sorted(Path(__file__).parent.glob("test_provider_*.py")):
-        importlib.import_module(path.stem)  # the name pytest gives it (rootdir-relative, no package)
+        importlib.import_module(
+            path.stem
+        )  # the name pytest gives it (rootdir-relative, no package)
     found: dict[str, type[ProviderCases]] = {}
     pending = list(ProviderCases.__subclasses__())
     while pending:

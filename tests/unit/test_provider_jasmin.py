@@ -119,7 +119,12 @@ class TestJasmin(ProviderCases):
         self, path: str, message_id: str, sender: str, text: str
     ) -> dict[str, RawRequest | None]:
         forms = super().text_forms(path, message_id, sender, text)
-        fields = mo(id=self.wire_id(message_id), coding="8", content="", binary=text.encode("utf-16-be").hex())
+        fields = mo(
+            id=self.wire_id(message_id),
+            coding="8",
+            content="",
+            binary=text.encode("utf-16-be").hex(),
+        )
         forms["ucs2-digits"] = self.raw_request(path, list((fields | {"from": sender}).items()))
         return forms
 
@@ -169,9 +174,7 @@ class TestJasmin(ProviderCases):
     # -- delivery receipts ----------------------------------------------------------------------
     def test_a_receipt_by_get_is_read_from_the_query(self) -> None:
         request = self.sign(RawRequest(STATUS_PATH, method="GET").with_query(receipt("DELIVRD")))
-        assert self.receive(request.webhook_request(), "status") == report(
-            DeliveryStatus.DELIVERED
-        )
+        assert self.receive(request.webhook_request(), "status") == report(DeliveryStatus.DELIVERED)
 
     # -- outbound -------------------------------------------------------------------------------
     def test_send_posts_to_the_http_api(

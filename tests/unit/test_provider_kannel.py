@@ -131,7 +131,9 @@ class TestKannel(ProviderCases):
         self, path: str, message_id: str, sender: str, text: str
     ) -> dict[str, RawRequest | None]:
         forms = super().text_forms(path, message_id, sender, text)
-        fields = escapes(id=self.wire_id(message_id), coding="2", charset="UTF-16BE", **{"from": sender})
+        fields = escapes(
+            id=self.wire_id(message_id), coding="2", charset="UTF-16BE", **{"from": sender}
+        )
         forms["utf-16"] = RawRequest(path, method="GET", query=utf16_query(text, fields))
         return forms
 

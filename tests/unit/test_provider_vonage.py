@@ -114,7 +114,9 @@ class TestVonage(ProviderCases):
     wire_extras: ClassVar[dict[str, str]] = {"type": "text"}
     wire_status_fields = (("messageId", 100), ("status", 32))
     status_ack_body = b""
-    query_credential_needs_utf8 = True  # Vonage signs the query too; an unreadable one cannot be checked
+    query_credential_needs_utf8 = (
+        True  # Vonage signs the query too; an unreadable one cannot be checked
+    )
 
     def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
         """Vonage's signature over every parameter, as the app will read them, with a fresh
@@ -146,7 +148,9 @@ class TestVonage(ProviderCases):
         self, path: str, message_id: str, sender: str, text: str
     ) -> dict[str, RawRequest | None]:
         forms = super().text_forms(path, message_id, sender, text)
-        fields = inbound(messageId=self.wire_id(message_id), msisdn=self.wire_sender(sender), text=text)
+        fields = inbound(
+            messageId=self.wire_id(message_id), msisdn=self.wire_sender(sender), text=text
+        )
         forms["unicode"] = self.raw_request(path, list((fields | {"type": "unicode"}).items()))
         return forms
 
@@ -224,16 +228,29 @@ class TestVonage(ProviderCases):
         simulated = self.provider().simulated_inbound(
             "https://sms.example.gov.vn" + INBOUND_PATH, "+84912345678", "8077", "DC 0010", "m-1"
         )
-        request = RawRequest(INBOUND_PATH, body=simulated.body or b"", content_type=simulated.headers["Content-Type"])
+        request = RawRequest(
+            INBOUND_PATH, body=simulated.body or b"", content_type=simulated.headers["Content-Type"]
+        )
         assert self.receive(request.webhook_request()) == InboundMessage(
             "m-1", "84912345678", "8077", "DC 0010"
         )
 
     # -- long messages in parts ---------------------------------------------------------------
-    def part(self, number: int, text: str, *, total: int = 3, ref: str = "A1", sender: str = "84912345678",
-             message_id: str | None = None) -> RawRequest:
+    def part(
+        self,
+        number: int,
+        text: str,
+        *,
+        total: int = 3,
+        ref: str = "A1",
+        sender: str = "84912345678",
+        message_id: str | None = None,
+    ) -> RawRequest:
         fields = inbound(
-            msisdn=sender, text=text, messageId=message_id or f"part-{ref}-{number}", concat="true",
+            msisdn=sender,
+            text=text,
+            messageId=message_id or f"part-{ref}-{number}",
+            concat="true",
             **{"concat-ref": ref, "concat-total": str(total), "concat-part": str(number)},
         )
         return self.sign(self.raw_request(INBOUND_PATH, list(fields.items())))  # fmt: skip

@@ -49,6 +49,14 @@ class InboundMessage:
     text: str
     channel: Channel = Channel.SMS
 
+    def __post_init__(self) -> None:
+        # Fields are checked as they are read (optional_field), but a kind may decode its text
+        # afterwards (hex, UTF-16, an SMPP alphabet): whatever it made is held to the same rule
+        # here, so no kind can hand storage a value the database refuses.
+        for name in ("provider_message_id", "sender", "recipient", "text"):
+            if not storable_text(getattr(self, name)):
+                raise MalformedPayload(f"the message's {name} is not valid text")
+
 
 @dataclass(frozen=True)
 class DeliveryReport:
@@ -347,9 +355,7 @@ def optional_field(values: Mapping[str, object], name: str, *, max_length: int) 
         raise MalformedPayload(f"field {name!r} must be a string")
     if len(value) > max_length:
         raise MalformedPayload(f"field {name!r} is longer than {max_length} characters")
-    # Lone surrogates (from JSON escapes) and NUL cannot be stored (PostgreSQL refuses both):
-    # turned away here as a 400 rather than failing later as a 500.
-    if "\x00" in value or not _encodable(value):
+    if not storable_text(value):
         raise MalformedPayload(f"field {name!r} is not valid text")
     return value
 
@@ -364,7 +370,14 @@ def required_field(
     return value
 
 
-def _encodable(value: str) -> bool:
+def storable_text(value: str) -> bool:
+    """Whether ``value`` can be stored as text: no NUL, no lone surrogate.
+
+    PostgreSQL refuses both (lone surrogates come from JSON escapes, NUL from anywhere): they
+    are turned away as a 400 rather than failing at storage as a 503 the provider retries.
+    """
+    if "\x00" in value:
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
