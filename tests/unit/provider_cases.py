@@ -74,6 +74,7 @@ class FakeConnection:
     short_code: str | None = "8077"
     outbound_url: str | None = None
     allowed_networks: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

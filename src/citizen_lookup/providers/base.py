@@ -24,7 +24,12 @@ from werkzeug.exceptions import HTTPException
 # Re-exported: a kind speaks of USSD steps in these words.
 from citizen_lookup.domain.ussd import UssdRequest as UssdRequest
 from citizen_lookup.domain.ussd import UssdScreen as UssdScreen
-from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
+from citizen_lookup.exceptions import (
+    AuthenticationFailed,
+    ConfigurationError,
+    MalformedPayload,
+    SendError,
+)
 
 
 class Channel(StrEnum):
@@ -108,6 +113,19 @@ class ConnectionLike(Protocol):
     @property
     def allowed_networks(self) -> Sequence[str]: ...
 
+    @property
+    def options(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class ProviderOption:
+    """A setting of a connection that only its kind reads (not a secret): what the gateway on
+    the other side does, where no request says it (``connections add --option KEY=VALUE``)."""
+
+    choices: tuple[str, ...]
+    default: str
+    help: str
+
 
 @dataclass(frozen=True)
 class ProviderContext:
@@ -141,6 +159,8 @@ class Provider(ABC):
     requires_outbound_url: ClassVar[bool] = False
     #: whether this kind carries USSD sessions (the /ussd route answers 404 for the others)
     supports_ussd: ClassVar[bool] = False
+    #: settings a connection of this kind may carry, by name
+    options: ClassVar[Mapping[str, ProviderOption]] = {}
 
     def __init__(self, connection: ConnectionLike, context: ProviderContext) -> None:
         self.connection = connection
@@ -236,6 +256,18 @@ class Provider(ABC):
     def http(self) -> requests.Session:
         """The process's shared HTTP session (see ``Runtime``); a throwaway one in unit tests."""
         return self.context.session or requests.Session()
+
+    def option(self, name: str) -> str:
+        """The connection's value of one of this kind's options, or the option's default."""
+        declared = self.options[name]
+        value = self.connection.options.get(name, declared.default)
+        if value not in declared.choices:
+            # Refused when the connection was added; only a hand-edited row gets here.
+            raise ConfigurationError(
+                f"connection {self.connection.slug!r}: option {name} is not one of "
+                f"{', '.join(declared.choices)}"
+            )
+        return value
 
     def credential(self, key: str) -> str:
         value = self.connection.credentials.get(key)
