@@ -340,6 +340,8 @@ def configure_jasmin(jcli: JCli, service_url: str, smsc: FakeSmsCentre, wrong_ur
     jcli.add("morouter", "type StaticMORoute", "order 10", "connector http(citizen-lookup)",
              "filters to-8077")  # fmt: skip
     jcli.add("mtrouter", "type DefaultRoute", "connector smppc(viettel)", "rate 0.00")
+    persisted = jcli.type("persist")
+    assert "httpccm configuration persisted" in persisted and "rror" not in persisted, persisted
     # Not in the documentation: a connector with a mistyped slug, for what Jasmin does on 404.
     jcli.add("httpccm", "cid mistyped", f"url {wrong_url}", "method POST")
     jcli.add("filter", "fid to-8078", "type DestinationAddrFilter", "destination_addr ^8078$")
