@@ -297,6 +297,10 @@ class JCli:
         self.transcript.flush()
         return text
 
+    def read(self) -> str:
+        """What jCli writes next, up to its next prompt."""
+        return self._read()
+
     def type(self, line: str) -> str:
         self.sock.sendall(line.encode() + b"\r\n")
         return self._read()
@@ -340,8 +344,11 @@ def configure_jasmin(jcli: JCli, service_url: str, smsc: FakeSmsCentre, wrong_ur
     jcli.add("morouter", "type StaticMORoute", "order 10", "connector http(citizen-lookup)",
              "filters to-8077")  # fmt: skip
     jcli.add("mtrouter", "type DefaultRoute", "connector smppc(viettel)", "rate 0.00")
+    # Filters and HTTP connectors are written after the prompt comes back, each with its own.
     persisted = jcli.type("persist")
-    assert "httpccm configuration persisted" in persisted and "rror" not in persisted, persisted
+    while "httpcc configuration persisted" not in persisted and "Cannot" not in persisted:
+        persisted += jcli.read()
+    assert "Cannot" not in persisted and "filter configuration persisted" in persisted, persisted
     # Not in the documentation: a connector with a mistyped slug, for what Jasmin does on 404.
     jcli.add("httpccm", "cid mistyped", f"url {wrong_url}", "method POST")
     jcli.add("filter", "fid to-8078", "type DestinationAddrFilter", "destination_addr ^8078$")
@@ -350,8 +357,10 @@ def configure_jasmin(jcli: JCli, service_url: str, smsc: FakeSmsCentre, wrong_ur
 
 
 def jasmin_cfg(folder: Path, ports: dict[str, int], vhost: str) -> str:
-    store = folder / "store"
-    store.mkdir()
+    # jCli's persist writes filters and HTTP connectors to <ROOT_PATH>/etc/jasmin/store whatever
+    # store_path says; the rest goes to store_path.
+    store = folder / "etc" / "jasmin" / "store"
+    store.mkdir(parents=True)
     jcli_digest = hashlib.md5(JCLI_PASSWORD.encode()).hexdigest()  # noqa: S324 (Jasmin's format)
     return f"""
 [smpp-server]
