@@ -151,6 +151,8 @@ class Connection(Base):
     short_code: Mapped[str | None] = mapped_column(String(20))
     language: Mapped[str] = mapped_column(String(2), default="vi")
     allowed_networks_json: Mapped[str] = mapped_column(Text, default="[]")
+    # The kind's options (providers.base.ProviderOption): name -> value, defaults left out.
+    options_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     outbound_url: Mapped[str | None] = mapped_column(String(500))
     ussd_result: Mapped[str] = mapped_column(String(10), default="screen")
     focal_name: Mapped[str] = mapped_column(String(200))
@@ -194,6 +196,16 @@ class Connection(Base):
     @allowed_networks.setter
     def allowed_networks(self, value: Sequence[str]) -> None:
         self.allowed_networks_json = json.dumps(list(value))
+
+    @property
+    def options(self) -> Mapping[str, str]:
+        # A connection built for sending (jobs.py) loads no options: sending reads none.
+        data: dict[str, str] = json.loads(self.options_json or "{}")
+        return data
+
+    @options.setter
+    def options(self, value: Mapping[str, str]) -> None:
+        self.options_json = json.dumps(dict(sorted(value.items())))
 
 
 _DETACHED_CIPHER = "_detached_cipher"

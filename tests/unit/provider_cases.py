@@ -74,6 +74,7 @@ class FakeConnection:
     short_code: str | None = "8077"
     outbound_url: str | None = None
     allowed_networks: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,21 @@ class ProviderCases:
 
     def inbound_pairs(self, values: dict[str, Any]) -> list[tuple[str, Any]]:
         return [(self.wire_fields[name][0], value) for name, value in values.items()]
+
+    def text_forms(
+        self, path: str, message_id: str, sender: str, text: str
+    ) -> dict[str, RawRequest | None]:
+        """Every way this kind carries a message's text: label -> an unsigned inbound request
+        with ``text`` in that form, or None where the form cannot carry it. ``message_id`` is a
+        fresh label, made into an id by :meth:`wire_id`.
+
+        The plain field, and for gateways the encodings their adapter decodes (UCS-2 as hex,
+        UTF-16 bytes, an SMPP alphabet): text exists there only after decoding, so the hostile
+        suites check that what is decoded is held to the rules of any field.
+        """
+        values = self.good_wire_values(message_id, sender)
+        values["text"] = text
+        return {"plain": self.raw_request(path, self.inbound_pairs(values))}
 
     # -- fixtures and helpers -------------------------------------------------------------------
     @pytest.fixture
@@ -456,7 +472,9 @@ def registered_cases() -> dict[str, type[ProviderCases]]:
     :func:`undeclared_kinds`.
     """
     for path in sorted(Path(__file__).parent.glob("test_provider_*.py")):
-        importlib.import_module(path.stem)  # the name pytest gives it (rootdir-relative, no package)
+        importlib.import_module(
+            path.stem
+        )  # the name pytest gives it (rootdir-relative, no package)
     found: dict[str, type[ProviderCases]] = {}
     pending = list(ProviderCases.__subclasses__())
     while pending:

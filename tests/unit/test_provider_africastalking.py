@@ -33,6 +33,7 @@ from citizen_lookup.providers.base import (
 
 USERNAME, API_KEY, SECRET = "citizen-lookup", "atsk_api-key-0123456789", "callback-secret-42"
 USSD_PATH = "/webhooks/test-link/ussd"
+MO_ID, LINK_ID = "ec9adc86-51d5-4bc8-8eb0-d8ab0bb53dc3", "03090445075804249226"
 
 
 def basic(username: str, password: str) -> str:
@@ -41,6 +42,11 @@ def basic(username: str, password: str) -> str:
 
 def report(status: DeliveryStatus, error: str | None = None) -> DeliveryReport:
     return DeliveryReport(provider_message_id="ATXid_42", status=status, error=error)
+
+
+def dlr(status: str, **extra: str) -> dict[str, str]:
+    fields = {"phoneNumber": "+84912345678", "networkCode": "45204", "retryCount": "0"}
+    return {"id": "ATXid_42", "status": status} | fields | extra
 
 
 def sent_answer(code: int = 101, status: str = "Success", message_id: str = "ATXid_out7") -> str:
@@ -70,28 +76,25 @@ class TestAfricasTalking(ProviderCases):
         "secret": SECRET,
     }
     expected_inbound = InboundMessage(
-        provider_message_id="ATXid_0001",
+        provider_message_id=f"{MO_ID}|{LINK_ID}",  # see test_link_id_travels_with_the_message_id
         sender="+84912345678",
         recipient="8077",
         text="DC 001099012345",
     )
     required_inbound_fields = ("id", "from", "text")
+    # Delivery reports as Africa's Talking posts them (SMS "Delivery reports": id, status,
+    # phoneNumber, networkCode, failureReason with Rejected and Failed, retryCount).
     status_cases = (
-        ({"id": "ATXid_42", "status": "Success"}, report(DeliveryStatus.DELIVERED)),
-        ({"id": "ATXid_42", "status": "Sent"}, report(DeliveryStatus.ACCEPTED)),
-        ({"id": "ATXid_42", "status": "Submitted"}, report(DeliveryStatus.ACCEPTED)),
-        ({"id": "ATXid_42", "status": "Buffered"}, report(DeliveryStatus.ACCEPTED)),
-        (
-            {"id": "ATXid_42", "status": "Failed", "failureReason": "UserInBlacklist"},
-            report(DeliveryStatus.FAILED, "UserInBlacklist"),
-        ),
-        (
-            {"id": "ATXid_42", "status": "Rejected", "failureReason": "DeliveryFailure"},
-            report(DeliveryStatus.FAILED, "DeliveryFailure"),
-        ),
-        ({"id": "ATXid_42", "status": "Expired"}, report(DeliveryStatus.FAILED, "Expired")),
-        ({"id": "ATXid_42", "status": "Bounced"}, report(DeliveryStatus.UNKNOWN)),
-    )
+        (dlr("Success"), report(DeliveryStatus.DELIVERED)),
+        (dlr("Sent"), report(DeliveryStatus.ACCEPTED)),
+        (dlr("Submitted"), report(DeliveryStatus.ACCEPTED)),
+        (dlr("Buffered"), report(DeliveryStatus.ACCEPTED)),
+        (dlr("Failed", failureReason="UserInBlacklist"), report(DeliveryStatus.FAILED, "UserInBlacklist")),
+        (dlr("Rejected", failureReason="DeliveryFailure"), report(DeliveryStatus.FAILED, "DeliveryFailure")),
+        (dlr("Expired"), report(DeliveryStatus.FAILED, "Expired")),
+        (dlr("AbsentSubscriber", failureReason="AbsentSubscriber"), report(DeliveryStatus.FAILED, "AbsentSubscriber")),
+        (dlr("Bounced"), report(DeliveryStatus.UNKNOWN)),
+    )  # fmt: skip
     ack_content_type = "text/plain"
     ack_body = b""
     success_answer = (201, sent_answer(), "application/json")
@@ -119,12 +122,17 @@ class TestAfricasTalking(ProviderCases):
         return "|" not in value  # the separator of an id and its linkId in our records
 
     def inbound_fields(self) -> dict[str, str]:
+        """An incoming SMS as Africa's Talking posts it (developer.africastalking.com, SMS
+        "Incoming messages": date, from, id, linkId, text, to, networkCode): the id a UUID,
+        the date in ISO 8601 UTC (some callbacks write "2017-05-03 06:04:45"; nyaruka/courier's
+        handlers/africastalking/testdata/incoming.json has both)."""
         return {
-            "from": "+84912345678",
-            "to": "8077",
+            "linkId": LINK_ID,
             "text": "DC 001099012345",
-            "date": "2026-11-27 10:00:00",
-            "id": "ATXid_0001",
+            "to": "8077",
+            "id": MO_ID,
+            "date": "2026-11-27T10:00:00Z",
+            "from": "+84912345678",
             "networkCode": "45204",
         }
 
@@ -173,7 +181,22 @@ class TestAfricasTalking(ProviderCases):
         fields = self.inbound_fields() | {"linkId": "SampleLinkId123"}
         message = self.receive(self.build_request(INBOUND_PATH, fields))
         assert isinstance(message, InboundMessage)
-        assert message.provider_message_id == "ATXid_0001|SampleLinkId123"
+        assert message.provider_message_id == f"{MO_ID}|SampleLinkId123"
+
+    def test_without_a_link_id_the_id_is_alone(self) -> None:
+        fields = {k: v for k, v in self.inbound_fields().items() if k != "linkId"}
+        message = self.receive(self.build_request(INBOUND_PATH, fields))
+        assert isinstance(message, InboundMessage) and message.provider_message_id == MO_ID
+
+    def test_both_date_formats_are_taken(self) -> None:
+        for date in ("2026-11-27T10:00:00Z", "2026-11-27 10:00:00"):
+            fields = self.inbound_fields() | {"date": date}
+            assert self.receive(self.build_request(INBOUND_PATH, fields)) == self.expected_inbound
+
+    def test_a_vietnamese_sms_comes_as_utf8(self) -> None:
+        fields = self.inbound_fields() | {"text": "Đc ００１０９９０１２３４５"}
+        message = self.receive(self.build_request(INBOUND_PATH, fields))
+        assert isinstance(message, InboundMessage) and message.text == "Đc ００１０９９０１２３４５"
 
     @pytest.mark.parametrize(
         ("name", "value"),

@@ -127,6 +127,16 @@ class TestKannel(ProviderCases):
     def mt_text(self, body: bytes, path: str) -> str:
         return body.decode("utf-8")
 
+    def text_forms(
+        self, path: str, message_id: str, sender: str, text: str
+    ) -> dict[str, RawRequest | None]:
+        forms = super().text_forms(path, message_id, sender, text)
+        fields = escapes(
+            id=self.wire_id(message_id), coding="2", charset="UTF-16BE", **{"from": sender}
+        )
+        forms["utf-16"] = RawRequest(path, method="GET", query=utf16_query(text, fields))
+        return forms
+
     inbound_cases = (
         InboundCase("a get-url call: every escape in the query", message(), raw=get(escapes())),
         InboundCase(

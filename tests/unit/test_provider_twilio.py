@@ -45,7 +45,19 @@ def report(status: DeliveryStatus, error: str | None = None) -> DeliveryReport:
 
 
 def callback(status: str, **extra: str) -> dict[str, str]:
-    return {"MessageSid": MESSAGE_SID, "MessageStatus": status, "AccountSid": ACCOUNT_SID} | extra
+    """A status callback for an SMS, with the parameters Twilio posts (its "Outbound Message
+    Status in Status Callbacks" list: twilio.com/docs/messaging/guides/track-outbound-message-
+    status); ErrorCode comes with failed and undelivered, RawDlrDoneDate with a carrier's DLR."""
+    return {
+        "SmsSid": MESSAGE_SID,
+        "SmsStatus": status,
+        "MessageStatus": status,
+        "To": "+84912345678",
+        "MessageSid": MESSAGE_SID,
+        "AccountSid": ACCOUNT_SID,
+        "From": FROM_NUMBER,
+        "ApiVersion": "2010-04-01",
+    } | extra
 
 
 def created_message(sid: str = MESSAGE_SID) -> str:
@@ -72,17 +84,30 @@ def created_message(sid: str = MESSAGE_SID) -> str:
 
 
 def inbound_form(**fields: str) -> dict[str, str]:
-    """An inbound SMS as Twilio posts it."""
+    """An inbound SMS as Twilio posts it: every parameter of its incoming-message webhook for
+    an SMS (twilio.com/docs/messaging/guides/webhook-request), the geographic ones empty where
+    Twilio knows nothing (it sends them empty, and signs them so), and the deprecated SmsSid,
+    SmsMessageSid and SmsStatus it still sends."""
     base = {
-        "MessageSid": MESSAGE_SID,
+        "ToCountry": "US",
+        "ToState": "CA",
+        "SmsMessageSid": MESSAGE_SID,
+        "NumMedia": "0",
+        "ToCity": "",
+        "FromZip": "",
         "SmsSid": MESSAGE_SID,
+        "FromState": "",
+        "SmsStatus": "received",
+        "FromCity": "",
+        "Body": "DC 001099012345",
+        "FromCountry": "VN",
+        "To": FROM_NUMBER,
+        "ToZip": "",
+        "NumSegments": "1",
+        "MessageSid": MESSAGE_SID,
         "AccountSid": ACCOUNT_SID,
         "From": "+84912345678",
-        "To": FROM_NUMBER,
-        "Body": "DC 001099012345",
-        "NumMedia": "0",
-        "NumSegments": "1",
-        "FromCountry": "VN",
+        "ApiVersion": "2010-04-01",
     }
     return base | fields
 
@@ -102,7 +127,7 @@ class TestTwilio(ProviderCases):
     )
     required_inbound_fields = ("From", "Body", "MessageSid")
     status_cases = (
-        (callback("delivered"), report(DeliveryStatus.DELIVERED)),
+        (callback("delivered", RawDlrDoneDate="2611271001"), report(DeliveryStatus.DELIVERED)),
         (callback("undelivered", ErrorCode="30003"), report(DeliveryStatus.FAILED, "30003")),
         (callback("failed", ErrorCode="30008"), report(DeliveryStatus.FAILED, "30008")),
         (callback("failed"), report(DeliveryStatus.FAILED, "failed")),
@@ -175,6 +200,13 @@ class TestTwilio(ProviderCases):
                     InboundMessage(MESSAGE_SID, "+84912345678", FROM_NUMBER, ""),
                     fields=inbound_form(Body="", NumMedia="1")),
         InboundCase("a wrong token", AuthenticationFailed, fields=inbound_form(), auth="wrong"),
+        InboundCase("a UCS-2 SMS: Twilio posts the Body as UTF-8",
+                    InboundMessage(MESSAGE_SID, "+84912345678", FROM_NUMBER,
+                                   "Đc ００１０９９０１２３４５"),
+                    fields=inbound_form(Body="Đc ００１０９９０１２３４５")),
+        InboundCase("a long SMS: Twilio joins the parts, NumSegments says how many",
+                    InboundMessage(MESSAGE_SID, "+84912345678", FROM_NUMBER, "DC " + "x" * 400),
+                    fields=inbound_form(Body="DC " + "x" * 400, NumSegments="3")),
     )  # fmt: skip
 
     # -- signature specifics --------------------------------------------------------------------

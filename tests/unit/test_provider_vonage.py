@@ -45,7 +45,9 @@ MT_ID = "0C000000ABCDEF12"
 
 
 def inbound(**fields: str) -> dict[str, str]:
-    """An inbound SMS as Vonage sends it (before timestamp and sig)."""
+    """An inbound SMS as Vonage sends it to a signed webhook (developer.vonage.com/messaging/
+    sms/guides/inbound-sms: type, to, msisdn, messageId, message-timestamp, nonce, text,
+    keyword, and api-key), before the timestamp and sig the signing adds."""
     base = {
         "api-key": API_KEY,
         "msisdn": "84912345678",
@@ -55,6 +57,7 @@ def inbound(**fields: str) -> dict[str, str]:
         "type": "text",
         "keyword": "DC",
         "message-timestamp": "2026-11-27 10:00:00",
+        "nonce": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
     }
     return base | fields
 
@@ -69,7 +72,21 @@ def report(status: DeliveryStatus, error: str | None = None) -> DeliveryReport:
 
 
 def receipt(status: str, **extra: str) -> dict[str, str]:
-    return {"messageId": MT_ID, "msisdn": "84912345678", "to": "8077", "status": status} | extra
+    """A delivery receipt as Vonage sends it (developer.vonage.com/messaging/sms/guides/
+    delivery-receipts): msisdn is the handset, to our sender, client-ref our reply's id."""
+    return {
+        "msisdn": "84912345678",
+        "to": "8077",
+        "network-code": "45204",
+        "messageId": MT_ID,
+        "price": "0.03330000",
+        "status": status,
+        "scts": "2611271001",
+        "err-code": "0",
+        "api-key": API_KEY,
+        "client-ref": "reply-0001",
+        "message-timestamp": "2026-11-27 10:01:05",
+    } | extra
 
 
 def sent_answer(*statuses: str) -> str:
@@ -95,7 +112,7 @@ class TestVonage(ProviderCases):
         (receipt("buffered"), report(DeliveryStatus.ACCEPTED)),
         (receipt("failed", **{"err-code": "6"}), report(DeliveryStatus.FAILED, "failed (err-code 6)")),
         (receipt("rejected", **{"err-code": "29"}), report(DeliveryStatus.FAILED, "rejected (err-code 29)")),
-        (receipt("expired"), report(DeliveryStatus.FAILED, "expired")),
+        (receipt("expired", **{"err-code": "1"}), report(DeliveryStatus.FAILED, "expired (err-code 1)")),
         (receipt("unknown"), report(DeliveryStatus.UNKNOWN)),
     )  # fmt: skip
     ack_content_type = "text/plain"
@@ -149,6 +166,16 @@ class TestVonage(ProviderCases):
 
     def mt_text(self, body: bytes, path: str) -> str:
         return parse_qs(body.decode())["text"][0]
+
+    def text_forms(
+        self, path: str, message_id: str, sender: str, text: str
+    ) -> dict[str, RawRequest | None]:
+        forms = super().text_forms(path, message_id, sender, text)
+        fields = inbound(
+            messageId=self.wire_id(message_id), msisdn=self.wire_sender(sender), text=text
+        )
+        forms["unicode"] = self.raw_request(path, list((fields | {"type": "unicode"}).items()))
+        return forms
 
     def inbound_fields(self) -> dict[str, str]:
         return inbound()
@@ -224,16 +251,29 @@ class TestVonage(ProviderCases):
         simulated = self.provider().simulated_inbound(
             "https://sms.example.gov.vn" + INBOUND_PATH, "+84912345678", "8077", "DC 0010", "m-1"
         )
-        request = RawRequest(INBOUND_PATH, body=simulated.body or b"", content_type=simulated.headers["Content-Type"])
+        request = RawRequest(
+            INBOUND_PATH, body=simulated.body or b"", content_type=simulated.headers["Content-Type"]
+        )
         assert self.receive(request.webhook_request()) == InboundMessage(
             "m-1", "84912345678", "8077", "DC 0010"
         )
 
     # -- long messages in parts ---------------------------------------------------------------
-    def part(self, number: int, text: str, *, total: int = 3, ref: str = "A1", sender: str = "84912345678",
-             message_id: str | None = None) -> RawRequest:
+    def part(
+        self,
+        number: int,
+        text: str,
+        *,
+        total: int = 3,
+        ref: str = "A1",
+        sender: str = "84912345678",
+        message_id: str | None = None,
+    ) -> RawRequest:
         fields = inbound(
-            msisdn=sender, text=text, messageId=message_id or f"part-{ref}-{number}", concat="true",
+            msisdn=sender,
+            text=text,
+            messageId=message_id or f"part-{ref}-{number}",
+            concat="true",
             **{"concat-ref": ref, "concat-total": str(total), "concat-part": str(number)},
         )
         return self.sign(self.raw_request(INBOUND_PATH, list(fields.items())))  # fmt: skip

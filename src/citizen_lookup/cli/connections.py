@@ -107,6 +107,13 @@ def _read_credentials(kind: str, values: tuple[str, ...], files: tuple[str, ...]
 @click.option("--outbound-url", help="Provider API base URL (the MT URL for vnmo and generic).")
 @click.option("--allow", "networks", multiple=True, metavar="CIDR", help="Allowed source network.")
 @click.option("--ussd-result", type=click.Choice(["screen", "sms"]), default="screen")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the kind (jasmin: default_alphabet=gsm7|latin1); see docs/providers/.",
+)
 @click.option("--assessment", help="Security assessment reference: the connection starts active.")
 @pass_runtime
 def add(
@@ -124,10 +131,12 @@ def add(
     outbound_url: str | None,
     networks: tuple[str, ...],
     ussd_result: str,
+    options: tuple[str, ...],
     assessment: str | None,
 ) -> None:
     """Register a connection (pending until approved, unless --assessment is given)."""
     read = _read_credentials(kind, credentials, credential_files)
+    chosen = dict(_option_pair(item) for item in options)
     if runtime.settings.env != "development":
         for warning in service.outbound_url_warnings(outbound_url):
             click.echo(f"warning: {warning}; replies carry citizens' data", err=True)
@@ -146,6 +155,7 @@ def add(
             allowed_networks=networks,
             ussd_result=ussd_result,
             assessment=assessment,
+            options=chosen,
         )
         state = connection.state
     for warning in service.network_warnings(networks):
@@ -158,6 +168,28 @@ def add(
         click.echo(
             f"  approve after the security assessment: connections approve {slug} --assessment REF"
         )
+
+
+def _option_pair(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
+    return key.strip(), value.strip()
+
+
+@group.command("set-option")
+@click.argument("slug")
+@click.argument("option", metavar="KEY=VALUE")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@pass_runtime
+def set_option(runtime: Runtime, slug: str, option: str, reason: str) -> None:
+    """Change a setting of the connection's kind (see `connections show`)."""
+    name, value = _option_pair(option)
+    with runtime.session_factory.begin() as session:
+        service.set_option(
+            session, runtime.audit, slug, name, value, actor=current_actor(), reason=reason
+        )
+    click.echo(f"connection {slug}: {name} = {value}")
 
 
 @group.command("approve")

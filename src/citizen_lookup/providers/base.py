@@ -24,7 +24,12 @@ from werkzeug.exceptions import HTTPException
 # Re-exported: a kind speaks of USSD steps in these words.
 from citizen_lookup.domain.ussd import UssdRequest as UssdRequest
 from citizen_lookup.domain.ussd import UssdScreen as UssdScreen
-from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
+from citizen_lookup.exceptions import (
+    AuthenticationFailed,
+    ConfigurationError,
+    MalformedPayload,
+    SendError,
+)
 
 
 class Channel(StrEnum):
@@ -48,6 +53,14 @@ class InboundMessage:
     recipient: str  # the short code or number the citizen wrote to
     text: str
     channel: Channel = Channel.SMS
+
+    def __post_init__(self) -> None:
+        # Fields are checked as they are read (optional_field), but a kind may decode its text
+        # afterwards (hex, UTF-16, an SMPP alphabet): whatever it made is held to the same rule
+        # here, so no kind can hand storage a value the database refuses.
+        for name in ("provider_message_id", "sender", "recipient", "text"):
+            if not storable_text(getattr(self, name)):
+                raise MalformedPayload(f"the message's {name} is not valid text")
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,19 @@ class ConnectionLike(Protocol):
     @property
     def allowed_networks(self) -> Sequence[str]: ...
 
+    @property
+    def options(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class ProviderOption:
+    """A setting of a connection that only its kind reads (not a secret): what the gateway on
+    the other side does, where no request says it (``connections add --option KEY=VALUE``)."""
+
+    choices: tuple[str, ...]
+    default: str
+    help: str
+
 
 @dataclass(frozen=True)
 class ProviderContext:
@@ -133,6 +159,8 @@ class Provider(ABC):
     requires_outbound_url: ClassVar[bool] = False
     #: whether this kind carries USSD sessions (the /ussd route answers 404 for the others)
     supports_ussd: ClassVar[bool] = False
+    #: settings a connection of this kind may carry, by name
+    options: ClassVar[Mapping[str, ProviderOption]] = {}
 
     def __init__(self, connection: ConnectionLike, context: ProviderContext) -> None:
         self.connection = connection
@@ -228,6 +256,18 @@ class Provider(ABC):
     def http(self) -> requests.Session:
         """The process's shared HTTP session (see ``Runtime``); a throwaway one in unit tests."""
         return self.context.session or requests.Session()
+
+    def option(self, name: str) -> str:
+        """The connection's value of one of this kind's options, or the option's default."""
+        declared = self.options[name]
+        value = self.connection.options.get(name, declared.default)
+        if value not in declared.choices:
+            # Refused when the connection was added; only a hand-edited row gets here.
+            raise ConfigurationError(
+                f"connection {self.connection.slug!r}: option {name} is not one of "
+                f"{', '.join(declared.choices)}"
+            )
+        return value
 
     def credential(self, key: str) -> str:
         value = self.connection.credentials.get(key)
@@ -347,9 +387,7 @@ def optional_field(values: Mapping[str, object], name: str, *, max_length: int) 
         raise MalformedPayload(f"field {name!r} must be a string")
     if len(value) > max_length:
         raise MalformedPayload(f"field {name!r} is longer than {max_length} characters")
-    # Lone surrogates (from JSON escapes) and NUL cannot be stored (PostgreSQL refuses both):
-    # turned away here as a 400 rather than failing later as a 500.
-    if "\x00" in value or not _encodable(value):
+    if not storable_text(value):
         raise MalformedPayload(f"field {name!r} is not valid text")
     return value
 
@@ -364,7 +402,14 @@ def required_field(
     return value
 
 
-def _encodable(value: str) -> bool:
+def storable_text(value: str) -> bool:
+    """Whether ``value`` can be stored as text: no NUL, no lone surrogate.
+
+    PostgreSQL refuses both (lone surrogates come from JSON escapes, NUL from anywhere): they
+    are turned away as a 400 rather than failing at storage as a 503 the provider retries.
+    """
+    if "\x00" in value:
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

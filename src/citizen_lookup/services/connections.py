@@ -116,6 +116,27 @@ def _validate(
         raise ConfigurationError("--focal-email is not an e-mail address")
 
 
+def check_options(kind: str, options: Mapping[str, str]) -> None:
+    """Refuse an option the kind does not have, or a value it does not take."""
+    declared = provider_class(kind).options
+    for name, value in options.items():
+        option = declared.get(name)
+        if option is None:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ConfigurationError(f"kind {kind!r} has no option {name!r} (its options: {known})")
+        if value not in option.choices:
+            raise ConfigurationError(
+                f"option {name} must be one of {', '.join(option.choices)}, not {value!r}"
+            )
+
+
+def effective_options(connection: Connection) -> dict[str, str]:
+    """Every option of the connection's kind, with its value or the default."""
+    declared = provider_class(connection.kind).options
+    chosen = connection.options
+    return {name: chosen.get(name, option.default) for name, option in sorted(declared.items())}
+
+
 def _check_outbound_url(url: str) -> None:
     if not re.fullmatch(r"https?://[^\s]+", url):
         raise ConfigurationError("--outbound-url must be an http(s) URL")
@@ -188,12 +209,14 @@ def create_connection(
     allowed_networks: Sequence[str] = (),
     ussd_result: str = "screen",
     assessment: str | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> Connection:
     """Register a connection: active with an assessment reference, else pending."""
     creds = dict(credentials or {})
     _validate(
         slug, kind, focal, language, creds, outbound_url, allowed_networks, ussd_result, short_code
     )
+    check_options(kind, options or {})
     if session.execute(select(Connection.id).where(Connection.slug == slug)).first():
         raise ConfigurationError(f"a connection named {slug!r} exists already")
     state = ConnectionState.ACTIVE if assessment else ConnectionState.PENDING
@@ -214,6 +237,7 @@ def create_connection(
     session.add(connection)  # first: the session holds the key that seals the credentials
     connection.credentials = creds
     connection.allowed_networks = list(allowed_networks)
+    connection.options = dict(options or {})
     session.flush()
     audit.append(
         session,
@@ -228,7 +252,38 @@ def create_connection(
             "focal_title": connection.focal_title,
             "allowed_networks": list(allowed_networks),
             "credential_keys": sorted(creds),
+            "options": effective_options(connection),
         },
+    )
+    return connection
+
+
+def set_option(
+    session: Session,
+    audit: AuditTrail,
+    slug: str,
+    name: str,
+    value: str,
+    *,
+    actor: str,
+    reason: str,
+) -> Connection:
+    """Change one of a connection's options (what its gateway does changed) and audit it."""
+    connection = get_connection(session, slug)
+    if connection.state == ConnectionState.TERMINATED:
+        raise InvalidStateChange(f"connection {slug!r} is terminated (final)")
+    if not reason.strip():
+        raise ConfigurationError("set-option needs --reason")
+    check_options(connection.kind, {name: value})
+    previous = effective_options(connection)[name]
+    connection.options = {**connection.options, name: value}
+    audit.append(
+        session,
+        "connection.set_option",
+        actor=actor,
+        connection=slug,
+        outcome=value,
+        detail={"option": name, "from": previous, "reason": reason.strip()[:500]},
     )
     return connection
 
@@ -348,6 +403,7 @@ def describe(connection: Connection) -> dict[str, Any]:
         "outbound_url": connection.outbound_url,
         "allowed_networks": list(connection.allowed_networks),
         "ussd_result": connection.ussd_result,
+        "options": effective_options(connection),
         "assessment_ref": connection.assessment_ref,
         "focal_point": {
             "name": connection.focal_name,
