@@ -134,7 +134,8 @@ class TestVonage(ProviderCases):
     # A name holding '&' or '=', or a list or object value, could hide folded parameters from
     # the signature: refused as forged (tests/unit/test_hostile_vonage.py).
     refuses_foreign_fields = True
-    query_credential_needs_utf8 = True  # Vonage signs the query too; an unreadable one cannot be checked
+    # Vonage signs the query too; an unreadable one cannot be checked.
+    query_credential_needs_utf8 = True
 
     def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
         """Vonage's signature over every parameter, as the app will read them, with a fresh
