@@ -18,6 +18,7 @@ from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connection_review as review
 from citizen_lookup.services import connections as service
+from citizen_lookup.settings import is_development
 
 
 @click.group("connections")
@@ -128,7 +129,7 @@ def add(
 ) -> None:
     """Register a connection (pending until approved, unless --assessment is given)."""
     read = _read_credentials(kind, credentials, credential_files)
-    if runtime.settings.env != "development":
+    if not is_development(runtime.settings):
         for warning in service.outbound_url_warnings(outbound_url):
             click.echo(f"warning: {warning}; replies carry citizens' data", err=True)
     with runtime.session_factory.begin() as session:
