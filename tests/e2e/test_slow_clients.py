@@ -281,4 +281,5 @@ def test_gunicorn_refuses_to_start_on_the_embedded_default(tmp_path: Path) -> No
         timeout=60,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "refusing to serve without CITIZEN_LOOKUP_DATABASE_URL" in result.stderr
+    assert "refusing to start outside development" in result.stderr
+    assert "CITIZEN_LOOKUP_DATABASE_URL is required" in result.stderr

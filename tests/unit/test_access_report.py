@@ -52,7 +52,7 @@ def test_the_report_is_itself_audited_and_readable_as_text(app, cli, fake_provid
     _lookups(app, fake_provider)
     text = cli("citizens", "access-report", OWNER_ID).output.splitlines()
     assert text[0] == "Lookups of 001*****2345"
-    assert text[1].split()[:3] == ["TIME", "(UTC)", "CONNECTION"]
+    assert text[1].split()[:3] == ["TIME", "(VIETNAM)", "CONNECTION"]
     assert text[-1] == "2 lookups"
     runtime = runtime_of(app)
     with runtime.session_factory() as session:

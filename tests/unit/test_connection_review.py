@@ -171,7 +171,7 @@ def test_report_gives_an_inspector_the_month_of_one_connection(
     assert result.exit_code == 0, result.output
     text = result.output
     assert f"Connection gw (generic): {month}" in text
-    assert "messages received                        2  (+1 resent by the provider" in text
+    assert "SMS received                             2  (+1 resent by the provider" in text
     assert "lookup: not_matched                      2" in text
     assert "send retries                             1" in text
     assert "replies failed                           0" in text

@@ -71,7 +71,7 @@ def test_help_over_its_allowance_gets_one_notice_naming_that_limit_then_silence(
     for _ in range(3):
         assert "Mien phi" in ask(limited, fake_provider, "xin chao")
     notice = ask(limited, fake_provider, "xin chao")
-    assert notice is not None and "3 tin huong dan" in notice and "DC <so CCCD" in notice
+    assert notice is not None and "3 tin huong dan" in notice and "DC <so dinh danh" in notice
     assert ask(limited, fake_provider, "HELP") is None
     # lookups are untouched by the help allowance
     assert "Nguyen Van An" in ask(limited, fake_provider, f"DC {OWNER_ID}")

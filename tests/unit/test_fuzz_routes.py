@@ -48,6 +48,7 @@ CHECKS = [
 ]
 WEBHOOKS = ("/webhooks/{slug}/sms", "/webhooks/{slug}/status", "/webhooks/{slug}/ussd")
 OPERATIONS = [("POST", path) for path in WEBHOOKS] + [
+    ("GET", "/"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -83,7 +83,7 @@ def test_empty_text_at_the_id_prompt_is_asked_again(app, client, gateways):
         step("1")
     assert screen(generic_step(client, "e1", "")) == (
         False,
-        "So CCCD chua dung. Nhap lai 12 so CCCD (hoac 9 so CMND):",
+        "So dinh danh chua dung. Nhap lai 12 so dinh danh (hoac 9 so CMND):",
     )
     assert screen(at_step(client, "e1", "1*"))[0] is False
 

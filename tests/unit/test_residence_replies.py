@@ -59,8 +59,8 @@ def test_the_longest_addresses_keep_permanent_and_current_and_say_how_to_get_the
         permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
     )  # fmt: skip
     assert reply == (
-        "CCCD 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
-        "Noi o: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Tam tru: soan DC TT <so CCCD>"
+        "DDCN 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+        "Noi o: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Tam tru: soan DC TT <so dinh danh>"
     )
 
 
@@ -81,14 +81,14 @@ def test_dc_tt_sends_the_temporary_address(app, client, fake_provider):
         permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
     )  # fmt: skip
     assert reply == (
-        "CCCD 001*****2345. Tam tru: TDP 12, KP Hai Dinh, P. Thang Nhat, TP Vung Tau, "
+        "DDCN 001*****2345. Tam tru: TDP 12, KP Hai Dinh, P. Thang Nhat, TP Vung Tau, "
         "T. Ba Ria-Vung Tau"
     )
 
 
 def test_dc_tt_without_a_temporary_address_says_there_is_none(app, client, fake_provider):
     reply = reply_to(app, client, fake_provider, f"DC TT {OWNER_ID}", permanent_address=HCM)
-    assert reply == "CCCD 001*****2345: chua co thong tin tam tru trong CSDL."
+    assert reply == "DDCN 001*****2345: chua co thong tin tam tru trong CSDL."
 
 
 def test_current_equal_to_temporary_is_said_in_a_word(app, client, fake_provider):
@@ -97,7 +97,7 @@ def test_current_equal_to_temporary_is_said_in_a_word(app, client, fake_provider
         permanent_address=HCM, temporary_address=VUNG_TAU, current_address=VUNG_TAU.upper(),
     )  # fmt: skip
     assert reply == (
-        "CCCD 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+        "DDCN 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
         "Tam tru: KP Hai Dinh, P. Thang Nhat, TP Vung Tau, Ba Ria-Vung Tau. Noi o: nhu tam tru"
     )
 
@@ -122,7 +122,7 @@ def test_a_reply_that_fits_exactly_at_the_limit_is_sent_whole(app, client, fake_
         permanent_address=HANOI, temporary_address=HUE, current_address=None,
     )  # fmt: skip
     assert reply == (
-        "CCCD 001*****2345. Thuong tru: So 1180 Ngo 1154 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi. "
+        "DDCN 001*****2345. Thuong tru: So 1180 Ngo 1154 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi. "
         "Tam tru: Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, T. Thua Thien Hue"
     )
     assert gsm7_units(reply) == 160
@@ -139,7 +139,7 @@ def test_one_unit_over_the_limit_drops_tinh_before_the_longer_fields_house_numbe
         current_address=None,
     )  # fmt: skip
     assert reply == (
-        "CCCD 001*****2345. Thuong tru: So 1180 Ngo 1154 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi. "
+        "DDCN 001*****2345. Thuong tru: So 1180 Ngo 1154 Pho Nguyen Chi Thanh, P. Lang, TP Ha Noi. "
         "Tam tru: Th. Phuoc Yen 2, X. Quang Tho, H. Quang Dien, Thua Thien Hue"
     )
 
@@ -153,7 +153,7 @@ def test_a_step_that_turns_out_unneeded_is_given_back(app, client, fake_provider
         current_address="Số 1234/56 Đường Lê Thánh Tôn, Phường Bến Nghé, Quận 1, Thành phố Hồ Chí Minh",
     )  # fmt: skip
     assert reply == (
-        "CCCD 001*****2345. Thuong tru: So 1 Ngo 154 Pho Nguyen Chi Thanh, P. Lang, Q. Dong Da, "
+        "DDCN 001*****2345. Thuong tru: So 1 Ngo 154 Pho Nguyen Chi Thanh, P. Lang, Q. Dong Da, "
         "TP Ha Noi. Noi o: D. Le Thanh Ton, P. Ben Nghe, Q. 1, TP Ho Chi Minh"
     )
 
@@ -164,7 +164,7 @@ def test_an_address_with_nothing_readable_in_it_is_left_out(app, client, fake_pr
         permanent_address=HUE, temporary_address=" , . ,", current_address="   ",
     )  # fmt: skip
     assert reply == (
-        "CCCD 001*****2345. Thuong tru: Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, "
+        "DDCN 001*****2345. Thuong tru: Th. Phuoc Yen, X. Quang Tho, H. Quang Dien, "
         "T. Thua Thien Hue"
     )
 
@@ -176,7 +176,7 @@ def test_no_address_at_all_is_a_no_record_reply(app, client, fake_provider, lang
         permanent_address=None, current_address=None,
     )  # fmt: skip
     assert reply in (
-        "CCCD 001*****2345: chua co thong tin cu tru trong CSDL.",
+        "DDCN 001*****2345: chua co thong tin cu tru trong CSDL.",
         "ID 001*****2345: no residence record on file.",
     )
 
@@ -275,6 +275,6 @@ def test_dc_personal_drops_whole_units_of_a_long_permanent_address_never_dots(
     reply = request.json()["text"]
     assert is_gsm7(reply) and gsm7_units(reply) <= 160
     assert "..." not in reply and "…" not in reply
-    assert reply.startswith(f"{long_name}, NS 14/03/1999, Nam, CCCD 001*****2345, HKTT ")
+    assert reply.startswith(f"{long_name}, NS 14/03/1999, Nam, DDCN 001*****2345, thuong tru: ")
     assert reply.endswith("TP Ho Chi Minh")  # the province stays, whole
     assert "Q. 1" in reply  # the district before the house number and the street

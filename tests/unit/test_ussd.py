@@ -147,7 +147,7 @@ def test_owner_walks_to_their_personal_data(app, client, setup):
     going_on, menu = phone.dial()
     assert going_on and "1. Thong tin ca nhan" in menu and "0. Huong dan" in menu
     going_on, ask = phone.press("1")
-    assert going_on and "CCCD" in ask
+    assert going_on and "so dinh danh" in ask
     going_on, result = phone.press(OWNER_ID)
     assert not going_on
     assert "Nguyen Van An" in result and "001*****2345" in result and "14/03/1999" in result

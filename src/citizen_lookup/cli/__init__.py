@@ -26,8 +26,9 @@ class AppHolder:
     def app(self) -> Flask:
         if self._app is None:
             from citizen_lookup import create_app
+            from citizen_lookup.startup import command_overrides
 
-            self._app = create_app()
+            self._app = create_app(command_overrides(), command=True)
         return self._app
 
     @property

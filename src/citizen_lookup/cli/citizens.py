@@ -6,12 +6,14 @@ import gc
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from citizen_lookup.cli import current_actor, pass_runtime
+from citizen_lookup.cli.output import counted
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.citizen_files import ImportFileError, read_rows
 from citizen_lookup.services.citizens import (
@@ -21,6 +23,7 @@ from citizen_lookup.services.citizens import (
     store_citizens,
     validated,
 )
+from citizen_lookup.services.limits import VIETNAM
 
 SHOWN_REJECTIONS = 50
 EXIT_REJECTED, EXIT_UNREADABLE, EXIT_DATABASE = 1, 2, 3
@@ -70,6 +73,18 @@ def _rare_collections() -> Iterator[None]:
         gc.set_threshold(*threshold)
 
 
+def vietnam_moment(value: str | None) -> datetime | None:
+    """--since as a moment: a date is its midnight in Vietnam, a time without an offset is
+    Vietnam time (the zone every admin command shows)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD) or ISO time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=VIETNAM)
+
+
 def check_rows(
     runtime: Runtime, rows: Iterable[tuple[int, Mapping[str, object]]]
 ) -> Iterable[tuple[int, CitizenRow | RowError]]:
@@ -83,7 +98,7 @@ def echo_report(report: ImportReport) -> None:
     speed = handled / report.seconds if report.seconds > 0 else 0.0
     click.echo(
         f"inserted {report.inserted}, updated {report.updated}, rejected {len(report.rejected)}"
-        f" ({handled} rows in {report.seconds:.1f} s, {speed:,.0f} rows/s)"
+        f" ({counted(handled, 'row')} in {report.seconds:.1f} s, {speed:,.0f} rows/s)"
     )
     for title, items in (("rejected", report.rejected), ("warnings", report.warnings)):
         if items:
@@ -150,13 +165,17 @@ def import_(runtime: Runtime, file: Path) -> None:
     echo_report(report)
     audit_import(runtime, file.name, report)
     if report.rejected:
-        click.echo(f"{len(report.rejected)} row(s) rejected: fix them and import again", err=True)
+        rejected = counted(len(report.rejected), "row")
+        click.echo(f"{rejected} rejected: fix them and import again", err=True)
         ctx.exit(EXIT_REJECTED)
 
 
 @group.command("access-report")
 @click.argument("id_number")
-@click.option("--since", help="From this date (YYYY-MM-DD) or ISO time, UTC.")
+@click.option(
+    "--since",
+    help="From this date (YYYY-MM-DD) or ISO time, in Vietnam time unless it has an offset.",
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -165,7 +184,8 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
     """Every lookup of one ID in the audit trail (a data-subject request); itself audited."""
     from sqlalchemy import or_, select
 
-    from citizen_lookup.cli.audit import _day, echo_json
+    from citizen_lookup.cli.audit import echo_json
+    from citizen_lookup.cli.connections_review import local_time
     from citizen_lookup.cli.output import clean
     from citizen_lookup.domain.identity import (
         InvalidIdNumber,
@@ -182,7 +202,7 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
             parse_id_number(digits, runtime.provinces, abroad_range=runtime.abroad_range)
         except InvalidIdNumber as exc:
             raise click.BadParameter(str(exc), param_hint="ID_NUMBER") from exc
-    start = _day(since)
+    start = vietnam_moment(since)
     with runtime.session_factory() as session:
         # Lookups made with the citizen's old 9-digit number count too, and the other way round.
         numbers = {digits}
@@ -194,7 +214,7 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
         hashes = [runtime.audit.keyed_hash(n) for n in sorted(numbers)]
         rows = [
             {
-                "time": event.occurred_at.isoformat(timespec="seconds"),
+                "time": local_time(event.occurred_at, "seconds").replace(" ", "T"),
                 "connection": event.connection,
                 "channel": event.channel,
                 "sender": event.sender_masked,
@@ -224,15 +244,16 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
         return
     click.echo(f"Lookups of {mask_id_number(digits)}" + (f" since {since}" if since else ""))
     click.echo(
-        f"{'TIME (UTC)':<26} {'CONNECTION':<12} {'CHANNEL':<8} {'SENDER':<13} "
+        f"{'TIME (VIETNAM)':<26} {'CONNECTION':<12} {'CHANNEL':<8} {'SENDER':<13} "
         f"{'COMMAND':<8} {'OUTCOME':<22} FIELDS DISCLOSED"
     )
     for row in rows:
         click.echo(
             clean(
-                f"{row['time']:<26} {row['connection'] or '-':<12} {row['channel'] or '-':<8} "
+                f"{str(row['time']).replace('T', ' '):<26} {row['connection'] or '-':<12} "
+                f"{row['channel'] or '-':<8} "
                 f"{row['sender'] or '-':<13} {row['command'] or '-':<8} "
                 f"{row['outcome'] or '-':<22} {row['fields'] or '-'}"
             )
         )
-    click.echo(f"{len(rows)} lookups")
+    click.echo(counted(len(rows), "lookup"))

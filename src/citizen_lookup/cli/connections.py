@@ -11,13 +11,14 @@ import click
 from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
-from citizen_lookup.cli.connections_review import describe_change, publish, report
+from citizen_lookup.cli.connections_review import describe_change, local_time, publish, report
 from citizen_lookup.models import Connection
 from citizen_lookup.providers import PROVIDERS, provider_class
 from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connection_review as review
 from citizen_lookup.services import connections as service
+from citizen_lookup.settings import is_development
 
 
 @click.group("connections")
@@ -83,13 +84,26 @@ def _read_credentials(kind: str, values: tuple[str, ...], files: tuple[str, ...]
 
 @group.command("add")
 @click.argument("slug")
-@click.option("--kind", required=True, type=click.Choice(sorted(PROVIDERS)))
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(sorted(PROVIDERS)),
+    help="The provider's adapter: vnmo (a Vietnamese aggregator's short-code MO/MT), twilio, "
+    "africastalking, vonage, kannel or jasmin (a gateway you run), generic (our signed JSON). "
+    "docs/providers/KIND.md says what to set on each side.",
+)
 @click.option("--focal-name", required=True, help="Focal-point officer (đầu mối): name.")
 @click.option("--focal-title", required=True, help="Focal point: title or role.")
 @click.option("--focal-phone", required=True, help="Focal point: phone.")
 @click.option("--focal-email", required=True, help="Focal point: e-mail.")
 @click.option("--short-code", help="Short code or number this connection serves.")
-@click.option("--language", type=click.Choice(["vi", "en"]), default="vi", show_default=True)
+@click.option(
+    "--language",
+    type=click.Choice(["vi", "en"]),
+    default="vi",
+    show_default=True,
+    help="The language of replies on this connection.",
+)
 @click.option(
     "--credential",
     "credentials",
@@ -106,7 +120,14 @@ def _read_credentials(kind: str, values: tuple[str, ...], files: tuple[str, ...]
 )
 @click.option("--outbound-url", help="Provider API base URL (the MT URL for vnmo and generic).")
 @click.option("--allow", "networks", multiple=True, metavar="CIDR", help="Allowed source network.")
-@click.option("--ussd-result", type=click.Choice(["screen", "sms"]), default="screen")
+@click.option(
+    "--ussd-result",
+    type=click.Choice(["screen", "sms"]),
+    default="screen",
+    show_default=True,
+    help="Where a USSD lookup's result goes: on the phone's screen, or by SMS (the last "
+    "screen then says it comes by SMS; kinds with USSD: africastalking, generic).",
+)
 @click.option(
     "--option",
     "options",
@@ -137,7 +158,7 @@ def add(
     """Register a connection (pending until approved, unless --assessment is given)."""
     read = _read_credentials(kind, credentials, credential_files)
     chosen = dict(_option_pair(item) for item in options)
-    if runtime.settings.env != "development":
+    if not is_development(runtime.settings):
         for warning in service.outbound_url_warnings(outbound_url):
             click.echo(f"warning: {warning}; replies carry citizens' data", err=True)
     with runtime.session_factory.begin() as session:
@@ -328,6 +349,10 @@ def show(runtime: Runtime, slug: str, as_json: bool) -> None:
             click.echo(f"{key}:")
             for sub, item in value.items():
                 click.echo(f"  {sub}: {item}")
+        elif key == "allowed_networks":
+            click.echo(f"{key}: {', '.join(value) if value else '(none set: any source)'}")
+        elif key in TIMES:
+            click.echo(f"{key}: {local_time(value)}")
         else:
             click.echo(f"{key}: {value if value is not None else ''}")
     click.echo("state history (Vietnam time):")
@@ -342,5 +367,6 @@ def show(runtime: Runtime, slug: str, as_json: bool) -> None:
 
 
 RECENT_DAYS = 30
+TIMES = ("state_changed_at", "created_at")  # shown in Vietnam time, as the history is
 group.add_command(publish)
 group.add_command(report)

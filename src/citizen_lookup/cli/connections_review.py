@@ -11,16 +11,20 @@ from typing import Any
 import click
 
 from citizen_lookup.cli import current_actor, pass_runtime
+from citizen_lookup.cli.output import counted
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connection_review as review
 from citizen_lookup.services.connections import get_connection
 from citizen_lookup.services.limits import VIETNAM
 
 
-def local_time(value: datetime | str) -> str:
-    """A moment in Vietnam time, to the minute, with its offset: 2026-10-12 09:14+07:00."""
+def local_time(value: datetime | str, timespec: str = "minutes") -> str:
+    """A moment in Vietnam time with its offset, as every admin command shows one:
+    2026-10-12 09:14+07:00 (``timespec="seconds"``: 2026-10-12 09:14:05+07:00)."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone(VIETNAM).isoformat(sep=" ", timespec="minutes")
+    if moment.tzinfo is None:  # stored moments are UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(VIETNAM).isoformat(sep=" ", timespec=timespec)
 
 
 def describe_change(change: dict[str, Any]) -> str:
@@ -42,7 +46,7 @@ _HTML = """<!doctype html>
 <html lang="vi">
 <head>
 <meta charset="utf-8">
-<title>Danh sach dau moi ket noi / Register of connection focal points</title>
+<title>Danh sách đầu mối kết nối / Register of connection focal points</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }}
@@ -50,7 +54,7 @@ th, td {{ border: 1px solid #999; padding: .3em .6em; text-align: left; }}
 </style>
 </head>
 <body>
-<h1>Danh sach dau moi ket noi / Register of connection focal points</h1>
+<h1>Danh sách đầu mối kết nối / Register of connection focal points</h1>
 <p>Published {published}. Active connections: {count}.</p>
 <table>
 <thead><tr><th>System</th><th>Kind</th><th>Short code</th><th>Focal point</th><th>Title</th>
@@ -113,7 +117,11 @@ def publish(runtime: Runtime, fmt: str, output: Path) -> None:
     else:
         text = register_html(entries, published)
     output.write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
-    click.echo(f"wrote the register of {len(entries)} active connections to {output}")
+    active = counted(len(entries), "active connection")
+    click.echo(f"wrote the register of {active} to {output}")
+
+
+CHANNEL_NAMES = {"sms": "SMS", "ussd": "USSD"}
 
 
 def _row(label: str, count: int, note: str = "") -> str:
@@ -133,8 +141,14 @@ def _report_text(report: dict[str, Any]) -> list[str]:
         f" now: {report['state_now']}",
         "",
         "Volume",
-        _row("messages received", volume["messages_received"], resent),
+        _row("SMS received", volume["messages_received"], resent),
+        _row("USSD steps", volume["ussd_steps"]),
         _row("lookups decided", volume["lookups_decided"]),
+    ]
+    # An SMS is received, then decided; a USSD walk is decided with no SMS received.
+    lines += [
+        _row(f"  from {CHANNEL_NAMES.get(channel, channel)}", n)
+        for channel, n in volume["lookups_decided_by_channel"].items()
     ]
     lines += [_row(f"  answered: {o}", n) for o, n in volume["lookups_answered"].items()]
     lines.append(_row("replies sent", volume["replies_sent"]))
@@ -156,7 +170,7 @@ def _report_text(report: dict[str, Any]) -> list[str]:
     lines.append("")
     if audit["verified"]:
         lines.append(
-            f"Audit trail: verifies ({audit['events_checked']} events checked, "
+            f"Audit trail: verifies ({counted(audit['events_checked'], 'event')} checked, "
             f"{audit['connection_events_in_month']} of them this connection's this month)"
         )
     else:

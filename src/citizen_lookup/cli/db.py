@@ -7,6 +7,7 @@ import click
 from citizen_lookup import migrate
 from citizen_lookup.cli import pass_runtime
 from citizen_lookup.runtime import Runtime
+from citizen_lookup.startup import describe_database
 
 
 @click.group("db")
@@ -19,6 +20,7 @@ def group() -> None:
 @pass_runtime
 def upgrade(runtime: Runtime, revision: str) -> None:
     """Apply migrations."""
+    click.echo(f"migrating the {describe_database(runtime.settings)}")
     migrate.upgrade(runtime.settings, runtime.engine, revision)
     click.echo(f"database at revision {migrate.current_revision(runtime.engine)}")
 

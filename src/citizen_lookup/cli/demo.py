@@ -30,13 +30,28 @@ def group() -> None:
 
 
 def ensure_demo_connection(runtime: Runtime) -> tuple[Connection, bool]:
-    """The `demo` generic connection, created active (and audited) if missing; (it, created)."""
+    """The `demo` generic connection, created active (and audited) if missing; (it, created).
+
+    Its replies go to this deployment's own /demo/mt: seeded again under another public base URL
+    (scripts/run on another PORT), it is pointed there, and the change audited.
+    """
     settings = runtime.settings
+    mt_url = f"{settings.public_base_url.rstrip('/')}/demo/mt"
     with runtime.session_factory.begin() as session:
         found = session.execute(
             select(Connection).where(Connection.slug == DEMO_SLUG)
         ).scalar_one_or_none()
         if found is not None:
+            if found.outbound_url != mt_url:
+                runtime.audit.append(
+                    session,
+                    "connection.updated",
+                    actor=current_actor(),
+                    connection=DEMO_SLUG,
+                    outcome="ok",
+                    detail={"outbound_url": {"from": found.outbound_url, "to": mt_url}},
+                )
+                found.outbound_url = mt_url
             return found, False
         connection = create_connection(
             session,
@@ -48,7 +63,7 @@ def ensure_demo_connection(runtime: Runtime) -> tuple[Connection, bool]:
             short_code=settings.short_code,
             language="vi",
             credentials={"secret": secrets.token_hex(32)},
-            outbound_url=f"{settings.public_base_url.rstrip('/')}/demo/mt",
+            outbound_url=mt_url,
             assessment=DEMO_ASSESSMENT,
         )
         return connection, True

@@ -44,3 +44,8 @@ def csv_cell(value: Any) -> Any:
         return "'" + clean(value)
     cleaned = clean(value)
     return "'" + cleaned if cleaned.startswith(FORMULA_STARTS) else cleaned
+
+
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``: a count with its noun in the right number."""
+    return f"{count:,} {singular if count == 1 else plural or singular + 's'}"

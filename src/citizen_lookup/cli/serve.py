@@ -8,6 +8,7 @@ worker processes as cores instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -23,6 +24,8 @@ from citizen_lookup.metrics import process_exited
 from citizen_lookup.rq_worker import Worker
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.refusals import write_due_summaries
+from citizen_lookup.settings import Settings
+from citizen_lookup.startup import describe_backends, remove_dev_server, write_dev_server
 from citizen_lookup.sweeper import Sweeper, sweep_unqueued
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ def _start_sequencer(runtime: Runtime, stop: threading.Event) -> threading.Threa
 def worker(runtime: Runtime, burst: bool) -> None:
     """Run a non-forking RQ worker with its scheduler (and the outbox sweeper)."""
     _configure_logging(runtime)
+    log.info("worker process %s: %s", os.getpid(), describe_backends(runtime.settings))
     runtime.checkpoint_signer  # noqa: B018 (a missing or unreadable signing key stops us here)
     stop = threading.Event()
     if burst:
@@ -105,6 +109,10 @@ def worker(runtime: Runtime, burst: bool) -> None:
         )
 
 
+# Recognised in --host (a server bound to all of them is reached on loopback), never bound here.
+ALL_INTERFACES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -117,18 +125,29 @@ def worker(runtime: Runtime, burst: bool) -> None:
 )
 @pass_runtime
 def serve(runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
-    """Development server (use gunicorn in production), with a worker beside it."""
+    """Development server (use gunicorn in production), with a worker beside it.
+
+    While it runs, instance/dev-server.json says where it listens, so commands in another
+    terminal (`simulate`, `connections add`) reach it without --url, on any --port.
+    """
     _configure_logging(runtime)
-    env = dict(os.environ)
+    log.info("development server %s: %s", os.getpid(), describe_backends(runtime.settings))
+    url = f"http://{'127.0.0.1' if host in ALL_INTERFACES else host}:{port}"
+    if runtime.settings.public_base_url.rstrip("/") == Settings().public_base_url:
+        # The public base URL was never set: on a laptop it is where this server listens (Twilio
+        # signatures, status callbacks and the demo's replies are checked against it).
+        runtime.settings = dataclasses.replace(runtime.settings, public_base_url=url)
+        runtime.provider_context = dataclasses.replace(
+            runtime.provider_context, public_base_url=url
+        )
+    public_base_url = runtime.settings.public_base_url.rstrip("/")
+    env = {**os.environ, "CITIZEN_LOOKUP_PUBLIC_BASE_URL": public_base_url}
     if runtime.settings.embedded_redis:
         # The worker joins this process's embedded Redis through its socket.
-        socket_file = runtime.redis.socket_file  # type: ignore[attr-defined]
+        socket_file = runtime.redis.connection_pool.connection_kwargs["path"]
         env["CITIZEN_LOOKUP_REDIS_URL"] = f"unix://{socket_file}"
+    record = write_dev_server(runtime.settings, url, public_base_url)
     worker_process = None
-    if with_worker:
-        worker_process = subprocess.Popen(
-            [sys.executable, "-m", "citizen_lookup.cli", "worker"], env=env
-        )
     from flask import current_app
 
     def stop(_signum: int, _frame: object) -> None:
@@ -136,8 +155,13 @@ def serve(runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
+        if with_worker:
+            worker_process = subprocess.Popen(
+                [sys.executable, "-m", "citizen_lookup.cli", "worker"], env=env
+            )
         current_app.run(host=host, port=port, threaded=True, use_reloader=False)
     finally:
+        remove_dev_server(record)
         if worker_process is not None:
             worker_process.terminate()
             try:

@@ -49,7 +49,10 @@ def group() -> None:
 @group.command("sms")
 @click.option("--from", "msisdn", required=True, callback=_e164, help="Sender MSISDN (any form).")
 @click.option("--connection", "slug", default="demo", show_default=True)
-@click.option("--url", help="Service base URL [default: the public base URL setting].")
+@click.option(
+    "--url",
+    help="Service base URL [default: the running development server's, else the public base URL].",
+)
 @click.option("--wait", default=20.0, show_default=True, help="Seconds to wait for the reply.")
 @click.argument("text")
 @pass_runtime
@@ -155,7 +158,10 @@ def _not_yet(row: Any, where: str, wait: float) -> str:
 @group.command("ussd")
 @click.option("--from", "msisdn", required=True, callback=_e164, help="Sender MSISDN (any form).")
 @click.option("--connection", "slug", default="demo", show_default=True)
-@click.option("--url", help="Service base URL [default: the public base URL setting].")
+@click.option(
+    "--url",
+    help="Service base URL [default: the running development server's, else the public base URL].",
+)
 @click.option(
     "--input",
     "inputs",

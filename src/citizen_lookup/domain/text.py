@@ -228,7 +228,10 @@ def _step_down_choices(
 
     Every field takes its rank-0 steps before any takes a rank-1 step (the longest value first
     among equals), so an abbreviation is used everywhere before a unit is dropped anywhere, and a
-    house number before any ward. Steps that turn out not to be needed are then given back.
+    house number before any ward. Steps of the last rank taken that turn out not to be needed
+    are then given back; steps of lower ranks are not, or one address would be cut to its ward
+    while another in the same reply kept its house number: all read alike, at most one step
+    apart, the longest shortened first.
     """
     position = dict.fromkeys(forms, 0)
     taken: list[tuple[str, int]] = []
@@ -245,9 +248,10 @@ def _step_down_choices(
         name = min(steppable, key=lambda n: (forms[n][position[n] + 1][0], -units[n]))
         move(name, position[name] + 1)
         taken.append((name, position[name]))
-    # A late, large step can make earlier small ones unnecessary: undo them, latest first.
+    # A late, large step can make earlier ones of its rank unnecessary: undo them, latest first.
+    top = max((forms[name][index][0] for name, index in taken), default=0)
     for name, index in reversed(taken):
-        if position[name] != index:
+        if position[name] != index or forms[name][index][0] != top:
             continue
         move(name, index - 1)
         if total() > max_units:

@@ -110,7 +110,11 @@ class KannelProvider(Provider):
 
     # -- outbound -------------------------------------------------------------------------------
     def send(self, message: OutboundSms) -> SendResult:
-        url = self.mt_url().rstrip("/") + SENDSMS_PATH
+        # The sendsms-port's base URL, or the whole sendsms URL as Kannel's documentation writes
+        # it (…:13013/cgi-bin/sendsms): either reaches sendsms, never /cgi-bin/sendsms twice.
+        url = self.mt_url().rstrip("/")
+        if not url.endswith(SENDSMS_PATH):
+            url += SENDSMS_PATH
         secret = self.send_credential("secret")
         dlr_query = urlencode({"key": secret, "id": message.reply_id}, quote_via=quote)
         coding = CODING_GSM7 if is_gsm7(message.text) else CODING_UCS2

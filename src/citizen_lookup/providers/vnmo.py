@@ -142,13 +142,32 @@ class VnmoProvider(Provider):
             "Request_ID": message.in_reply_to,
         }
         response = self.post(url, data=form, auth=auth)
-        # The answer is not quoted in the error: an aggregator may echo the number or the text.
         if not _ACCEPTED_ANSWER.match(response.text):
             raise SendError(
-                "aggregator refused the MT", retryable=False, status_code=response.status_code
+                f"aggregator refused the MT: it answered {describe_answer(response.text)} "
+                "instead of 1",
+                retryable=False,
+                status_code=response.status_code,
             )
         # Delivery reports name the MT by Request_ID, so that is the id reports are matched on.
         return SendResult(provider_message_id=message.in_reply_to)
+
+
+# An answer quoted in errors and logs: one short word or code ("0", "-1", "ERR:403"), nothing
+# that could be a number (more than 4 digits in a row) or a message's text.
+_QUOTABLE_ANSWER = re.compile(r"[A-Za-z0-9_.:+-]{1,12}")
+_DIGIT_RUN = re.compile(r"\d{5}")
+
+
+def describe_answer(text: str) -> str:
+    """What an aggregator answered, as an error may say it: an aggregator may echo the number
+    or the text, so anything but a short code is described, not quoted."""
+    answer = text.strip()
+    if not answer:
+        return "an empty body"
+    if _QUOTABLE_ANSWER.fullmatch(answer) and not _DIGIT_RUN.search(answer):
+        return repr(answer)
+    return f"a {len(text)}-character body (not quoted: it may hold the number or the text)"
 
 
 def _fields(request: Request) -> Mapping[str, str]:

@@ -29,6 +29,9 @@ STATE_EVENTS = (
     "connection.resume",
     "connection.terminate",
 )
+# Counted by channel too: an SMS is received and decided; a USSD walk is decided without an
+# SMS received, so "lookups decided" exceeds "messages received" by the USSD results.
+BY_CHANNEL = ("inbound.received", "lookup.decision", "ussd.step")
 # Lookup outcomes that answered the citizen; every other decision is a refusal of some kind.
 ANSWERED = frozenset({"granted", "no_record", "help"})
 
@@ -108,6 +111,28 @@ def event_counts(
     )
 
 
+def channel_counts(
+    session: Session, slug: str, since: datetime, until: datetime
+) -> Counter[tuple[str, str]]:
+    """How many audit events of each (type, channel) the connection had in [since, until)."""
+    query = (
+        select(AuditEvent.event_type, AuditEvent.channel, func.count())
+        .where(
+            AuditEvent.connection == slug,
+            AuditEvent.occurred_at >= since,
+            AuditEvent.occurred_at < until,
+            AuditEvent.event_type.in_(BY_CHANNEL),
+        )
+        .group_by(AuditEvent.event_type, AuditEvent.channel)
+    )
+    return Counter(
+        {
+            (event_type, channel or "sms"): count
+            for event_type, channel, count in session.execute(query)
+        }
+    )
+
+
 def recent_counts(session: Session, slug: str, days: int = 30) -> dict[str, dict[str, int]]:
     """Message counts by outcome over the last ``days`` days, grouped by what was counted."""
     since = datetime.now(UTC) - timedelta(days=days)
@@ -178,6 +203,10 @@ def monthly_report(
     connection = get_connection(session, slug)
     start, end = parse_month(month)
     counts = event_counts(session, slug, start, end)
+    channels = channel_counts(session, slug, start, end)
+
+    def split(event_type: str) -> dict[str, int]:
+        return {ch: n for (kind, ch), n in sorted(channels.items()) if kind == event_type}
 
     def total(event_type: str) -> int:
         return sum(n for (kind, _), n in counts.items() if kind == event_type)
@@ -208,7 +237,9 @@ def monthly_report(
         "volume": {
             "messages_received": total("inbound.received"),
             "provider_resends": total("inbound.duplicate"),
+            "ussd_steps": total("ussd.step"),
             "lookups_decided": total("lookup.decision"),
+            "lookups_decided_by_channel": split("lookup.decision"),
             "lookups_answered": by_outcome("lookup.decision", ANSWERED.__contains__),
             "replies_sent": total("outbound.sent"),
             "delivery_reports": by_outcome("delivery.report"),

@@ -23,6 +23,7 @@ from citizen_lookup.exceptions import ConfigurationError, InvalidStateChange, No
 from citizen_lookup.models import Connection, ConnectionState
 from citizen_lookup.providers import provider_class
 from citizen_lookup.services.audit import AuditTrail
+from citizen_lookup.services.limits import VIETNAM
 
 # The one slug pattern (URLs, the CLI, the audit trail); always applied with fullmatch, since
 # "$" would also match before a trailing newline.
@@ -194,6 +195,14 @@ def network_warnings(networks: Sequence[str]) -> list[str]:
     return warnings
 
 
+def normalized_networks(networks: Sequence[str]) -> list[str]:
+    """CIDR networks as the networks they mean, each once, in the order given."""
+    seen: dict[str, None] = {}
+    for cidr in networks:
+        seen[str(ipaddress.ip_network(cidr.strip(), strict=False))] = None
+    return list(seen)
+
+
 def create_connection(
     session: Session,
     audit: AuditTrail,
@@ -236,7 +245,9 @@ def create_connection(
     )
     session.add(connection)  # first: the session holds the key that seals the credentials
     connection.credentials = creds
-    connection.allowed_networks = list(allowed_networks)
+    # Kept as the networks they mean: "203.0.113.9/24" is 203.0.113.0/24 (network_warnings).
+    networks = normalized_networks(allowed_networks)
+    connection.allowed_networks = networks
     connection.options = dict(options or {})
     session.flush()
     audit.append(
@@ -250,7 +261,7 @@ def create_connection(
             "assessment": assessment,
             "focal_name": connection.focal_name,
             "focal_title": connection.focal_title,
-            "allowed_networks": list(allowed_networks),
+            "allowed_networks": networks,
             "credential_keys": sorted(creds),
             "options": effective_options(connection),
         },
@@ -389,6 +400,11 @@ def reencrypt(
     return resealed, len(connections)
 
 
+def vietnam_time(moment: datetime) -> str:
+    """A stored moment as operators read it: Vietnam time, with its offset, to the second."""
+    return moment.astimezone(VIETNAM).isoformat(timespec="seconds")
+
+
 def describe(connection: Connection) -> dict[str, Any]:
     """A connection as operators see it: secrets masked."""
     secret_keys = set(secret_credentials(connection.kind))
@@ -397,7 +413,7 @@ def describe(connection: Connection) -> dict[str, Any]:
         "kind": connection.kind,
         "state": connection.state,
         "state_reason": connection.state_reason,
-        "state_changed_at": connection.state_changed_at.isoformat(),
+        "state_changed_at": vietnam_time(connection.state_changed_at),
         "short_code": connection.short_code,
         "language": connection.language,
         "outbound_url": connection.outbound_url,
@@ -415,5 +431,5 @@ def describe(connection: Connection) -> dict[str, Any]:
             key: (describe_secret(value) if key in secret_keys else value)
             for key, value in sorted(connection.credentials.items())
         },
-        "created_at": connection.created_at.isoformat(),
+        "created_at": vietnam_time(connection.created_at),
     }

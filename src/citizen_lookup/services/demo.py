@@ -15,6 +15,13 @@ from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 
 from citizen_lookup.services.citizens import CitizenRow
+from citizen_lookup.services.demo_places import (
+    COMMUNES,
+    DISTRICTS,
+    MERGED_INTO,
+    PROVINCES,
+    SOUTHERN_FROM,
+)
 
 # Share of the population per family name (percent, rounded; Hoang and Huynh are one name
 # spelled as in the north and in the south).
@@ -44,20 +51,6 @@ _STREETS = _split(
     "Le Thanh Tong, Ba Trieu, Ton Duc Thang, Vo Thi Sau, Nguyen Thi Minh Khai, Cach Mang Thang "
     "Tam, Pham Van Dong, Hung Vuong, Nguyen Du, Phan Chu Trinh, Ly Thai To, Tran Quang Khai"
 )
-_WARDS = _split(
-    "Dien Bien, Hang Bai, Ben Nghe, Tan Dinh, Quang Trung, Phuc Xa, Dong Da, Cau Kho, Vinh Tuy, "
-    "Minh Khai, Thanh Xuan Trung, Hoa Khanh Bac, An Hai Bac, Tan Lap, Hoa Binh, Thong Nhat, "
-    "Trung Hoa, Tan Phong, Phu Loi, Hiep Thanh, Dong Xuyen, Nam Son, Kim Long, Vinh Ninh"
-)
-_URBAN_DISTRICTS = _split(
-    "Ba Dinh, Hoan Kiem, Dong Da, Cau Giay, Hai Chau, Ninh Kieu, Binh Thanh, Go Vap, Thu Duc, "
-    "Hong Bang, Le Chan, Thanh Khe, Son Tra, Tan Binh, Phu Nhuan, Hai Ba Trung, Long Bien"
-)
-_RURAL_DISTRICTS = _split(
-    "Dan Phuong, Yen Lac, Tam Duong, Dong Anh, Gia Lam, Cu Chi, Hoa Vang, Thuy Nguyen, Phong Dien, "
-    "Yen Dung, Kim Bang, Thach That, Nghia Hung, Cam Xuyen, Dien Chau, Tuy Phuoc, Cai Be, Tri Ton"
-)
-_CITIES = frozenset({"001", "031", "048", "079", "092"})  # centrally run cities: "Thanh pho"
 _BIG_PROVINCES = {"001": 8, "079": 9}  # Ha Noi and Ho Chi Minh City hold a large share
 # National prefixes that phonenumbers accepts with any 7 following digits (DOMAIN.md).
 _MOBILE_PREFIXES = _split(
@@ -80,28 +73,52 @@ def _weighted(weights: Mapping[str, float]) -> tuple[str, ...]:
     return tuple(name for name, weight in weights.items() for _ in range(round(weight * 10)))
 
 
-def _address(rng: random.Random, code: str, province: str) -> tuple[str, str, str]:
-    """An address, its ward and its district."""
-    city, ward = code in _CITIES, rng.choice(_WARDS)
-    region = f"Thanh pho {province}" if city else f"Tinh {province}"
-    if city or rng.random() < 0.4:
-        district = rng.choice(_URBAN_DISTRICTS)
-        number = f"So {rng.randint(1, 420)}"
-        if rng.random() < 0.35:
-            number += f" Ngo {rng.randint(2, 180)}"
-        town = "Quan" if city else "Thanh pho"
-        street = rng.choice(_STREETS)
-        return (
-            f"{number} Duong {street}, Phuong {ward}, {town} {district}, {region}",
-            ward,
-            district,
-        )
-    district = rng.choice(_RURAL_DISTRICTS)
-    hamlet = rng.choice(("Thon", "Xom", "Ap")) + f" {rng.randint(1, 15)}"
-    return f"{hamlet}, Xa {ward}, Huyen {district}, {region}", ward, district
+# Records registered since 1 July 2025 carry two levels (commune and province); the others three.
+_TWO_LEVEL_PERMANENT, _TWO_LEVEL_TEMPORARY = 0.2, 0.5
 
 
-def _clinic(rng: random.Random, ward: str, district: str) -> str:
+def _street(rng: random.Random) -> str:
+    number = f"So {rng.randint(1, 420)}"
+    if rng.random() < 0.35:
+        number += f" Ngo {rng.randint(2, 180)}"
+    return f"{number} Duong {rng.choice(_STREETS)}"
+
+
+def _local(rng: random.Random, ward: str, code: str) -> str:
+    """The part before the ward: a street address, a residential group, or a hamlet."""
+    if ward.startswith("Xa "):
+        hamlet = "Ap" if int(code) >= SOUTHERN_FROM else rng.choice(("Thon", "Xom"))
+        return f"{hamlet} {rng.randint(1, 15)}"
+    if ward.startswith("Thi tran ") and rng.random() < 0.5:
+        return f"To dan pho {rng.randint(1, 20)}"
+    return _street(rng)
+
+
+def _address(rng: random.Random, code: str, two_level_share: float) -> tuple[str, str, str | None]:
+    """An address of a real ward in a real district of its province (or, in the two-level shape
+    of records made since 1 July 2025, a real commune of its province); its ward and district.
+
+    The province is the code's when the tables have it; otherwise one of theirs (people move).
+    """
+    if rng.random() < two_level_share:
+        province = MERGED_INTO.get(code) or rng.choice(_NEW_PROVINCES)
+        commune = rng.choice(COMMUNES[province])
+        return f"{_street(rng)}, {commune}, {province}", commune, None
+    if code not in DISTRICTS:
+        code = _ADDRESS_CODES[int(rng.random() * len(_ADDRESS_CODES))]
+    kind, name, wards = rng.choice(DISTRICTS[code])
+    ward, district = rng.choice(wards), f"{kind} {name}"
+    return f"{_local(rng, ward, code)}, {ward}, {district}, {PROVINCES[code]}", ward, district
+
+
+# Where an address goes when its province is not in the tables: the big cities more often.
+_ADDRESS_CODES = tuple(code for code in DISTRICTS for _ in range({"001": 6, "079": 6}.get(code, 1)))
+_NEW_PROVINCES = tuple(COMMUNES)
+
+
+def _clinic(rng: random.Random, ward: str, district: str | None) -> str:
+    if district is None:  # a two-level address: the commune's own
+        return rng.choice((f"Tram Y te {ward}", f"Phong kham Da khoa {ward}"))
     return rng.choice(
         (
             f"Benh vien Da khoa {district}",
@@ -156,11 +173,11 @@ def generate_citizens(
             prefix, subscriber = divmod(number, 10**7)
             phones.append(f"+84{_MOBILE_PREFIXES[prefix]}{subscriber:07d}")
 
-        permanent, ward, district = _address(rng, code, provinces[code])
+        permanent, ward, district = _address(rng, code, _TWO_LEVEL_PERMANENT)
         temporary = None
         if rng.random() < 0.15:
             other = province_table[int(rng.random() * len(province_table))]
-            temporary = _address(rng, other, provinces[other])[0]
+            temporary = _address(rng, other, _TWO_LEVEL_TEMPORARY)[0]
         age = (anchor - born.toordinal()) // 365
         # Multipliers are powers of 3, 7 and 17: coprime with powers of ten, so bijections.
         social = f"{code[1:]}{_scramble(index, 10**8, 43_046_721, social_offset):08d}"

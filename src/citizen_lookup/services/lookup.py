@@ -44,6 +44,11 @@ class Reply:
     citizen_id_number: str | None = None  # the ID asked about, for the audit's hash and mask
 
 
+def vietnam_today() -> date:
+    """Today's date in Vietnam, where a card's valid-until date is read."""
+    return datetime.now(VIETNAM).date()
+
+
 @dataclass(frozen=True)
 class LookupContext:
     templates: Templates
@@ -52,6 +57,8 @@ class LookupContext:
     abroad_range: tuple[int, int]
     short_code: str
     history_size: int
+    #: what day it is (a test gives its own): a health-insurance card past it is expired
+    today: Callable[[], date] = vietnam_today
 
 
 @dataclass(frozen=True)
@@ -233,8 +240,10 @@ def _compose(
         card = citizen.health_insurance
         if card is None:
             return no_record("health")
+        # Valid through its valid-until date; past it the reply says so, not "valid to".
+        expired = card.valid_to is not None and card.valid_to < ctx.today()
         return granted(
-            "health",
+            "health_expired" if expired else "health",
             ("health_insurance_no", "health_insurance_valid_to", "health_insurance_clinic"),
             card_number=card.card_number,
             valid_to=_date(card.valid_to) or none,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from citizen_lookup.domain.text import fit_reply, max_units_for_segments
@@ -26,6 +26,7 @@ REQUIRED_REPLIES = (
     "residence_current",
     "residence_temporary_hint",
     "health",
+    "health_expired",
     "tax",
     "social",
     "no_record",
@@ -85,6 +86,10 @@ class Templates:
         """
         language = language if language in self.replies else "vi"
         return fit_reply(self.replies[language][name], fields, self.max_units, choices=choices)
+
+    def within(self, max_units: int) -> Templates:
+        """The same templates fitted to ``max_units`` (a USSD screen holds 182, not 160)."""
+        return replace(self, max_units=max_units)
 
     def word(self, language: str, name: str) -> str:
         language = language if language in self.words else "vi"

@@ -396,7 +396,7 @@ def _result(
     walk_id = f"{session_digest(request.session_id)[:16]}-{walk}"
     reply = decide(
         session,
-        ctx.decision,
+        ctx.decision if connection.ussd_result == "sms" else _on_screen(ctx.decision),
         command,
         sender,
         language,
@@ -412,6 +412,12 @@ def _result(
     text = reply.text or _render(ctx, language, "ussd_over_limit")
     screen = UssdScreen(cut_at_word(text, MAX_SCREEN_UNITS), end=True)
     return StepResult(screen, "result", reply)
+
+
+def _on_screen(decision: DecisionContext) -> DecisionContext:
+    """The decision's context with replies fitted to a USSD screen (182), not to an SMS."""
+    templates = decision.lookup.templates.within(MAX_SCREEN_UNITS)
+    return replace(decision, lookup=replace(decision.lookup, templates=templates))
 
 
 def _queue_sms(
@@ -452,7 +458,7 @@ def _queue_sms(
 
 def _render(ctx: UssdContext, language: str, name: str) -> str:
     templates = ctx.decision.lookup.templates
-    text = templates.render(language, name, short_code=ctx.short_code)
+    text = templates.within(MAX_SCREEN_UNITS).render(language, name, short_code=ctx.short_code)
     return cut_at_word(text, MAX_SCREEN_UNITS)
 
 
@@ -467,5 +473,5 @@ def _end(ctx: UssdContext, language: str, name: str, outcome: str) -> StepResult
 
 def busy_screen(templates: Templates, language: str, short_code: str) -> UssdScreen:
     """What the phone shows when Redis cannot be reached: try again later."""
-    text = templates.render(language, "ussd_busy", short_code=short_code)
+    text = templates.within(MAX_SCREEN_UNITS).render(language, "ussd_busy", short_code=short_code)
     return UssdScreen(cut_at_word(text, MAX_SCREEN_UNITS), end=True)

@@ -14,9 +14,31 @@ from citizen_lookup.metrics import (
     AUDIT_UNSEALED,
     exposition,
 )
+from citizen_lookup.providers.urls import WEBHOOK_PREFIX, webhook_rule
 from citizen_lookup.runtime import current_runtime
 
 bp = Blueprint("health", __name__)
+
+
+@bp.get("/")
+def index() -> Response:
+    """What answers at this address, for someone who opens it: the service and its routes."""
+    return jsonify(
+        {
+            "service": "citizen-lookup",
+            "description": "SMS and USSD self-lookup in the national population database",
+            "routes": {
+                "inbound SMS": WEBHOOK_PREFIX + webhook_rule("sms", "<connection>"),
+                "USSD steps": WEBHOOK_PREFIX + webhook_rule("ussd", "<connection>"),
+                "delivery reports": WEBHOOK_PREFIX + webhook_rule("status", "<connection>"),
+                "liveness": "/healthz",
+                "readiness": "/readyz",
+                "metrics": "/metrics",
+            },
+            "documentation": "the project's README.md and docs/; the routes in "
+            "src/citizen_lookup/web/openapi.json",
+        }
+    )
 
 
 @bp.get("/healthz")

@@ -360,9 +360,12 @@ for _route, _handler in (
 def unrouted(exc: HTTPException) -> Response:
     """A path or method no route takes: JSON, and audited when it was meant for a webhook."""
     status = exc.code or 404
-    reason = "unknown_connection" if status == 404 else "method_not_allowed"
+    webhook = request.path.startswith("/webhooks/")
+    reason = (
+        "method_not_allowed" if status != 404 else "unknown_connection" if webhook else "not_found"
+    )
     refusal = Refused(status, reason, exc.description or reason)
-    if request.path.startswith("/webhooks/"):
+    if webhook:
         parts = request.path.split("/")
         return _refusal_response(parts[2] if len(parts) > 2 else "", "unknown", refusal)
     response = jsonify({"error": reason, "message": refusal.message})
