@@ -162,6 +162,10 @@ class ProviderCases:
         """A message id as this kind writes it (made from a fresh label; one label, one id)."""
         return message_id
 
+    def stored_text(self, text: str) -> str:
+        """The text the service stores for a message sent with ``text`` (as it was signed)."""
+        return text
+
     def id_ok(self, value: str) -> bool:
         """Whether the kind's parser takes ``value`` as a message id, beyond length and text."""
         return True

@@ -163,4 +163,4 @@ def test_any_decoded_text_is_stored_as_sent_or_refused_with_400(
         return
     assert response.status_code == 200, response.get_data()[:300]
     assert response.get_data() == CASES[kind].ack_body
-    assert stored_body(gateways, message_id) == text
+    assert stored_body(gateways, message_id) == CASES[kind].stored_text(text)

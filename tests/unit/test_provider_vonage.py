@@ -159,6 +159,10 @@ class TestVonage(ProviderCases):
         # made from each label in that form, so it is stored as sent. Vonage's own are hex.
         return message_id.replace("&", "_").replace("=", "_")
 
+    def stored_text(self, text: str) -> str:
+        # Values are read as Vonage signed them, '&' and '=' as '_' (test_hostile_vonage.py).
+        return text.replace("&", "_").replace("=", "_")
+
     def forge(self, request: RawRequest, value: str) -> RawRequest:
         return request.with_query({"timestamp": str(int(time.time())), "sig": value})
 
