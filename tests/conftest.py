@@ -3,6 +3,12 @@ and the machine's real PostgreSQL and Redis for the integration tests.
 
 Service tests skip when PostgreSQL or Redis is missing, except with REQUIRE_SERVICES=1 (CI),
 where a missing service fails the run instead.
+
+Hypothesis runs every property without a deadline: a loaded machine makes an example slower,
+never a failure (speed is measured by the benchmark scripts, not by tests). HYPOTHESIS_PROFILE
+chooses the profile: ``dev`` (the default: fresh examples each run, failures kept in
+.hypothesis/ and replayed first) or ``ci`` (.ci/run and scripts/mutation: the same examples on
+every run, from a seed derived from each test, nothing read from or written to a database).
 """
 
 from __future__ import annotations
@@ -21,12 +27,19 @@ import fakeredis
 import pytest
 from click.testing import CliRunner
 from flask import Flask
+from hypothesis import settings as hypothesis_settings
 
 from citizen_lookup import create_app
 from citizen_lookup.migrate import upgrade
 from citizen_lookup.rq_worker import Worker
 from citizen_lookup.runtime import EXTENSION, Runtime
 from tests.helpers import TEST_CREDENTIALS_KEY
+
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.register_profile(
+    "ci", deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get(

@@ -161,9 +161,7 @@ class TestJasmin(ProviderCases):
     # -- delivery receipts ----------------------------------------------------------------------
     def test_a_receipt_by_get_is_read_from_the_query(self) -> None:
         request = self.sign(RawRequest(STATUS_PATH, method="GET").with_query(receipt("DELIVRD")))
-        assert self.receive(request.webhook_request(), "status") == report(
-            DeliveryStatus.DELIVERED
-        )
+        assert self.receive(request.webhook_request(), "status") == report(DeliveryStatus.DELIVERED)
 
     # -- outbound -------------------------------------------------------------------------------
     def test_send_posts_to_the_http_api(
@@ -205,7 +203,7 @@ class TestJasmin(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session, answer: str
     ) -> None:
         fake_api.answer(200, answer)
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=r"^Jasmin did not answer Success$") as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert caught.value.retryable is False
         self.assert_no_personal_data(caught.value)
@@ -214,7 +212,7 @@ class TestJasmin(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session
     ) -> None:
         fake_api.answer(412, 'Error "No route found"')
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=r"\banswered HTTP 412\b") as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert (caught.value.retryable, caught.value.status_code) == (False, 412)
 
