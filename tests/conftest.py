@@ -17,8 +17,9 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from citizen_lookup import create_app
 from citizen_lookup.migrate import upgrade
 from citizen_lookup.rq_worker import Worker
 from citizen_lookup.runtime import EXTENSION, Runtime
-from tests.helpers import TEST_CREDENTIALS_KEY
+from tests.helpers import TEST_CREDENTIALS_KEY, FakeClock
 
 hypothesis_settings.register_profile("dev", deadline=None)
 hypothesis_settings.register_profile(
@@ -67,7 +68,9 @@ def checkpoint_key(folder: Path) -> Path:
     return path
 
 
-def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
+def make_app(
+    tmp_path: Path, redis: Any, *, clock: Callable[[], datetime] | None = None, **overrides: Any
+) -> Flask:
     settings: dict[str, Any] = {
         "instance_path": str(tmp_path / "instance"),
         "database_url": "",
@@ -87,7 +90,7 @@ def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
         "checkpoint_key_file": str(checkpoint_key(tmp_path)),
     }
     settings.update(overrides)
-    app = create_app(settings, redis=redis)
+    app = create_app(settings, redis=redis, clock=clock)
     app.config["TESTING"] = True
     runtime: Runtime = app.extensions[EXTENSION]
     upgrade(runtime.settings, runtime.engine)
@@ -115,6 +118,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test says; a test that takes it gets `app` on it."""
+    return FakeClock()
+
+
+def clock_of(request: pytest.FixtureRequest) -> FakeClock | None:
+    return request.getfixturevalue("clock") if "clock" in request.fixturenames else None
+
+
+@pytest.fixture
 def app(
     request: pytest.FixtureRequest, tmp_path: Path, fake_redis: fakeredis.FakeRedis, backend: str
 ) -> Iterator[Flask]:
@@ -122,7 +135,7 @@ def app(
     if backend == "postgres":
         app = request.getfixturevalue("pg_app")
     else:
-        app = make_app(tmp_path, fake_redis)
+        app = make_app(tmp_path, fake_redis, clock=clock_of(request))
     yield app
     app.extensions[EXTENSION].close()
 
@@ -273,7 +286,9 @@ def real_redis() -> Iterator[Any]:
 
 
 @pytest.fixture
-def pg_app(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[Flask]:
+def pg_app(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, real_redis: Any
+) -> Iterator[Flask]:
     """The app on the real PostgreSQL and Redis, with an empty schema migrated anew."""
     from sqlalchemy import create_engine, text
 
@@ -282,6 +297,6 @@ def pg_app(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[Flask]:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    app = make_app(tmp_path, real_redis, database_url=pg_url)
+    app = make_app(tmp_path, real_redis, clock=clock_of(request), database_url=pg_url)
     yield app
     app.extensions[EXTENSION].close()

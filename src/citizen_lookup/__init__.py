@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -14,15 +15,20 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    overrides: Mapping[str, Any] | None = None, *, redis: Any = None, serving: bool = False
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    redis: Any = None,
+    clock: Callable[[], datetime] | None = None,
+    serving: bool = False,
 ) -> Flask:
     """Build the app: settings, runtime, blueprints. Opens no connection until one is used.
 
     ``serving`` is set by the WSGI entry point (``app.py``, which gunicorn loads): outside
-    development it refuses the embedded default's settings.
+    development it refuses the embedded default's settings. ``clock`` (the real UTC time by
+    default) stamps what arrives; tests pass one they can move.
     """
     from citizen_lookup import db, logging_setup
-    from citizen_lookup.runtime import EXTENSION, Runtime
+    from citizen_lookup.runtime import EXTENSION, Runtime, utc_now
     from citizen_lookup.settings import check_serving, load_settings
     from citizen_lookup.web import demo, health, webhooks
 
@@ -32,7 +38,7 @@ def create_app(
     app = Flask(__name__, instance_path=settings.instance_path)
     logging_setup.init_app(app, settings.log_format)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions[EXTENSION] = Runtime(settings, redis=redis)
+    app.extensions[EXTENSION] = Runtime(settings, redis=redis, clock=clock or utc_now)
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]

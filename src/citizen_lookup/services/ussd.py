@@ -107,6 +107,9 @@ class SessionState:
     screen: str = ""  # the last screen shown, for a retried step
     end: bool = False
     steps: int = 0
+    # When it expires by the steps' own clock (POSIX seconds; 0: not recorded). Redis's TTL
+    # removes the key on the same schedule; this makes expiry follow the clock a step is given.
+    expires_at: float = 0.0
     # A fresh id per walk through the menu: a gateway that reuses a session id after it expired
     # starts a new walk, counted as a new lookup, never one already counted.
     walk: str = field(default_factory=lambda: secrets.token_hex(8))
@@ -147,7 +150,10 @@ def step(
     ctx = replace(ctx, short_code=connection.short_code or ctx.short_code)
     result, state = _advance(session, ctx, connection, request, sender, now)
     if state is not None:
-        stored = replace(state, screen=result.screen.text, end=result.screen.end)
+        expires_at = now.timestamp() + ctx.store.ttl_seconds
+        stored = replace(
+            state, screen=result.screen.text, end=result.screen.end, expires_at=expires_at
+        )
         ctx.store.save(connection.slug, request.session_id, stored)
     audit = ctx.decision.lookup.audit
     if result.reply is not None:
@@ -185,6 +191,8 @@ def _advance(
     language = connection.language
     sender_hash = ctx.decision.lookup.audit.keyed_hash(sender)
     state = ctx.store.load(connection.slug, request.session_id)
+    if state is not None and state.expires_at and state.expires_at <= now.timestamp():
+        state = None  # expired: the same as a session Redis no longer holds
 
     if request.text.count("*") >= MAX_INPUTS:
         return _end(ctx, language, "ussd_invalid_end", "too_many_inputs"), None
