@@ -231,3 +231,28 @@ def test_load_provinces_rejects_malformed_tables_with_a_clear_message(
 ) -> None:
     with pytest.raises(InvalidProvinceTable, match=message):
         load_provinces(data)
+
+
+@pytest.mark.parametrize("abroad", [(0, 0), (2, 999), (999, 999), (500, 500)])
+def test_load_provinces_takes_any_range_within_0_to_999(abroad: tuple[int, int]) -> None:
+    data = {"provinces": {"001": "Ha Noi"}, "abroad_range": list(abroad)}
+    assert load_provinces(data) == ({"001": "Ha Noi"}, abroad)
+
+
+@pytest.mark.parametrize(
+    ("provinces", "abroad", "message"),
+    [
+        ({"001": "Ha Noi"}, [0, 1], r"^abroad_range \[0, 1\] overlaps province codes 001$"),
+        (
+            {"002": "Ha Giang", "001": "Ha Noi"},
+            [1, 2],
+            r"^abroad_range \[1, 2\] overlaps province codes 001, 002$",
+        ),
+        ({}, [101, 295], r"^provinces: expected a non-empty \[provinces\] table$"),
+    ],
+)
+def test_load_provinces_names_what_is_wrong(
+    provinces: dict[str, str], abroad: list[int], message: str
+) -> None:
+    with pytest.raises(InvalidProvinceTable, match=message):
+        load_provinces({"provinces": provinces, "abroad_range": abroad})
