@@ -14,13 +14,26 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
-from citizen_lookup.models import AuditEvent, InboundMessageRecord, OutboundMessageRecord
-from citizen_lookup.services.ussd import CHOICES, MAX_INPUTS, session_digest, ussd_message_id
+from citizen_lookup.models import (
+    AuditEvent,
+    InboundMessageRecord,
+    InboundState,
+    OutboundMessageRecord,
+    OutboundState,
+)
+from citizen_lookup.services.ussd import (
+    CHOICES,
+    MAX_INPUTS,
+    session_digest,
+    ussd_message_id,
+    ussd_message_prefix,
+)
 from tests.conftest import make_app, run_worker
 from tests.helpers import (
     OWNER_ID,
     OWNER_PHONE,
     STRANGER_PHONE,
+    FakeClock,
     add_citizen,
     add_connection,
     generic_sms,
@@ -306,7 +319,8 @@ def test_redis_down_answers_busy_and_audits_unavailable(walk_app, language, monk
 def test_a_result_by_sms_is_queued_to_the_sender_from_the_connections_short_code(
     tmp_path, fake_redis, language, short_code
 ):
-    app = make_app(tmp_path, fake_redis)
+    clock = FakeClock()
+    app = make_app(tmp_path, fake_redis, clock=clock)
     add_citizen(app)
     add_connection(
         app,
@@ -325,10 +339,12 @@ def test_a_result_by_sms_is_queued_to_the_sender_from_the_connections_short_code
         (outbound,) = session.scalars(select(OutboundMessageRecord)).all()
     assert (inbound.channel, inbound.sender, inbound.recipient) == ("ussd", OWNER_PHONE, short_code)
     assert inbound.body == f"DC TTCN {OWNER_ID}"
-    assert inbound.provider_message_id.startswith(
-        ussd_message_id(session_digest(phone.session_id)[:16] + "-")
-    )
+    assert (inbound.state, inbound.received_at) == (InboundState.RECEIVED, clock.now)
+    prefix = ussd_message_prefix(phone.session_id)
+    assert prefix == ussd_message_id(session_digest(phone.session_id)[:16] + "-")
+    assert inbound.provider_message_id.startswith(prefix)
     assert (outbound.inbound_id, outbound.recipient) == (inbound.id, OWNER_PHONE)
+    assert outbound.state == OutboundState.PENDING
     assert "Nguyen Van An" in outbound.body
     steps = ussd_steps(app)
     assert [(s.outcome, detail_of(s)) for s in steps][-1] == ("result_sms", {"step": 3})
@@ -350,3 +366,21 @@ def test_a_silenced_result_ends_with_the_over_limit_screen(tmp_path, fake_redis,
     assert [e.outcome for e in decisions(app)] == ["granted", "over_limit", "silenced"]
     assert screens[2] == (False, template_screen(app, "ussd_over_limit", language))
     assert screens[1][1] != screens[2][1]  # the first over the limit gets the SMS notice
+
+
+def test_each_connection_has_its_own_rate(tmp_path, fake_redis):
+    clock = FakeClock()  # every step in the same second
+    app = make_app(tmp_path, fake_redis, clock=clock, connection_rate_per_second=1)
+    add_citizen(app)
+    for slug in ("gw", "other"):
+        add_connection(app, slug=slug, outbound_url="http://127.0.0.1:9/mt")
+    for slug in ("gw", "other", "gw"):
+        phone = Phone(app.test_client(), slug)
+        phone.dial()
+        phone.press("4")
+        phone.press(OWNER_ID)
+    assert [(d.connection, d.outcome) for d in decisions(app)] == [
+        ("gw", "granted"),
+        ("other", "granted"),
+        ("gw", "rate_over_limit"),
+    ]
