@@ -6,7 +6,8 @@ module is mutated on its own, in a scratch copy of the project under ``build/mut
 mutant at a time by default: the runs are CPU-heavy and the machine may be shared.
 
 The score of a file is killed / (mutants - equivalent), where killed counts mutants whose tests
-failed or timed out, and equivalent mutants are those listed in ``mutation_equivalents.toml``
+failed or timed out (a run stopped early also lists the mutants it never checked, and counts
+only the others), and equivalent mutants are those listed in ``mutation_equivalents.toml``
 beside this script: each names a mutant that changes nothing a caller can observe, the line
 it changes, and why. A listed mutant that no longer survives, or whose line differs (mutmut
 numbers mutants per function, so an edit can renumber them), is reported so the list stays true.
@@ -50,6 +51,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
 # What the scratch copy needs besides src/ and tests/: settings, reply templates, migrations.
 ALSO_COPY = ("config", "migrations", "alembic.ini")
 KILLED = {"killed", "timeout", "caught by type check"}
+UNCHECKED = "not checked"  # a run stopped before it reached them
+# What --survivors re-tests: every verdict a new test can change.
+RETEST = {"survived", "no tests", "suspicious", "segfault"}
 
 
 @dataclass
@@ -63,15 +67,19 @@ class Score:
         return sum(1 for s in self.statuses.values() if s in KILLED)
 
     @property
+    def unchecked(self) -> int:
+        return sum(1 for s in self.statuses.values() if s == UNCHECKED)
+
+    @property
     def counted(self) -> int:
-        return len(self.statuses) - len(self.equivalent)
+        return len(self.statuses) - len(self.equivalent) - self.unchecked
 
     @property
     def survivors(self) -> list[str]:
         return sorted(
             name
             for name, status in self.statuses.items()
-            if status not in KILLED and name not in self.equivalent
+            if status not in KILLED and status != UNCHECKED and name not in self.equivalent
         )
 
     @property
@@ -111,7 +119,8 @@ def prepare(target: str, *, keep: bool) -> Path:
         f"only_mutate = {PACKAGE}/{target}\n"
         f"pytest_add_cli_args_test_selection =\n    {tests}\n"
         # Unit tests only: the PostgreSQL variants would create and drop a database per mutant.
-        "pytest_add_cli_args =\n    -m\n    not services and not e2e\n    -p\n    no:cacheprovider\n"
+        "pytest_add_cli_args =\n    -m\n    not services and not e2e\n"
+        "    -p\n    no:cacheprovider\n"
         "also_copy =\n    " + "\n    ".join(ALSO_COPY) + "\n"
         "use_git_change_detection = false\n"
         # A mutant that loops is stopped after 8x the CPU time its tests take clean (plus 8 s),
@@ -172,9 +181,7 @@ def load_equivalents() -> dict[str, dict[str, str]]:
     return data
 
 
-def check_equivalents(
-    scratch: Path, score: Score, listed: dict[str, dict[str, str]]
-) -> list[str]:
+def check_equivalents(scratch: Path, score: Score, listed: dict[str, dict[str, str]]) -> list[str]:
     """Keep the listed mutants that still survive with the recorded change; report the rest."""
     problems = []
     prefix = module_of(score.target) + "."
@@ -200,7 +207,7 @@ def run_target(target: str, *, jobs: int, survivors: bool, show: bool) -> Score:
     if survivors:
         if not (scratch / "mutants").exists():
             raise SystemExit(f"{target}: no earlier run to take survivors from")
-        names = [n for n, s in statuses(scratch, target).items() if s not in KILLED]
+        names = [n for n, s in statuses(scratch, target).items() if s in RETEST]
         if not names:
             print(f"{target}: nothing survived the last run")
     started = time.monotonic()
@@ -224,7 +231,10 @@ def run_target(target: str, *, jobs: int, survivors: bool, show: bool) -> Score:
 
 
 def report(scores: list[Score]) -> None:
-    header = f"{'file':<24}{'mutants':>9}{'killed':>8}{'survived':>10}{'equivalent':>12}{'score':>9}"
+    header = (
+        f"{'file':<24}{'mutants':>9}{'killed':>8}{'survived':>10}{'equivalent':>12}"
+        f"{'unchecked':>11}{'score':>9}"
+    )
     print()
     print(header)
     print("-" * len(header))
@@ -233,7 +243,8 @@ def report(scores: list[Score]) -> None:
         groups.setdefault(score.target.split("/")[0] + "/", []).append(score)
         row = (
             f"{score.target:<24}{len(score.statuses):>9}{score.killed:>8}"
-            f"{len(score.survivors):>10}{len(score.equivalent):>12}{score.percent:>8.1f}%"
+            f"{len(score.survivors):>10}{len(score.equivalent):>12}{score.unchecked:>11}"
+            f"{score.percent:>8.1f}%"
         )
         print(row)
     for group, members in groups.items():
@@ -243,11 +254,15 @@ def report(scores: list[Score]) -> None:
         killed = sum(s.killed for s in members)
         equivalent = sum(len(s.equivalent) for s in members)
         survived = sum(len(s.survivors) for s in members)
-        percent = 100.0 * killed / (total - equivalent) if total > equivalent else 100.0
+        unchecked = sum(s.unchecked for s in members)
+        counted = total - equivalent - unchecked
+        percent = 100.0 * killed / counted if counted else 100.0
         print(
             f"{group + ' (together)':<24}{total:>9}{killed:>8}{survived:>10}{equivalent:>12}"
-            f"{percent:>8.1f}%"
+            f"{unchecked:>11}{percent:>8.1f}%"
         )
+    if any(score.unchecked for score in scores):
+        print("(a run stopped early: the score counts only the mutants it checked)")
     survivors = [name for score in scores for name in score.survivors]
     if survivors:
         print("\nsurvivors (not listed as equivalent):")
