@@ -92,6 +92,12 @@ def test_values_are_cut_to_the_largest_common_length_that_fits() -> None:
     assert reply == "aaaa bbbb.../eeee ffff..."  # 25 units: "aaaa..." each would waste 10
 
 
+def test_the_common_length_is_the_largest_that_fits_not_one_that_leaves_more_over() -> None:
+    # At 4 units "yy x" stays whole and "yy x a" is "..." (12 of 13); at 3 both would be "..."
+    # and the 2 units left over would go back to the longer one: more units, less kept whole.
+    assert fit_reply("{a}/{b}/{c}", {"a": "ccc", "b": "yy x a", "c": "yy x"}, 13) == "ccc/.../yy x"
+
+
 def test_a_value_is_never_cut_below_an_ellipsis() -> None:
     assert fit_reply("{a}", {"a": "word " * 10}, 4) == "..."
     assert fit_reply("{a} {b}", {"a": "word " * 10, "b": "x " * 50}, 7) == "... ..."
