@@ -43,7 +43,7 @@ PACKAGE = "src/citizen_lookup"
 TARGETS: dict[str, tuple[str, ...]] = {
     "domain/text.py": ("test_text", "test_addresses", "test_residence_replies"),
     "domain/addresses.py": ("test_addresses", "test_residence_replies"),
-    "domain/phones.py": ("test_phones",),
+    "domain/phones.py": ("test_phones", "test_hostile_phone_numbers"),
     "domain/syntax.py": ("test_syntax",),
     "domain/identity.py": ("test_identity",),
     "services/ussd.py": ("test_ussd", "test_hostile_ussd"),
