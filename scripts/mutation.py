@@ -107,9 +107,11 @@ def prepare(target: str, *, keep: bool) -> Path:
         if source.is_dir():
             if (scratch / name).exists():
                 shutil.rmtree(scratch / name)
-            shutil.copytree(source, scratch / name, ignore=ignore)
+            # Copied with a fresh time: mutmut re-mutates a file newer than its mutants (and
+            # keeps the results of the functions whose code did not change).
+            shutil.copytree(source, scratch / name, ignore=ignore, copy_function=shutil.copy)
         else:
-            shutil.copy2(source, scratch / name)
+            shutil.copy(source, scratch / name)
     # pyproject.toml carries pytest's settings; mutmut's own go in setup.cfg, one per target.
     shutil.copy2(ROOT / "pyproject.toml", scratch / "pyproject.toml")
     tests = "\n    ".join(f"tests/unit/{name}.py" for name in TARGETS[target])
