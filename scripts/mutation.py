@@ -41,7 +41,7 @@ PACKAGE = "src/citizen_lookup"
 # it: its own test file first, then the route-level tests that reach it through the public
 # interface.
 TARGETS: dict[str, tuple[str, ...]] = {
-    "domain/text.py": ("test_text", "test_addresses", "test_residence_replies"),
+    "domain/text.py": ("test_reply_fitting", "test_text", "test_addresses"),
     "domain/addresses.py": ("test_addresses", "test_residence_replies"),
     "domain/phones.py": ("test_phones", "test_hostile_phone_numbers"),
     "domain/syntax.py": ("test_syntax",),
