@@ -46,7 +46,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "domain/phones.py": ("test_phones", "test_hostile_phone_numbers"),
     "domain/syntax.py": ("test_syntax",),
     "domain/identity.py": ("test_identity",),
-    "services/ussd.py": ("test_ussd", "test_hostile_ussd"),
+    "services/ussd.py": ("test_ussd_paths", "test_ussd", "test_hostile_ussd"),
 }
 # What the scratch copy needs besides src/ and tests/: settings, reply templates, migrations.
 ALSO_COPY = ("config", "migrations", "alembic.ini")
