@@ -145,6 +145,18 @@ def test_among_equal_steps_the_longest_address_steps_down_first() -> None:
     )
 
 
+def test_the_lowest_ranked_step_goes_first_whichever_address_is_longer() -> None:
+    full = f"{address_forms(HCM)[0][1]}/T. Vinh Phuc"
+    reply = fit_reply("{a}/{b}", {}, len(full) - 1, choices=choices(a=HCM, b="Tinh Vinh Phuc"))
+    assert reply == f"{address_forms(HCM)[0][1]}/Vinh Phuc"  # "T." before any house number
+    an_giang = "Ap 2, Xa An Phu, Tinh An Giang"
+    full = f"{address_forms(HCM)[0][1]}/{address_forms(an_giang)[0][1]}"
+    reply = fit_reply("{a}/{b}", {}, len(full) - 4, choices=choices(a=HCM, b=an_giang))
+    # "T." (3) is not enough; the house number (rank 1) goes before the hamlet (rank 2), and
+    # then "T." is not needed any more.
+    assert reply == "D. Le Loi, P. Ben Nghe, Q. 1, TP Ho Chi Minh/Ap 2, X. An Phu, T. An Giang"
+
+
 def test_an_address_at_its_shortest_form_that_fits_exactly_leaves_the_rest_alone() -> None:
     fields = {"b": "Quan Ba Dinh"}
     reply = fit_reply("{a}/{b}", fields, 22, choices=choices(a="Phuong Lang, Thanh pho Ha Noi"))
