@@ -384,3 +384,17 @@ def test_each_connection_has_its_own_rate(tmp_path, fake_redis):
         ("other", "granted"),
         ("gw", "rate_over_limit"),
     ]
+
+
+def test_a_result_by_sms_on_a_connection_without_a_short_code(tmp_path, fake_redis):
+    app = make_app(tmp_path, fake_redis)
+    add_citizen(app)
+    add_connection(app, ussd_result="sms", short_code=None, outbound_url="http://127.0.0.1:9/mt")
+    phone = Phone(app.test_client())
+    phone.dial()
+    phone.press("1")
+    # The screens name the service's own code; the stored message has no recipient to record.
+    assert phone.press(OWNER_ID) == (False, template_screen(app, "ussd_sms_result"))
+    with runtime_of(app).session_factory() as session:
+        (inbound,) = session.scalars(select(InboundMessageRecord)).all()
+    assert (inbound.sender, inbound.recipient) == (OWNER_PHONE, "")
