@@ -167,11 +167,14 @@ def diff_of(scratch: Path, name: str) -> str:
 
 
 def changed_lines(diff: str) -> list[str]:
-    return [
-        line[1:].strip()
-        for line in diff.splitlines()
-        if line.startswith("+") and not line.startswith("+++")
-    ]
+    """The mutant's lines as it reads them; a line it removes is given as "-" + the line."""
+    changed = []
+    for line in diff.splitlines():
+        if line.startswith("+") and not line.startswith("+++"):
+            changed.append(line[1:].strip())
+        elif line.startswith("-") and not line.startswith("---"):
+            changed.append("-" + line[1:].strip())
+    return changed
 
 
 def load_equivalents() -> dict[str, dict[str, str]]:
