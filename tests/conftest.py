@@ -3,6 +3,12 @@ and the machine's real PostgreSQL and Redis for the integration tests.
 
 Service tests skip when PostgreSQL or Redis is missing, except with REQUIRE_SERVICES=1 (CI),
 where a missing service fails the run instead.
+
+Hypothesis runs every property without a deadline: a loaded machine makes an example slower,
+never a failure (speed is measured by the benchmark scripts, not by tests). HYPOTHESIS_PROFILE
+chooses the profile: ``dev`` (the default: fresh examples each run, failures kept in
+.hypothesis/ and replayed first) or ``ci`` (.ci/run and scripts/mutation: the same examples on
+every run, from a seed derived from each test, nothing read from or written to a database).
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,12 +28,19 @@ import fakeredis
 import pytest
 from click.testing import CliRunner
 from flask import Flask
+from hypothesis import settings as hypothesis_settings
 
 from citizen_lookup import create_app
 from citizen_lookup.migrate import upgrade
 from citizen_lookup.rq_worker import Worker
 from citizen_lookup.runtime import EXTENSION, Runtime
-from tests.helpers import TEST_CREDENTIALS_KEY
+from tests.helpers import TEST_CREDENTIALS_KEY, FakeClock
+
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.register_profile(
+    "ci", deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get(
@@ -54,7 +68,9 @@ def checkpoint_key(folder: Path) -> Path:
     return path
 
 
-def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
+def make_app(
+    tmp_path: Path, redis: Any, *, clock: Callable[[], datetime] | None = None, **overrides: Any
+) -> Flask:
     settings: dict[str, Any] = {
         "instance_path": str(tmp_path / "instance"),
         "database_url": "",
@@ -75,7 +91,7 @@ def make_app(tmp_path: Path, redis: Any, **overrides: Any) -> Flask:
         "checkpoint_key_file": str(checkpoint_key(tmp_path)),
     }
     settings.update(overrides)
-    app = create_app(settings, redis=redis)
+    app = create_app(settings, redis=redis, clock=clock)
     app.config["TESTING"] = True
     runtime: Runtime = app.extensions[EXTENSION]
     upgrade(runtime.settings, runtime.engine)
@@ -103,6 +119,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test says; a test that takes it gets `app` on it."""
+    return FakeClock()
+
+
+def clock_of(request: pytest.FixtureRequest) -> FakeClock | None:
+    return request.getfixturevalue("clock") if "clock" in request.fixturenames else None
+
+
+@pytest.fixture
 def app(
     request: pytest.FixtureRequest, tmp_path: Path, fake_redis: fakeredis.FakeRedis, backend: str
 ) -> Iterator[Flask]:
@@ -110,7 +136,7 @@ def app(
     if backend == "postgres":
         app = request.getfixturevalue("pg_app")
     else:
-        app = make_app(tmp_path, fake_redis)
+        app = make_app(tmp_path, fake_redis, clock=clock_of(request))
     yield app
     app.extensions[EXTENSION].close()
 
@@ -261,7 +287,9 @@ def real_redis() -> Iterator[Any]:
 
 
 @pytest.fixture
-def pg_app(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[Flask]:
+def pg_app(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, real_redis: Any
+) -> Iterator[Flask]:
     """The app on the real PostgreSQL and Redis, with an empty schema migrated anew."""
     from sqlalchemy import create_engine, text
 
@@ -270,6 +298,6 @@ def pg_app(tmp_path: Path, pg_url: str, real_redis: Any) -> Iterator[Flask]:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    app = make_app(tmp_path, real_redis, database_url=pg_url)
+    app = make_app(tmp_path, real_redis, clock=clock_of(request), database_url=pg_url)
     yield app
     app.extensions[EXTENSION].close()

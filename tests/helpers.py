@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from citizen_lookup.models import (
 from citizen_lookup.providers.generic import sign
 from citizen_lookup.runtime import EXTENSION, Runtime
 from citizen_lookup.services.connections import FocalPoint, create_connection
+from citizen_lookup.services.limits import VIETNAM
 
 OWNER_ID = "001099012345"  # Ha Noi, 1999, male
 OWNER_PHONE = "+84912345678"
@@ -29,6 +31,24 @@ GENERIC_SECRET = "generic-test-secret-0123456789"
 # A Fernet key for test apps (a fixed, public test value: it seals only test credentials).
 TEST_CREDENTIALS_KEY = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMhISE="
 FOCAL = FocalPoint("Nguyen Van Dau Moi", "Truong phong", "+842439999999", "daumoi@example.vn")
+
+
+@dataclass
+class FakeClock:
+    """A clock a test moves by hand (``create_app(clock=...)``): time passes only when told."""
+
+    now: datetime = datetime(2026, 3, 14, 3, 0, tzinfo=UTC)  # 10:00 in Vietnam
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def set_vietnam_time(self, text: str) -> None:
+        """Set the clock to a Vietnam wall-clock time, 'YYYY-MM-DD HH:MM:SS' (UTC+7)."""
+        local = datetime.fromisoformat(text).replace(tzinfo=VIETNAM)
+        self.now = local.astimezone(UTC)
 
 
 def runtime_of(app: Flask) -> Runtime:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -18,6 +19,7 @@ def create_app(
     overrides: Mapping[str, Any] | None = None,
     *,
     redis: Any = None,
+    clock: Callable[[], datetime] | None = None,
     serving: bool = False,
     command: bool = False,
 ) -> Flask:
@@ -26,10 +28,11 @@ def create_app(
     ``serving`` is set by the WSGI entry point (``app.py``, which gunicorn loads) and
     ``command`` by the CLI: outside development both refuse the embedded default's settings,
     naming every setting that is missing, before anything is created; a web process then logs
-    which database and Redis it uses.
+    which database and Redis it uses. ``clock`` (the real UTC time by default) stamps what
+    arrives; tests pass one they can move.
     """
     from citizen_lookup import db, logging_setup, startup
-    from citizen_lookup.runtime import EXTENSION, Runtime
+    from citizen_lookup.runtime import EXTENSION, Runtime, utc_now
     from citizen_lookup.settings import check_start, load_settings
     from citizen_lookup.web import demo, health, webhooks
 
@@ -42,7 +45,7 @@ def create_app(
     if serving:
         log.info("web process %s: %s", os.getpid(), startup.describe_backends(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions[EXTENSION] = Runtime(settings, redis=redis)
+    app.extensions[EXTENSION] = Runtime(settings, redis=redis, clock=clock or utc_now)
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -36,12 +38,23 @@ from citizen_lookup.services.ussd import UssdContext, UssdStore
 from citizen_lookup.settings import Settings, audit_key, checkpoint_key_path
 
 EXTENSION = "citizen_lookup"
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real time, in UTC: the default clock."""
+    return datetime.now(UTC)
 
 
 class Runtime:
-    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+    def __init__(
+        self, settings: Settings, redis: Redis | None = None, clock: Clock = utc_now
+    ) -> None:
         self.settings = settings
         self._redis = redis
+        # When a message or a USSD step arrived, for everything that counts by it (the day of
+        # the daily limit, the second of the rate, a session's expiry). Tests pass their own.
+        self.clock = clock
         self.engine: Engine = make_engine(settings)
         self.credentials_cipher = load_cipher(settings)
         info: dict[str, Any] = {CIPHER_INFO_KEY: self.credentials_cipher}

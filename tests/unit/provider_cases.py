@@ -334,7 +334,9 @@ class ProviderCases:
     @pytest.mark.parametrize("auth", ["wrong", "none"])
     def test_inbound_without_valid_credentials_is_refused(self, auth: Auth) -> None:
         request = self.build_request(INBOUND_PATH, self.inbound_fields(), auth=auth)
-        with pytest.raises(AuthenticationFailed):
+        # Wrong credentials are named as not matching, absent ones as missing.
+        reason = r"\bdo(es)? not match\b" if auth == "wrong" else r"^missing\b"
+        with pytest.raises(AuthenticationFailed, match=reason):
             self.receive(request)
 
     def test_inbound_missing_a_required_field_is_malformed(self) -> None:
@@ -368,7 +370,7 @@ class ProviderCases:
 
     def test_status_report_without_valid_credentials_is_refused(self) -> None:
         fields = self.status_cases[0][0]
-        with pytest.raises(AuthenticationFailed):
+        with pytest.raises(AuthenticationFailed, match=r"\bdo(es)? not match\b"):
             self.receive(self.build_request(STATUS_PATH, fields, auth="wrong"), "status")
 
     def test_ack_status_is_200(self) -> None:
@@ -404,7 +406,7 @@ class ProviderCases:
             }
         )
         fake_api.answer(status, echo, self.error_content_type)
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=rf"\banswered HTTP {status}\b") as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert caught.value.retryable is retryable
         assert caught.value.status_code == status
@@ -413,7 +415,7 @@ class ProviderCases:
     def test_send_to_a_closed_port_is_retryable(self, http_session: requests.Session) -> None:
         url = self.outbound_url(f"http://127.0.0.1:{free_port()}")
         provider = self.provider(self.connection(outbound_url=url), http_session)
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match="unreachable: ConnectionError") as caught:
             provider.send(OUTBOUND)
         assert caught.value.retryable is True
         self.assert_no_personal_data(caught.value)
@@ -425,7 +427,7 @@ class ProviderCases:
         fake_api.delay = 2.0
         connection = self.connection(outbound_url=self.outbound_url(fake_api.url))
         provider = self.provider(connection, http_session, http_timeout=0.2)
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=r"unreachable: \w*Timeout") as caught:
             provider.send(OUTBOUND)
         assert caught.value.retryable is True
 
@@ -443,7 +445,7 @@ class ProviderCases:
         try:
             target = self.outbound_url(elsewhere.url)
             fake_api.answer(307, "", "text/plain", headers={"Location": target})
-            with pytest.raises(SendError) as caught:
+            with pytest.raises(SendError, match=r"HTTP 307 \(a redirect; not followed\)") as caught:
                 self.sending_provider(fake_api, http_session).send(OUTBOUND)
             assert caught.value.retryable is False
             assert len(fake_api.requests) == 1

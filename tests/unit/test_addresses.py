@@ -159,3 +159,46 @@ def _residence_reply(
         current_address=current,
     )
     return _residence(CommandKind.RESIDENCE, citizen, language, context).text
+
+
+# -- the rules one at a time ---------------------------------------------------------------------
+def test_an_unnamed_unit_after_the_ward_goes_with_the_ward() -> None:
+    # "Cho Ben Thanh" has no keyword: after the ward it is dropped with the ward, not before it.
+    address = "So 12 Le Loi, Phuong Ben Nghe, Cho Ben Thanh, Quan 1, Thanh pho Ho Chi Minh"
+    assert address_forms(address) == [
+        (Step.PROVINCE_WORD, "So 12 Le Loi, P. Ben Nghe, Cho Ben Thanh, Q. 1, TP Ho Chi Minh"),
+        (Step.HOUSE_NUMBER, "Le Loi, P. Ben Nghe, Cho Ben Thanh, Q. 1, TP Ho Chi Minh"),
+        (Step.LOCAL_UNIT, "P. Ben Nghe, Cho Ben Thanh, Q. 1, TP Ho Chi Minh"),
+        (Step.WARD, "Cho Ben Thanh, Q. 1, TP Ho Chi Minh"),
+        (Step.WARD, "Q. 1, TP Ho Chi Minh"),
+        (Step.DISTRICT, "TP Ho Chi Minh"),
+    ]  # fmt: skip
+
+
+def test_an_unnamed_unit_after_the_district_goes_with_the_ward() -> None:
+    address = "So 1, Quan 1, Cho Ben Thanh, Thanh pho Ho Chi Minh"
+    assert address_forms(address) == [
+        (Step.PROVINCE_WORD, "So 1, Q. 1, Cho Ben Thanh, TP Ho Chi Minh"),
+        (Step.LOCAL_UNIT, "Q. 1, Cho Ben Thanh, TP Ho Chi Minh"),
+        (Step.WARD, "Q. 1, TP Ho Chi Minh"),
+        (Step.DISTRICT, "TP Ho Chi Minh"),
+    ]
+
+
+def test_a_two_unit_address_loses_its_house_number_before_its_street() -> None:
+    assert address_forms("So 12 Duong Le Loi, Tinh Ha Nam") == [
+        (Step.PROVINCE_WORD, "So 12 D. Le Loi, T. Ha Nam"),
+        (Step.PROVINCE_WORD, "So 12 D. Le Loi, Ha Nam"),
+        (Step.HOUSE_NUMBER, "D. Le Loi, Ha Nam"),
+        (Step.LOCAL_UNIT, "Ha Nam"),
+    ]
+
+
+def test_a_one_unit_address_is_the_province_and_is_never_shortened() -> None:
+    assert address_forms("So 12") == [(Step.PROVINCE_WORD, "So 12")]
+    assert address_forms("12 Tinh") == [(Step.PROVINCE_WORD, "12 Tinh")]
+
+
+def test_a_unit_of_a_single_letter_is_a_unit() -> None:
+    assert units_of("Nha 3, X, Y., T. Ha Nam") == ["Nha 3", "X", "Y", "T. Ha Nam"]
+    assert units_of("Nha 3, , . ,X") == ["Nha 3", "X"]

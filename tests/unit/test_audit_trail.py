@@ -116,7 +116,8 @@ def test_a_checkpoint_is_a_c2sp_signed_note(tmp_path):
 def test_a_forged_checkpoint_does_not_open(tmp_path, forge):
     signer = CheckpointSigner("example.test/audit", write_new_key(tmp_path / "k.pem"))
     note = signer.sign(Checkpoint("example.test/audit", 8, bytes(32)))
-    with pytest.raises(CheckpointError):
+    reason = "^not a signed note|carries no signature by example.test/audit|signature is not valid"
+    with pytest.raises(CheckpointError, match=reason):
         CheckpointVerifier.from_vkey(signer.vkey()).open(forge(note))
 
 

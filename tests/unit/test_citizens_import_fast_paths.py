@@ -174,7 +174,6 @@ DROPPED = st.sets(st.sampled_from(FIELDS), max_size=3)
 # Derandomized, so a run is the same run everywhere.
 @settings(
     max_examples=800,
-    deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

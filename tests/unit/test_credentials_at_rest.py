@@ -216,7 +216,8 @@ def test_opened_credentials_are_kept_per_cipher_and_callers_get_their_own_copy()
     first["password"] = "changed"
     assert cipher.open(sealed) == {"password": SECRET}
     other = CredentialsCipher([Fernet.generate_key().decode()])
-    with pytest.raises(ConfigurationError):
+    cannot_open = "cannot be opened with CITIZEN_LOOKUP_CREDENTIALS_KEY: wrong key"
+    with pytest.raises(ConfigurationError, match=cannot_open):
         other.open(sealed)
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match=cannot_open):
         cipher.open(sealed[:-4] + "AAAA")  # a damaged token is not served from the cache

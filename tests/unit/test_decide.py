@@ -17,6 +17,7 @@ from tests.helpers import (
     OWNER_ID,
     OWNER_PHONE,
     STRANGER_PHONE,
+    FakeClock,
     add_citizen,
     add_connection,
     generic_sms,
@@ -30,7 +31,9 @@ NOON = datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
 @pytest.fixture
 def limited(tmp_path, fake_redis, fake_provider):
     """An app with small limits: 2 lookups and 3 help messages per number per day."""
-    app = make_app(tmp_path, fake_redis, daily_limit_per_msisdn=2, help_limit_per_msisdn=3)
+    app = make_app(
+        tmp_path, fake_redis, clock=FakeClock(), daily_limit_per_msisdn=2, help_limit_per_msisdn=3
+    )
     add_citizen(app, old_id_number="123456789")
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")
     return app

@@ -111,7 +111,6 @@ def test_fuzzed_requests_are_answered_as_described_and_audited(
 
     @settings(
         max_examples=100 if webhook else 5,
-        deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )

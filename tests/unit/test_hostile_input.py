@@ -297,7 +297,6 @@ def inbound_acceptable(kind: str, values: Mapping[str, Any]) -> bool:
 
 SETTINGS = settings(
     max_examples=50,
-    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 kinds = pytest.mark.parametrize("kind", KINDS)
@@ -314,7 +313,9 @@ def test_hostile_message_text_is_stored_and_acknowledged_or_refused_with_400(
     message_id = fresh_id("text")
     before = audit_head(hostile_app)
     values = {
-        name: good_value(kind, name, message_id) for name in CASES[kind].wire_fields if name != "text"
+        name: good_value(kind, name, message_id)
+        for name in CASES[kind].wire_fields
+        if name != "text"
     }
     values["text"] = text
     response = send(hostile_app, kind, body=encode_inbound(kind, values))
@@ -573,7 +574,6 @@ def test_query_string_not_utf8_or_with_nul_is_400_and_other_junk_is_taken_as_wri
 @kinds
 @settings(
     max_examples=15,
-    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
@@ -737,7 +737,6 @@ def reply_sent(kind: str, request: Any) -> str:
 @kinds
 @settings(
     max_examples=20,
-    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(text=hostile_text.filter(lambda t: "\x00" not in t))

@@ -64,7 +64,8 @@ def test_codes_outside_the_table_and_the_abroad_range_are_rejected(code: str) ->
 
 
 def test_abroad_range_argument_is_honoured() -> None:
-    with pytest.raises(InvalidIdNumber):
+    reason = "^ID number starts with 150, which is neither a province code nor a country code"
+    with pytest.raises(InvalidIdNumber, match=reason + r" \(101-120\)$"):
         parse_id_number("150099012345", PROVINCES, abroad_range=(101, 120), today=TODAY)
     assert parse_id_number("110099012345", PROVINCES, abroad_range=(101, 120), today=TODAY)
 
@@ -108,7 +109,7 @@ def test_centuries_after_this_one_are_in_the_future(digit: str) -> None:
 
 def test_today_defaults_to_the_real_date() -> None:
     assert parse_id_number("001099012345", PROVINCES).birth_year == 1999
-    with pytest.raises(InvalidIdNumber):
+    with pytest.raises(InvalidIdNumber, match=r"^ID number gives birth year 2399, which is in the"):
         parse_id_number("001999012345", PROVINCES)  # 2399
 
 
@@ -230,3 +231,28 @@ def test_load_provinces_rejects_malformed_tables_with_a_clear_message(
 ) -> None:
     with pytest.raises(InvalidProvinceTable, match=message):
         load_provinces(data)
+
+
+@pytest.mark.parametrize("abroad", [(0, 0), (2, 999), (999, 999), (500, 500)])
+def test_load_provinces_takes_any_range_within_0_to_999(abroad: tuple[int, int]) -> None:
+    data = {"provinces": {"001": "Ha Noi"}, "abroad_range": list(abroad)}
+    assert load_provinces(data) == ({"001": "Ha Noi"}, abroad)
+
+
+@pytest.mark.parametrize(
+    ("provinces", "abroad", "message"),
+    [
+        ({"001": "Ha Noi"}, [0, 1], r"^abroad_range \[0, 1\] overlaps province codes 001$"),
+        (
+            {"002": "Ha Giang", "001": "Ha Noi"},
+            [1, 2],
+            r"^abroad_range \[1, 2\] overlaps province codes 001, 002$",
+        ),
+        ({}, [101, 295], r"^provinces: expected a non-empty \[provinces\] table$"),
+    ],
+)
+def test_load_provinces_names_what_is_wrong(
+    provinces: dict[str, str], abroad: list[int], message: str
+) -> None:
+    with pytest.raises(InvalidProvinceTable, match=message):
+        load_provinces({"provinces": provinces, "abroad_range": abroad})

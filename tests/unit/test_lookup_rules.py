@@ -118,17 +118,29 @@ def test_history_shows_the_last_three_lookups_to_the_owner_only(app, client, fak
     assert "+84" not in stranger
 
 
-def test_daily_limit_one_polite_reply_then_silence(app, client, fake_provider):
+def test_daily_limit_one_polite_reply_then_silence_until_midnight_in_vietnam(
+    app, client, fake_provider, clock
+):
     setup(app, fake_provider)
-    replies = [ask(app, client, fake_provider, f"DC {OWNER_ID}") for _ in range(7)]
+    clock.set_vietnam_time("2026-03-14 08:00:00")
+    replies = []
+    for _ in range(7):
+        replies.append(ask(app, client, fake_provider, f"DC {OWNER_ID}"))
+        clock.advance(3600)
     assert all("Nguyen Van An" in r for r in replies[:5])
     assert "5 lan" in replies[5]
     assert replies[6] is None
+    clock.set_vietnam_time("2026-03-14 23:59:59")  # 16:59:59 UTC
+    assert ask(app, client, fake_provider, f"DC {OWNER_ID}") is None
+    clock.set_vietnam_time("2026-03-15 00:00:00")  # 17:00 UTC, still the 14th there
+    assert "Nguyen Van An" in ask(app, client, fake_provider, f"DC {OWNER_ID}")
     with runtime_of(app).session_factory() as session:
         outcomes = session.scalars(
-            select(AuditEvent.outcome).where(AuditEvent.event_type == "lookup.decision")
+            select(AuditEvent.outcome)
+            .where(AuditEvent.event_type == "lookup.decision")
+            .order_by(AuditEvent.id)
         ).all()
-    assert outcomes[-2:] == ["over_limit", "silenced"]
+    assert outcomes == ["granted"] * 5 + ["over_limit", "silenced", "silenced", "granted"]
 
 
 def test_strangers_cannot_lock_the_owner_out(app, client, fake_provider):

@@ -98,36 +98,56 @@ def test_plus_form_ignores_the_default_region() -> None:
     assert normalize_msisdn("+84912345678", default_region="US") == "+84912345678"
 
 
+ONLY_DIGITS = (
+    "a phone number has only digits, an optional leading '+' and spaces, dots, dashes or brackets"
+)
+NEEDS_DIGITS = "a phone number needs digits"
+NEEDS_DIGITS_AFTER_CODE = "a phone number needs digits after the country code"
+NOT_VALID = "not a valid phone number for its country"
+TOO_LONG = "a phone number is at most 32 characters"
+
+
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "reason"),
     [
-        "",
-        "   ",
-        "+",
-        "++84912345678",
-        "84",
-        "+84",
-        "abc",
-        "0912ABC678",
-        "1-800-FLOWERS",
-        "+84 912345678 ext 5",
-        "+84912345678;ext=5",
-        "tel:+84912345678",
-        "0912345678\x00",
-        "091234567",  # one digit short
-        "09123456789",  # one digit long, not an old prefix
-        "+84241234567",  # possible but not a valid Vietnamese number
-        "+84 0162 234 567",  # an old prefix with a digit missing
-        "+999123456789",
-        "+8491234567８",
-        "0" * 33,
-        "+84 " + "9" * 40,
-        "9" * 100_000,
+        ("", ONLY_DIGITS),
+        ("   ", ONLY_DIGITS),
+        ("+", ONLY_DIGITS),
+        ("++84912345678", ONLY_DIGITS),
+        ("84", NOT_VALID),
+        ("+84", NEEDS_DIGITS_AFTER_CODE),
+        ("0084", NEEDS_DIGITS_AFTER_CODE),
+        ("+84 (0)", NEEDS_DIGITS_AFTER_CODE),
+        ("(-)", NEEDS_DIGITS),  # separators only
+        ("+()", NEEDS_DIGITS),
+        ("abc", ONLY_DIGITS),
+        ("0912ABC678", ONLY_DIGITS),
+        ("1-800-FLOWERS", ONLY_DIGITS),
+        ("+84 912345678 ext 5", ONLY_DIGITS),
+        ("+84912345678;ext=5", ONLY_DIGITS),
+        ("tel:+84912345678", ONLY_DIGITS),
+        ("0912345678\x00", ONLY_DIGITS),
+        ("091234567", NOT_VALID),  # one digit short
+        ("09123456789", NOT_VALID),  # one digit long, not an old prefix
+        ("+84241234567", NOT_VALID),  # possible but not a valid Vietnamese number
+        ("+84 0162 234 567", NOT_VALID),  # an old prefix with a digit missing
+        ("+999123456789", "not a phone number: (0) Could not interpret numbers after plus-sign."),
+        ("+8491234567８", ONLY_DIGITS),  # a full-width digit
+        ("0" * 32 + " ", TOO_LONG),  # 33 characters, even if only the 32 digits would count
+        ("+84 " + "9" * 40, TOO_LONG),
+        ("9" * 100_000, TOO_LONG),
     ],
 )
-def test_garbage_and_invalid_numbers_are_rejected(raw: str) -> None:
-    with pytest.raises(InvalidMsisdn):
+def test_garbage_and_invalid_numbers_are_rejected_saying_why(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidMsisdn, match=f"^{re.escape(reason)}$"):
         normalize_msisdn(raw)
+
+
+def test_thirty_two_characters_are_read_and_thirty_three_are_not() -> None:
+    padded = "+84912345678".rjust(32)  # leading spaces are stripped
+    assert normalize_msisdn(padded) == "+84912345678"
+    with pytest.raises(InvalidMsisdn, match=f"^{re.escape(TOO_LONG)}$"):
+        normalize_msisdn(" " + padded)
 
 
 def test_invalid_msisdn_is_a_value_error() -> None:

@@ -119,10 +119,20 @@ class TestGeneric(ProviderCases):
         with pytest.raises(AuthenticationFailed, match="window"):
             self.receive(signed(INBOUND_PATH, body, header))
 
-    def test_timestamp_within_tolerance_is_accepted(self) -> None:
+    @pytest.mark.parametrize("now", [700, 701, 1000, 1299, 1300])
+    def test_timestamp_within_tolerance_is_accepted(self, now: int) -> None:
         body = b'{"id":"x"}'
-        verify_signature(SECRET, body, sign(SECRET, body, 1000), tolerance=300, now=1299)
-        verify_signature(SECRET, body, sign(SECRET, body, 1000), tolerance=300, now=701)
+        header = sign(SECRET, body, 1000)
+        assert verify_signature(SECRET, body, header, tolerance=300, now=now) is None
+        # The same header, body and clock with another secret is refused: the check is live.
+        with pytest.raises(AuthenticationFailed, match="does not match"):
+            verify_signature("another-secret", body, header, tolerance=300, now=now)
+
+    @pytest.mark.parametrize("now", [699, 1301])
+    def test_timestamp_one_second_past_the_tolerance_is_refused(self, now: int) -> None:
+        body = b'{"id":"x"}'
+        with pytest.raises(AuthenticationFailed, match="outside the allowed window"):
+            verify_signature(SECRET, body, sign(SECRET, body, 1000), tolerance=300, now=now)
 
     @pytest.mark.parametrize(
         "header",
@@ -139,7 +149,8 @@ class TestGeneric(ProviderCases):
         ],
     )
     def test_malformed_header_is_refused(self, header: str) -> None:
-        with pytest.raises(AuthenticationFailed):
+        reason = "^missing X-Signature header$" if not header else "^malformed X-Signature header$"
+        with pytest.raises(AuthenticationFailed, match=reason):
             verify_signature(SECRET, b"{}", header, tolerance=300)
 
     def test_non_ascii_signature_is_refused_not_crashed(self) -> None:
@@ -151,7 +162,7 @@ class TestGeneric(ProviderCases):
     def test_signature_covers_the_raw_body(self) -> None:
         body = json.dumps(self.inbound_fields()).encode()
         reformatted = json.dumps(self.inbound_fields(), indent=2).encode()
-        with pytest.raises(AuthenticationFailed):
+        with pytest.raises(AuthenticationFailed, match=r"^X-Signature does not match$"):
             self.receive(signed(INBOUND_PATH, reformatted, sign(SECRET, body)))
 
     # -- payload specifics ----------------------------------------------------------------------

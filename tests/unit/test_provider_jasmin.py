@@ -424,7 +424,7 @@ class TestJasmin(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session, answer: str
     ) -> None:
         fake_api.answer(200, answer)
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=r"^Jasmin did not answer Success$") as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert caught.value.retryable is False
         self.assert_no_personal_data(caught.value)
@@ -433,7 +433,7 @@ class TestJasmin(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session
     ) -> None:
         fake_api.answer(412, 'Error "No route found"')
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=r"\banswered HTTP 412\b") as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert (caught.value.retryable, caught.value.status_code) == (False, 412)
 

@@ -237,7 +237,7 @@ class TestKannel(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session, answer: str
     ) -> None:
         fake_api.answer(202, answer)
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=r"^Kannel did not accept the MT$") as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert caught.value.retryable is False
 
@@ -245,7 +245,7 @@ class TestKannel(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session
     ) -> None:
         fake_api.answer(403, "Authorization failed for sendsms")
-        with pytest.raises(SendError) as caught:
+        with pytest.raises(SendError, match=r"\banswered HTTP 403\b") as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert (caught.value.retryable, caught.value.status_code) == (False, 403)
 

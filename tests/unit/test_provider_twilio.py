@@ -217,20 +217,21 @@ class TestTwilio(ProviderCases):
         request = WebhookRequest(
             INBOUND_PATH, data=fields, headers={"X-Twilio-Signature": signature}
         )
-        with pytest.raises(AuthenticationFailed):
+        with pytest.raises(AuthenticationFailed, match=r"^X-Twilio-Signature does not match$"):
             self.receive(request)
 
     def test_tampered_body_is_refused(self) -> None:
         signed = self.build_request(INBOUND_PATH, self.inbound_fields())
         tampered = self.inbound_fields() | {"From": "+84987654321"}
         request = WebhookRequest(INBOUND_PATH, data=tampered, headers=signed.headers)
-        with pytest.raises(AuthenticationFailed):
+        with pytest.raises(AuthenticationFailed, match=r"^X-Twilio-Signature does not match$"):
             self.receive(request)
 
     def test_status_callback_signature_is_checked(self) -> None:
         fields = callback("delivered")
         request = WebhookRequest(STATUS_PATH, data=fields, headers={"X-Twilio-Signature": "x"})
-        with pytest.raises(AuthenticationFailed):
+        reason = "^missing or malformed X-Twilio-Signature header$"
+        with pytest.raises(AuthenticationFailed, match=reason):
             self.receive(request, "status")
 
     # -- outbound specifics ---------------------------------------------------------------------
@@ -282,7 +283,8 @@ class TestTwilio(ProviderCases):
             "detail": OUTBOUND.to,
         }
         fake_api.answer(429, json.dumps(problem), "application/problem+json")
-        with pytest.raises(SendError) as caught:
+        reason = r"^Twilio answered HTTP 429 \(error code 20429\)$"
+        with pytest.raises(SendError, match=reason) as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert (caught.value.retryable, caught.value.status_code) == (True, 429)
         self.assert_no_personal_data(caught.value)
@@ -292,7 +294,8 @@ class TestTwilio(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session, body: str
     ) -> None:
         fake_api.answer(201, body, "application/json")
-        with pytest.raises(SendError) as caught:
+        reason = "^Twilio's answer (could not be read|has no message sid)$"
+        with pytest.raises(SendError, match=reason) as caught:
             self.sending_provider(fake_api, http_session).send(OUTBOUND)
         assert caught.value.retryable is False
 
@@ -304,7 +307,7 @@ class TestTwilio(ProviderCases):
             raise requests.ConnectionError("offline test")
 
         monkeypatch.setattr("twilio.http.http_client.TwilioHttpClient.request", fake_request)
-        with pytest.raises(SendError):
+        with pytest.raises(SendError, match=r"^Twilio unreachable: ConnectionError$"):
             self.provider().send(OUTBOUND)
         assert captured["url"] == (
             f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"

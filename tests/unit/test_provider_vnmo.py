@@ -172,14 +172,15 @@ class TestVnmo(ProviderCases):
         request = WebhookRequest(
             INBOUND_PATH, data=self.inbound_fields(), headers={"Authorization": authorization}
         )
-        with pytest.raises(AuthenticationFailed) as caught:
+        reason = "^(missing|malformed) HTTP Basic credentials$|^HTTP Basic credentials do not match"
+        with pytest.raises(AuthenticationFailed, match=reason) as caught:
             self.receive(request)
         assert PASSWORD not in str(caught.value)
 
     def test_connection_without_password_refuses_everything(self) -> None:
         provider = self.provider(self.connection(credentials={"username": USERNAME}))
         request = self.build_request(INBOUND_PATH, self.inbound_fields())
-        with pytest.raises(AuthenticationFailed):
+        with pytest.raises(AuthenticationFailed, match="has no 'password' set"):
             self.receive(request, provider=provider)
 
     def test_status_without_status_field_is_malformed(self) -> None:

@@ -153,24 +153,39 @@ def test_help_requests_get_help_without_a_problem(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "problem"),
     [
-        "hello",
-        "xin chao",
-        "001099012345",
-        "TTCN 001099012345",
-        "CT 001099012345",
-        "DC 001099012345 cam on",
-        "DC 001099012345?",
-        "DCX",
-        "XDC 001099012345",
-        "DC 中 001099012345",
-        "\x00",
+        ("hello", None),
+        ("xin chao", None),
+        ("001099012345", None),
+        ("TTCN 001099012345", None),
+        ("CT 001099012345", None),
+        ("DC 001099012345 cam on", None),
+        ("DC 001099012345?", None),
+        ("DC 123456789 A1", None),  # words after the ID: not a lookup, whatever their digits
+        ("DC 00109901234 5X", None),
+        ("DCX", "unknown_kind"),
+        ("XDC 001099012345", None),
+        ("DC 中 001099012345", "unknown_kind"),
+        ("\x00", None),
     ],
 )
-def test_unrecognised_messages_get_help(text: str) -> None:
-    assert parse_command(text).kind is CommandKind.HELP
-    assert parse_command(text).id_number is None
+def test_unrecognised_messages_get_help(text: str, problem: str | None) -> None:
+    assert parse_command(text) == Command(CommandKind.HELP, problem=problem)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("DCZ 001099012345", Command(CommandKind.HELP, problem="unknown_kind")),
+        ("DC Z", Command(CommandKind.HELP, problem="unknown_kind")),
+        ("Z DC 001099012345", Command(CommandKind.HELP)),
+        ("DC 001099012345 Z", Command(CommandKind.HELP)),
+        ("dc zz 001099012345", Command(CommandKind.HELP, problem="unknown_kind")),
+    ],
+)
+def test_z_is_read_as_a_letter_like_any_other(text: str, expected: Command) -> None:
+    assert parse_command(text) == expected
 
 
 @pytest.mark.parametrize("text", ["DC CT", "DC TTCN", "DC INFO", "DC BHYT", "TRACUU NK", "DCMST"])
@@ -221,16 +236,77 @@ def test_huge_messages_are_parsed_without_error(text: str) -> None:
     assert parse_command(text).kind is CommandKind.HELP
 
 
-@given(st.text())
-def test_parse_command_never_raises_on_any_text(text: str) -> None:
+# Separators as people and gateways produce them: punctuation, spaces of every kind, invisible
+# formatting, and the replacement character that undecodable bytes become.
+JUNK = st.sampled_from(
+    [" ", ".", ":", "-", "_", "+", ",", ";", "/", "\t", "\n", "!", "*", "#", "(", ")", "'", '"',
+     "–", "—", "…", "«", "»", "\u00a0", "\u200b", "\u3000", "\ufffd", "\x00"]
+)  # fmt: skip
+SERVICES = ["DC", "dc", "Dc", "DANCU", "Dân cư", "TRACUU", "tra cứu"]
+KIND_WORDS = {
+    "": CommandKind.PERSONAL,
+    "TTCN": CommandKind.PERSONAL,
+    "info": CommandKind.PERSONAL,
+    "CT": CommandKind.RESIDENCE,
+    "tt": CommandKind.TEMPORARY,
+    "BHYT": CommandKind.HEALTH,
+    "Mst": CommandKind.TAX,
+    "BHXH": CommandKind.SOCIAL,
+    "NK": CommandKind.HISTORY,
+}
+
+
+@st.composite
+def noisy_commands(draw: st.DrawFn) -> tuple[str, Command]:
+    """A real lookup with junk of any length between and around its parts (and in the ID)."""
+    service = draw(st.sampled_from(SERVICES))
+    word = draw(st.sampled_from(sorted(KIND_WORDS)))
+    id_number = draw(st.from_regex(r"[0-9]{12}|[0-9]{9}", fullmatch=True))
+    junk = st.text(JUNK, max_size=3)
+    cut = draw(st.integers(0, len(id_number)))
+    # Glued parts ("DCCT001…") read as well as separated ones.
+    parts = [draw(junk), service, draw(junk), word, draw(junk), id_number[:cut], draw(junk)]
+    text = "".join(parts) + id_number[cut:] + draw(junk)
+    return text, Command(KIND_WORDS[word], id_number=id_number)
+
+
+def check_reading(text: str, expected: Command | None) -> None:
+    """``expected`` for a generated lookup; for any other text, what every reading must be."""
     command = parse_command(text)
-    assert isinstance(command, Command)
-    assert isinstance(command.kind, CommandKind)
+    if expected is not None:
+        assert command == expected
+    elif command.kind is CommandKind.HELP:
+        assert command.id_number is None
+        assert command.problem in (None, "missing_id", "bad_id", "unknown_kind")
+    else:
+        assert command.problem is None
+        assert command.id_number is not None and len(command.id_number) in (9, 12)
+        assert command.id_number.isascii() and command.id_number.isdigit()
 
 
-@given(st.binary().map(lambda b: b.decode("utf-8", "replace")))
-def test_parse_command_never_raises_on_decoded_bytes(text: str) -> None:
-    assert isinstance(parse_command(text), Command)
+@given(st.one_of(st.text().map(lambda t: (t, None)), noisy_commands()))
+def test_any_text_parses_to_its_lookup_or_to_help(case: tuple[str, Command | None]) -> None:
+    check_reading(*case)
+
+
+@given(
+    st.one_of(
+        st.binary().map(lambda b: (b, None)),
+        noisy_commands().map(lambda case: (case[0].encode("utf-8", "surrogatepass"), case[1])),
+        # an undecodable byte between the parts is one more separator
+        noisy_commands().map(
+            lambda case: (
+                case[0].replace(" ", "\udcff").encode("utf-8", "surrogateescape"),
+                case[1],
+            )
+        ),
+    )
+)
+def test_any_decoded_bytes_parse_to_their_lookup_or_to_help(
+    case: tuple[bytes, Command | None],
+) -> None:
+    raw, expected = case
+    check_reading(raw.decode("utf-8", "replace"), expected)
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -290,10 +292,21 @@ def test_fit_reply_unescapes_doubled_braces_in_the_template() -> None:
 
 
 @pytest.mark.parametrize(
-    "template", ["{a.__class__}", "{a[0]}", "{0}", "{}", "{a!r}", "{a:>10}", "{a", "a}"]
-)
-def test_fit_reply_refuses_anything_but_plain_placeholders(template: str) -> None:
-    with pytest.raises(TemplateError):
+    ("template", "field"),
+    [("{a.__class__}", "a.__class__"), ("{a[0]}", "a[0]"), ("{0}", "0"), ("{}", ""),
+     ("{a!r}", "a"), ("{a:>10}", "a")],
+)  # fmt: skip
+def test_fit_reply_refuses_anything_but_plain_placeholders(template: str, field: str) -> None:
+    reason = f"^reply template field {re.escape('{' + field + '}')} must be a plain name like"
+    with pytest.raises(TemplateError, match=reason):
+        fit_reply(template, {"a": "x"}, 160)
+
+
+@pytest.mark.parametrize("template", ["{a", "a}"])
+def test_fit_reply_refuses_a_malformed_template(template: str) -> None:
+    with pytest.raises(
+        TemplateError, match=f"^malformed reply template {re.escape(repr(template))}: "
+    ):
         fit_reply(template, {"a": "x"}, 160)
 
 
@@ -304,7 +317,7 @@ def test_fit_reply_names_missing_fields() -> None:
 
 def test_template_fields_lists_the_placeholders() -> None:
     assert template_fields("Ho ten: {name}, {dob}; {name}") == {"name", "dob"}
-    with pytest.raises(TemplateError):
+    with pytest.raises(TemplateError, match=r"^reply template field \{name\.upper\} must be"):
         template_fields("{name.upper}")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from itertools import count
 from typing import Any
 from urllib.parse import urlencode
@@ -16,15 +15,17 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
-from citizen_lookup.domain.text import gsm7_units, is_gsm7
+from citizen_lookup.domain.text import cut_at_word, gsm7_units, is_gsm7
 from citizen_lookup.models import AuditEvent, InboundMessageRecord, OutboundMessageRecord
 from citizen_lookup.providers.generic import sign
+from citizen_lookup.services.ussd import MAX_SCREEN_UNITS
 from tests.conftest import make_app, run_worker
 from tests.helpers import (
     GENERIC_SECRET,
     OWNER_ID,
     OWNER_PHONE,
     STRANGER_PHONE,
+    FakeClock,
     add_citizen,
     add_connection,
     generic_sms,
@@ -265,21 +266,40 @@ def test_two_sessions_of_one_phone_never_mix(app, client, setup):
     assert "Nguyen Van An" in personal_result and "8012345678" not in personal_result
 
 
-def test_an_expired_session_starts_again_at_the_menu(tmp_path, fake_redis, fake_provider, kind):
-    app = make_app(tmp_path, fake_redis, ussd_session_ttl_seconds=1)
+def clocked_app(tmp_path: Any, fake_redis: Any, fake_provider: Any, kind: str, **settings: Any):
+    """An app whose clock moves only when the test says (sessions live 180 s by default)."""
+    clock = FakeClock()
+    app = make_app(tmp_path, fake_redis, clock=clock, **settings)
     add_citizen(app)
     credentials = {"secret": GENERIC_SECRET} if kind == "generic" else AT_CREDENTIALS
     add_connection(app, kind=kind, credentials=credentials, outbound_url=f"{fake_provider.url}/mt")
+    return app, clock
+
+
+def test_an_expired_session_starts_again_at_the_menu(tmp_path, fake_redis, fake_provider, kind):
+    app, clock = clocked_app(tmp_path, fake_redis, fake_provider, kind)
     phone = Phone(app.test_client(), kind=kind)
     phone.dial()
     phone.press("1")
-    time.sleep(1.2)  # a 1-second TTL, not the default 180 s
+    clock.advance(180)  # ussd_session_ttl_seconds
     going_on, screen = phone.press(OWNER_ID)
     assert going_on and "1. Thong tin ca nhan" in screen
     assert decisions(app) == []
     # and the session goes on from there: the history is taken as it now stands
     phone.press("4")
     assert "8012345678" in phone.press(OWNER_ID)[1]
+
+
+def test_a_session_lives_its_ttl_from_its_latest_step(tmp_path, fake_redis, fake_provider, kind):
+    app, clock = clocked_app(tmp_path, fake_redis, fake_provider, kind, ussd_session_ttl_seconds=60)
+    phone = Phone(app.test_client(), kind=kind)
+    phone.dial()
+    clock.advance(59)
+    assert phone.press("1") == (True, ask_id_screen(app))
+    clock.advance(59)  # 118 s after the dial, 59 s after the latest step
+    going_on, result = phone.press(OWNER_ID)
+    assert not going_on and "Nguyen Van An" in result
+    assert [e.outcome for e in decisions(app)] == ["granted"]
 
 
 def test_a_session_id_is_not_valid_on_another_connection(app, client, setup):
@@ -352,7 +372,7 @@ def test_africastalking_history_that_does_not_extend_ours_restarts(app, client, 
 
 # -- the same rules as SMS ------------------------------------------------------------------------
 def test_the_daily_limit_counts_sms_and_ussd_together(tmp_path, fake_redis, fake_provider):
-    app = make_app(tmp_path, fake_redis, daily_limit_per_msisdn=3)
+    app = make_app(tmp_path, fake_redis, clock=FakeClock(), daily_limit_per_msisdn=3)
     add_citizen(app)
     add_connection(app, outbound_url=f"{fake_provider.url}/mt")
     client = app.test_client()
@@ -450,7 +470,8 @@ def test_a_kind_without_ussd_answers_404(app, client):
 def test_a_session_id_reused_after_expiry_is_a_new_walk_and_a_new_lookup(
     tmp_path, fake_redis, fake_provider
 ):
-    app = make_app(tmp_path, fake_redis, ussd_session_ttl_seconds=1, daily_limit_per_msisdn=1)
+    clock = FakeClock()
+    app = make_app(tmp_path, fake_redis, clock=clock, daily_limit_per_msisdn=1)
     add_citizen(app)
     add_connection(app, ussd_result="sms", outbound_url=f"{fake_provider.url}/mt")
     client = app.test_client()
@@ -458,7 +479,7 @@ def test_a_session_id_reused_after_expiry_is_a_new_walk_and_a_new_lookup(
     first.dial()
     first.press("1")
     assert "SMS" in first.press(OWNER_ID)[1]
-    time.sleep(1.2)
+    clock.advance(180)
     again = Phone(client)
     again.session_id = first.session_id  # the gateway hands out the same id again
     again.dial()
@@ -477,3 +498,13 @@ def test_screens_name_the_connections_own_short_code(app, client):
     phone.dial()
     going_on, help_text = phone.press("0")
     assert not going_on and "*8099#" in help_text and "*8077#" not in help_text
+
+
+def template_screen(app: Any, name: str, language: str = "vi", short_code: str = "8077") -> str:
+    """A USSD screen as the templates make it, whatever their wording."""
+    text = runtime_of(app).templates.render(language, name, short_code=short_code)
+    return cut_at_word(text, MAX_SCREEN_UNITS)
+
+
+def ask_id_screen(app: Any) -> str:
+    return template_screen(app, "ussd_ask_id")

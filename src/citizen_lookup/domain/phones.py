@@ -5,6 +5,7 @@ from __future__ import annotations
 import phonenumbers
 
 MAX_MSISDN_INPUT = 32
+MAX_E164_DIGITS = 15  # ITU-T E.164, country code included
 VN_COUNTRY_CODE = "84"
 
 # The 2018 move from 11 to 10 digits: old prefix (national number without the trunk 0) → new
@@ -101,7 +102,11 @@ def _to_e164(text: str, region: str | None) -> str:
         raise InvalidMsisdn(f"not a phone number: {exc}") from exc
     if not phonenumbers.is_valid_number(number):
         raise InvalidMsisdn("not a valid phone number for its country")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # phonenumbers' metadata takes some longer numbers as valid (German ones of 16 digits).
+    if len(e164) - 1 > MAX_E164_DIGITS:
+        raise InvalidMsisdn(f"a phone number has at most {MAX_E164_DIGITS} digits")
+    return e164
 
 
 def normalize_msisdn(raw: str, default_region: str = "VN") -> str:

@@ -53,10 +53,12 @@ def store_inbound(
     sender: str,
     recipient: str,
     text: str,
+    received_at: datetime,
 ) -> Stored:
     """Store one inbound message once (a provider's resend is recognised by its id) and commit.
 
-    Commits before returning, so the caller acknowledges only what is stored.
+    Commits before returning, so the caller acknowledges only what is stored. ``received_at``
+    is what the daily limit and the connection's rate count by, however late a worker runs.
     """
     audit_fields: dict[str, Any] = {
         "connection": connection.slug,
@@ -78,7 +80,7 @@ def store_inbound(
             "recipient": recipient[:32],
             "body": text,
             "state": InboundState.RECEIVED,
-            "received_at": datetime.now(UTC),
+            "received_at": received_at,
         },
     ).scalar_one_or_none()
     if inbound_id is None:

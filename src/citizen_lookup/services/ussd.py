@@ -158,6 +158,9 @@ class SessionState:
     screen: str = ""  # the last screen shown, for a retried step
     end: bool = False
     steps: int = 0
+    # When it expires by the steps' own clock (POSIX seconds; 0: not recorded). Redis's TTL
+    # removes the key on the same schedule; this makes expiry follow the clock a step is given.
+    expires_at: float = 0.0
     # A fresh id per walk through the menu: a gateway that reuses a session id after it expired
     # starts a new walk, counted as a new lookup, never one already counted.
     walk: str = field(default_factory=lambda: secrets.token_hex(8))
@@ -246,8 +249,13 @@ def _take_step(
     read it again and move on from there); the answer and the session as this step left it."""
     store, slug, session_id = ctx.store, connection.slug, request.session_id
     sender_hash = ctx.decision.lookup.audit.keyed_hash(sender)
+    # Expiry follows the clock the step is given; Redis's TTL removes the key on the same
+    # schedule.
+    expires_at = now.timestamp() + store.ttl_seconds
     for _ in range(MAX_ROUNDS):
         state, stored = store.read(slug, session_id)
+        if state is not None and state.expires_at and state.expires_at <= now.timestamp():
+            state = None  # expired: the same as a session Redis no longer holds
         move = _advance(ctx, connection, request, sender_hash, state)
         if move.await_result and move.state is not None:
             return _awaited_result(ctx, connection, request, move.state), move.state
@@ -257,21 +265,26 @@ def _take_step(
         if move.command is None:
             assert move.result is not None
             written = replace(
-                move.state, screen=move.result.screen.text, end=move.result.screen.end
+                move.state,
+                screen=move.result.screen.text,
+                end=move.result.screen.end,
+                expires_at=expires_at,
             )
             if store.swap(slug, session_id, stored, written) is None:
                 continue  # another step wrote the session first: take this one from there
             return move.result, written
         # The result step: claim the walk (the session ends, its screen still empty) before the
         # lookup, so that only one step of the walk ever makes it.
-        claimed = replace(move.state, screen="", end=True)
+        claimed = replace(move.state, screen="", end=True, expires_at=expires_at)
         claim = store.swap(slug, session_id, stored, claimed)
         if claim is None:
             continue
         result = _result(
             session, ctx, connection, request, sender, move.command, move.state.walk, now
         )
-        done = replace(move.state, screen=result.screen.text, end=result.screen.end)
+        done = replace(
+            move.state, screen=result.screen.text, end=result.screen.end, expires_at=expires_at
+        )
         # Written only over our own claim: if the session expired meanwhile and a new walk
         # began under the same id, that walk is left alone.
         store.swap(slug, session_id, claim, done)

@@ -11,7 +11,6 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -266,6 +265,7 @@ def inbound_sms(slug: str) -> Response:
         sender=sender,
         recipient=message.recipient,
         text=message.text,
+        received_at=runtime.clock(),
     )
     if stored.inbound_id is not None:
         INBOUND_STORED.labels(connection.kind).inc()
@@ -313,7 +313,7 @@ def ussd_step(slug: str) -> Response:
     session = request_session()
     context = runtime.ussd_context
     try:
-        result = ussd.step(session, context, connection, step_request, sender, datetime.now(UTC))
+        result = ussd.step(session, context, connection, step_request, sender, runtime.clock())
     except RedisError:
         # Sessions and limits live in Redis: without it no step can be answered correctly.
         session.rollback()
