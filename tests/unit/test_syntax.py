@@ -162,7 +162,7 @@ def test_help_requests_get_help_without_a_problem(text: str) -> None:
         ("CT 001099012345", None),
         ("DC 001099012345 cam on", None),
         ("DC 001099012345?", None),
-        ("DC 123456789 A1", None),  # words after the ID: not a lookup, whatever their digits
+        ("DC 123456789 A1", "bad_id"),  # a letter among the digits: an ID typed wrong
         ("DC 00109901234 5X", None),
         ("DCX", "unknown_kind"),
         ("XDC 001099012345", None),

@@ -502,7 +502,8 @@ def test_screens_name_the_connections_own_short_code(app, client):
 
 def template_screen(app: Any, name: str, language: str = "vi", short_code: str = "8077") -> str:
     """A USSD screen as the templates make it, whatever their wording."""
-    text = runtime_of(app).templates.render(language, name, short_code=short_code)
+    templates = runtime_of(app).templates.within(MAX_SCREEN_UNITS)  # a screen holds 182
+    text = templates.render(language, name, short_code=short_code)
     return cut_at_word(text, MAX_SCREEN_UNITS)
 
 
