@@ -24,7 +24,7 @@ from flask import Flask
 
 from citizen_lookup import create_app
 from citizen_lookup.migrate import upgrade
-from citizen_lookup.rq_worker import Worker
+from citizen_lookup.rq_worker import SendingWorker
 from citizen_lookup.runtime import EXTENSION, Runtime
 from tests.helpers import TEST_CREDENTIALS_KEY
 
@@ -140,10 +140,11 @@ def cli(app: Flask) -> Any:
     return invoke
 
 
-def run_worker(runtime: Runtime, app: Flask) -> None:
-    """Drain the queue in this process, with the scheduler (so due retries run too)."""
+def run_worker(runtime: Runtime, app: Flask, concurrency: int | None = None) -> None:
+    """Drain the queues in this process (every connection's), with the scheduler (so due
+    retries run too), sending as the service does: many at once in sender threads."""
     with app.app_context():
-        Worker([runtime.queue], connection=runtime.redis).work(
+        SendingWorker(runtime, app.app_context, concurrency=concurrency).work(
             burst=True, with_scheduler=True, logging_level="WARNING"
         )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
@@ -18,6 +19,7 @@ from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connection_review as review
 from citizen_lookup.services import connections as service
+from citizen_lookup.services.send_control import CircuitBreaker
 
 
 @click.group("connections")
@@ -108,6 +110,16 @@ def _read_credentials(kind: str, values: tuple[str, ...], files: tuple[str, ...]
 @click.option("--allow", "networks", multiple=True, metavar="CIDR", help="Allowed source network.")
 @click.option("--ussd-result", type=click.Choice(["screen", "sms"]), default="screen")
 @click.option("--assessment", help="Security assessment reference: the connection starts active.")
+@click.option(
+    "--max-tps",
+    type=float,
+    help="The provider's rate: messages per second across all workers [default: no limit].",
+)
+@click.option(
+    "--max-in-flight",
+    type=int,
+    help="Senders of one worker process this connection may hold [default: send_max_in_flight].",
+)
 @pass_runtime
 def add(
     runtime: Runtime,
@@ -125,6 +137,8 @@ def add(
     networks: tuple[str, ...],
     ussd_result: str,
     assessment: str | None,
+    max_tps: float | None,
+    max_in_flight: int | None,
 ) -> None:
     """Register a connection (pending until approved, unless --assessment is given)."""
     read = _read_credentials(kind, credentials, credential_files)
@@ -146,6 +160,8 @@ def add(
             allowed_networks=networks,
             ussd_result=ussd_result,
             assessment=assessment,
+            max_tps=max_tps,
+            max_in_flight=max_in_flight,
         )
         state = connection.state
     for warning in service.network_warnings(networks):
@@ -158,6 +174,48 @@ def add(
         click.echo(
             f"  approve after the security assessment: connections approve {slug} --assessment REF"
         )
+
+
+@group.command("update")
+@click.argument("slug")
+@click.option("--max-tps", type=float, help="Messages per second across all workers; 0: no limit.")
+@click.option("--max-in-flight", type=int, help="Senders per worker process; 0: the default.")
+@pass_runtime
+def update(runtime: Runtime, slug: str, max_tps: float | None, max_in_flight: int | None) -> None:
+    """Change a connection's send rate or share of senders (audited); workers apply it within
+    seconds."""
+    if max_tps is None and max_in_flight is None:
+        raise click.UsageError("nothing to change: give --max-tps and/or --max-in-flight")
+    changes: dict[str, Any] = {}
+    if max_tps is not None:
+        changes["max_tps"] = max_tps or None
+    if max_in_flight is not None:
+        changes["max_in_flight"] = max_in_flight or None
+    with runtime.session_factory.begin() as session:
+        connection = service.update_sending(
+            session, runtime.audit, slug, actor=current_actor(), **changes
+        )
+        tps, in_flight = connection.max_tps, connection.max_in_flight
+    default = runtime.settings.send_max_in_flight
+    click.echo(
+        f"connection {slug}: max tps {tps if tps is not None else 'no limit'}, "
+        f"max in flight {in_flight if in_flight is not None else f'{default} (default)'}"
+    )
+
+
+def _circuits(runtime: Runtime, slugs: list[str]) -> dict[str, dict[str, Any]]:
+    """Each connection's circuit as the workers share it in Redis ({} if Redis is down)."""
+    breaker = CircuitBreaker(
+        runtime.redis,
+        runtime.settings.redis_prefix,
+        threshold=runtime.settings.circuit_failure_threshold,
+        cooldown=runtime.settings.circuit_cooldown_seconds,
+        probe_lease=runtime.settings.send_lease_seconds,
+    )
+    try:
+        return {slug: circuit.as_json() for slug, circuit in breaker.read(slugs).items()}
+    except RedisError:
+        return {}
 
 
 @group.command("approve")
@@ -231,7 +289,7 @@ def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str
 
     `connections show` has the rest (language, focal title, phone and e-mail, assessment).
     """
-    header = ("SLUG", "KIND", "STATE", "SINCE", "CODE", "FOCAL POINT")
+    header = ("SLUG", "KIND", "STATE", "SINCE", "CODE", "CIRCUIT", "FOCAL POINT")
     table = [
         (
             row["slug"],
@@ -239,6 +297,7 @@ def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str
             row["state"],
             row["state_changed_at"][:10],
             row["short_code"] or "",
+            (row.get("circuit") or {}).get("state", "?"),
             row["focal_point"]["name"],
         )
         for row in rows
@@ -267,6 +326,9 @@ def list_(runtime: Runtime, as_json: bool) -> None:
             service.describe(c)
             for c in session.scalars(select(Connection).order_by(Connection.slug))
         ]
+    circuits = _circuits(runtime, [row["slug"] for row in rows])
+    for row in rows:
+        row["circuit"] = circuits.get(row["slug"])
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -287,6 +349,7 @@ def show(runtime: Runtime, slug: str, as_json: bool) -> None:
         row = service.describe(service.get_connection(session, slug))
         history = [change.as_json() for change in review.state_history(session, slug)]
         counts = review.recent_counts(session, slug, days=RECENT_DAYS)
+    row["circuit"] = _circuits(runtime, [slug]).get(slug)
     if as_json:
         row = {**row, "state_history": history, f"last_{RECENT_DAYS}_days": counts}
         click.echo(json.dumps(row, ensure_ascii=False, indent=2))
@@ -295,7 +358,7 @@ def show(runtime: Runtime, slug: str, as_json: bool) -> None:
         if isinstance(value, dict):
             click.echo(f"{key}:")
             for sub, item in value.items():
-                click.echo(f"  {sub}: {item}")
+                click.echo(f"  {sub}: {item if item is not None else ''}")
         else:
             click.echo(f"{key}: {value if value is not None else ''}")
     click.echo("state history (Vietnam time):")
