@@ -249,6 +249,13 @@ class SendingWorker(Worker):
             job.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
             return job, queue
 
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """Round robin, whatever strategy ``work`` was given: the queue just served goes last."""
+        position = self._ordered_queues.index(reference_queue)
+        self._ordered_queues = (
+            self._ordered_queues[position + 1 :] + self._ordered_queues[: position + 1]
+        )
+
     def _same_queue(self, queue: Queue) -> Queue:
         for known in self._ordered_queues:
             if known.name == queue.name:
