@@ -30,17 +30,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout
 from rq.job import Job
 from rq.timeouts import BaseDeathPenalty
-from rq.worker import WorkerStatus
 from sqlalchemy import select
 
 from citizen_lookup.metrics import SENDS_IN_FLIGHT
@@ -58,6 +57,8 @@ HEARTBEAT_EVERY = 1.0
 CONNECTIONS_EVERY = 5.0
 #: seconds one blocking dequeue waits before the queues' eligibility is looked at again
 DEQUEUE_WAIT = 0.25
+#: jobs taken from one queue at a time at most (then the next connection's turn)
+DEQUEUE_BATCH = 8
 
 
 class Worker(SimpleWorker):
@@ -110,6 +111,8 @@ class SendingWorker(Worker):
         self._busy = 0
         self._in_flight: Counter[str] = Counter()
         self._probing: set[str] = set()
+        self._skipped_full = False
+        self._ready: deque[tuple[Job, Queue]] = deque()
         self._queues_read_at = time.monotonic()
 
     def _enter_app(self) -> None:
@@ -147,6 +150,9 @@ class SendingWorker(Worker):
 
     # -- which queues may be served now ---------------------------------------------------------
     def _eligible(self) -> list[Queue]:
+        """The queues that may be served now, in turn; notes whether a queue was skipped only
+        because its connection's senders are all out (in burst, those are waited for)."""
+        self._skipped_full = False
         slugs = [s for q in self._ordered_queues if (s := slug_of_queue(self.base_name, q.name))]
         circuits = self.sending.circuit_view(slugs)
         now = time.time()
@@ -157,6 +163,7 @@ class SendingWorker(Worker):
                 eligible.append(queue)
                 continue
             if self._in_flight[slug] >= self._limits.get(slug, self.default_max_in_flight):
+                self._skipped_full = True
                 continue  # bulkhead: its share of this process's senders is taken
             circuit = circuits.get(slug)
             if circuit is None:
@@ -193,9 +200,10 @@ class SendingWorker(Worker):
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         """The next job of a queue that may be served now, taking the queues in turn."""
+        if self._ready:
+            return self._ready.popleft()
         burst = timeout is None
         idle_since = time.monotonic()
-        self.set_state(WorkerStatus.IDLE)
         while True:
             self.heartbeat()
             if self.should_run_maintenance_tasks:
@@ -211,7 +219,7 @@ class SendingWorker(Worker):
             if not eligible:
                 with self._changed:
                     self._changed.wait(DEQUEUE_WAIT)
-                if burst and not self._busy and not self._probing:
+                if burst and not self._busy and not self._skipped_full and not self._probing:
                     return None
                 continue
             keys = [queue.key for queue in eligible]
@@ -221,7 +229,7 @@ class SendingWorker(Worker):
                 self._probing.clear()  # a probe granted for an empty queue is not needed
                 if burst:
                     with self._changed:
-                        if not self._busy:
+                        if not self._busy and not self._skipped_full:
                             return None
                         self._changed.wait(DEQUEUE_WAIT)
                 elif (
@@ -234,20 +242,31 @@ class SendingWorker(Worker):
             queue_key, job_id = (
                 part.decode() if isinstance(part, bytes) else part for part in popped
             )
-            result = Queue._fetch_dequeued_job(
-                self.connection,
-                queue_key,
-                job_id,
-                job_class=self.job_class,
-                serializer=self.serializer,
-                death_penalty_class=self.death_penalty_class,
-            )
-            if result is None:
-                continue  # the job's hash is gone (deleted meanwhile)
-            job, queue = result
-            self.reorder_queues(reference_queue=self._same_queue(queue))
-            job.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
-            return job, queue
+            queue = self._same_queue(queue_key)
+            self.reorder_queues(reference_queue=queue)
+            self._take(queue, job_id)
+            if self._ready:
+                return self._ready.popleft()
+
+    def _take(self, queue: Queue, first_id: str) -> None:
+        """Fetch the popped job and, while this process has room for that connection, the next
+        few of its queue too: one LPOP and one pipeline for them all, not a round trip each
+        (the main thread's dequeue is the one serial part of a worker)."""
+        slug = slug_of_queue(self.base_name, queue.name)
+        room = self.concurrency - self._busy
+        if slug is not None:
+            share = self._limits.get(slug, self.default_max_in_flight)
+            room = 1 if slug in self._probing else min(room, share - self._in_flight[slug])
+        ids = [first_id]
+        more = min(room, DEQUEUE_BATCH) - 1
+        if more > 0:
+            popped = cast(list[bytes], self.connection.lpop(queue.key, more) or [])
+            ids += [job_id.decode() for job_id in popped]
+        version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+        for job in Job.fetch_many(ids, connection=self.connection, serializer=self.serializer):
+            if job is not None:  # a job whose hash is gone (deleted meanwhile) is skipped
+                job.redis_server_version = version
+                self._ready.append((job, queue))
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         """Round robin, whatever strategy ``work`` was given: the queue just served goes last."""
@@ -256,11 +275,11 @@ class SendingWorker(Worker):
             self._ordered_queues[position + 1 :] + self._ordered_queues[: position + 1]
         )
 
-    def _same_queue(self, queue: Queue) -> Queue:
+    def _same_queue(self, queue_key: str) -> Queue:
         for known in self._ordered_queues:
-            if known.name == queue.name:
+            if known.key == queue_key:
                 return known
-        return queue
+        return Queue.from_queue_key(queue_key, connection=self.connection)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Hand the job to a sender thread (the main thread goes back to dequeueing)."""
@@ -271,19 +290,23 @@ class SendingWorker(Worker):
             self._probing.discard(slug)  # the probe is this job
         SENDS_IN_FLIGHT.labels(slug).inc()
         try:
-            execution = self.prepare_execution(job)
-            self._pool.submit(self._perform, job, queue, execution, slug)
+            self._pool.submit(self._perform, job, queue, slug)
         except BaseException:
             self._finished(slug)
             raise
 
-    def _perform(self, job: Job, queue: Queue, execution: Any, slug: str) -> None:
+    def _perform(self, job: Job, queue: Queue, slug: str) -> None:
+        execution = None
         try:
+            # RQ's record of the execution, made here rather than in the main thread: its
+            # round trip then overlaps the other senders' instead of delaying the next dequeue.
+            execution = self.prepare_execution(job)
             self.perform_job(job, queue, execution)
         except Exception:  # perform_job handles the job's own failures; this is RQ's bookkeeping
             log.exception("worker: job %s could not be completed", job.id)
         finally:
-            self.executions.pop(execution.id, None)
+            if execution is not None:
+                self.executions.pop(execution.id, None)
             self._finished(slug)
 
     def _finished(self, slug: str) -> None:

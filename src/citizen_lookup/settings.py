@@ -64,7 +64,7 @@ class Settings:
     send_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
     http_timeout_seconds: float = 10.0
     send_concurrency: int = 32
-    send_max_in_flight: int = 24
+    send_max_in_flight: int = 12
     send_lease_seconds: int = 30
     send_record_window_ms: float = 5.0
     circuit_failure_threshold: int = 5

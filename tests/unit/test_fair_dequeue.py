@@ -14,7 +14,7 @@ from citizen_lookup.services.send_control import CircuitState
 from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
 
 
-def _worker(app: Any, client: Any, flood: int, then: int) -> SendingWorker:
+def _worker(app: Any, client: Any, flood: int, then: int, concurrency: int = 1) -> SendingWorker:
     add_citizen(app)
     add_connection(app, "flood", outbound_url="http://127.0.0.1:9/mt")
     add_connection(app, "quiet", outbound_url="http://127.0.0.1:9/mt")
@@ -23,7 +23,7 @@ def _worker(app: Any, client: Any, flood: int, then: int) -> SendingWorker:
     for i in range(then):
         generic_sms(client, "quiet", text=f"DC {OWNER_ID}", message_id=f"q{i}")
     runtime = runtime_of(app)
-    worker = SendingWorker(runtime, app.app_context, concurrency=4)
+    worker = SendingWorker(runtime, app.app_context, concurrency=concurrency)
     worker.register_birth()
     return worker
 
@@ -31,6 +31,8 @@ def _worker(app: Any, client: Any, flood: int, then: int) -> SendingWorker:
 def _next(worker: SendingWorker) -> str | None:
     """The connection of the next job the worker takes (counted in flight, as when it is
     handed to a sender, but not run)."""
+    if not worker._ready and not any(queue.count for queue in worker._eligible()):
+        return None  # it would wait (for a sender to come back, or a message)
     result = worker.dequeue_job_and_maintain_ttl(None)
     if result is None:
         return None
@@ -49,11 +51,20 @@ def test_a_flood_on_one_connection_does_not_delay_the_next_connections_messages(
     assert taken == ["flood", "quiet", "flood", "quiet", "flood", "quiet", "flood", "flood"]
 
 
+def test_a_turn_takes_a_few_jobs_of_one_queue_at_most(app, client) -> None:
+    worker = _worker(app, client, flood=20, then=3, concurrency=16)
+    taken = [_next(worker) for _ in range(12)]
+    # One LPOP takes up to DEQUEUE_BATCH of a queue (8), then it is the next queue's turn.
+    assert taken == ["flood"] * 8 + ["quiet"] * 3 + ["flood"]
+
+
 def test_a_connection_holding_its_share_of_senders_is_skipped(app, client) -> None:
     worker = _worker(app, client, flood=5, then=2)
     with runtime_of(app).session_factory.begin() as session:
-        session.execute(update(Connection).where(Connection.slug == "flood").values(max_in_flight=2))
-    worker = SendingWorker(runtime_of(app), app.app_context, concurrency=4)
+        session.execute(
+            update(Connection).where(Connection.slug == "flood").values(max_in_flight=2)
+        )
+    worker = SendingWorker(runtime_of(app), app.app_context, concurrency=1)
     worker.register_birth()
     assert [_next(worker) for _ in range(2)] == ["flood", "quiet"]
     assert _next(worker) == "flood"
