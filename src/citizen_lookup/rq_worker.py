@@ -37,7 +37,6 @@ from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from rq import Queue, SimpleWorker
-from rq.exceptions import DequeueTimeout
 from rq.job import Job
 from rq.timeouts import BaseDeathPenalty
 from sqlalchemy import select
@@ -57,8 +56,19 @@ HEARTBEAT_EVERY = 1.0
 CONNECTIONS_EVERY = 5.0
 #: seconds one blocking dequeue waits before the queues' eligibility is looked at again
 DEQUEUE_WAIT = 0.25
+#: seconds a blocking dequeue waits while sends are out (one coming back may free a turn)
+BUSY_WAIT = 0.05
 #: jobs taken from one queue at a time at most (then the next connection's turn)
 DEQUEUE_BATCH = 8
+# The first job of the first non-empty queue in KEYS (in turn order), in one round trip without
+# blocking: {queue key, job id}, or nothing.
+POP_FIRST = """
+for _, key in ipairs(KEYS) do
+  local job_id = redis.call('LPOP', key)
+  if job_id then return {key, job_id} end
+end
+return false
+"""
 
 
 class Worker(SimpleWorker):
@@ -113,6 +123,7 @@ class SendingWorker(Worker):
         self._probing: set[str] = set()
         self._skipped_full = False
         self._ready: deque[tuple[Job, Queue]] = deque()
+        self._pop_first = runtime.redis.register_script(POP_FIRST)
         self._queues_read_at = time.monotonic()
 
     def _enter_app(self) -> None:
@@ -223,22 +234,22 @@ class SendingWorker(Worker):
                     return None
                 continue
             keys = [queue.key for queue in eligible]
-            try:
-                popped = Queue.lpop(keys, DEQUEUE_WAIT, connection=self.connection)  # type: ignore[arg-type]
-            except DequeueTimeout:
-                self._probing.clear()  # a probe granted for an empty queue is not needed
-                if burst:
-                    with self._changed:
-                        if not self._busy and not self._skipped_full:
-                            return None
-                        self._changed.wait(DEQUEUE_WAIT)
-                elif (
-                    max_idle_time is not None
-                    and not self._busy
-                    and time.monotonic() - idle_since > max_idle_time
+            popped = self._pop_first(keys=keys)
+            if not popped:
+                if (
+                    not self._busy
+                    and not self._skipped_full
+                    and (burst or self._idle(idle_since, max_idle_time))
                 ):
                     return None
-                continue
+                # Nothing to take now: wait for a message on a queue that may be served, but
+                # briefly while sends are out (one coming back frees its connection's turn).
+                popped = self.connection.blpop(keys, BUSY_WAIT if self._busy else DEQUEUE_WAIT)
+                if not popped:
+                    self._probing.clear()  # a probe granted for an empty queue is not needed
+                    continue
+            else:
+                idle_since = time.monotonic()
             queue_key, job_id = (
                 part.decode() if isinstance(part, bytes) else part for part in popped
             )
@@ -247,6 +258,10 @@ class SendingWorker(Worker):
             self._take(queue, job_id)
             if self._ready:
                 return self._ready.popleft()
+
+    @staticmethod
+    def _idle(since: float, max_idle_time: int | None) -> bool:
+        return max_idle_time is not None and time.monotonic() - since > max_idle_time
 
     def _take(self, queue: Queue, first_id: str) -> None:
         """Fetch the popped job and, while this process has room for that connection, the next
