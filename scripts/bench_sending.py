@@ -24,6 +24,7 @@ import base64
 import contextlib
 import json
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -193,8 +194,8 @@ def resident_kb(pid: int) -> int:
 def burst_worker(stack: Stack, name: str, profile: Path | None = None) -> tuple[float, float, int]:
     """Run ``worker --burst``; (its wall seconds, its CPU seconds, its peak RSS in kB).
 
-    With ``profile`` (a folder) it runs under ``py-spy record`` (samples of the thread holding the GIL)
-    and the top functions are printed.
+    With ``profile`` (a folder) it runs under ``py-spy record --gil`` (samples of the thread
+    holding the GIL) and the top functions are printed.
     """
     spy: list[str] = []
     if profile is not None:
@@ -245,15 +246,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_DAILY_LIMIT_PER_MSISDN": "1000000",
         "CITIZEN_LOOKUP_CONNECTION_RATE_PER_SECOND": "100000",
         "CITIZEN_LOOKUP_LOG_FORMAT": "json",
+        "CITIZEN_LOOKUP_SEND_CONCURRENCY": str(args.send_concurrency),
     }
     stack = Stack(env, workdir / "logs")
     engine = create_engine(database_url)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"send_concurrency": args.send_concurrency}
     only = set(args.only.split(","))
     try:
         stack.cli("db", "upgrade")
         for slug, behaviour, options in (
-            ("slow", "300", ["--max-in-flight", "32"]),
+            ("slow", "300", ["--max-in-flight", str(args.send_concurrency)]),
             ("instant", "0", []),
             ("healthy", "300", ["--max-in-flight", "24"]),
             ("hung", "hang", []),
@@ -271,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"cpu: {args.messages} messages queued, one worker, the instant provider")
             poster.paced("instant", 400, args.messages)
             wall, cpu, _ = burst_worker(stack, "cpu", args.profile)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             anchor = float(
                 subprocess.run(
                     [sys.executable, str(ROOT / "scripts" / "bench_anchor.py"), "drain",
@@ -278,15 +281,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     env=env, capture_output=True, text=True, check=True, timeout=600,
                 ).stdout.strip()
             )  # fmt: skip
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            anchor_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             ids = [i for i in poster.posted if i.startswith("instant-")]
             arrived = sorted(providers.arrived[i] for i in ids if i in providers.arrived)
             rate = (len(arrived) - 1) / (arrived[-1] - arrived[0])
             results["cpu_worker_msgs_per_s"] = round(rate, 1)
             results["cpu_worker_cpu_ms_per_msg"] = round(1000 * cpu / len(arrived), 3)
             results["cpu_anchor_jobs_per_s"] = anchor
-            results["cpu_anchor_cpu_ms_per_job"] = round(1000 / anchor, 3)  # one busy thread
+            # The anchor's CPU includes enqueueing its 5,000 jobs: a little in its favour.
+            results["cpu_anchor_cpu_ms_per_job"] = round(1000 * anchor_cpu / 5000, 3)
             results["cpu_ratio_rate"] = round(rate / anchor, 3)
-            results["cpu_ratio_cpu"] = round((1000 / anchor) / (1000 * cpu / len(arrived)), 3)
+            results["cpu_ratio_cpu"] = round((anchor_cpu / 5000) / (cpu / len(arrived)), 3)
             results["cpu_worker_wall_s"] = round(wall, 1)
 
         if "throughput" in only:
@@ -367,6 +373,7 @@ def main() -> int:
     parser.add_argument(
         "--pg-admin", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
+    parser.add_argument("--send-concurrency", type=int, default=32, help="senders per worker")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--profile", type=Path, help="py-spy the burst workers into this folder")
     parser.add_argument("--json", type=Path)
