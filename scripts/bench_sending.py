@@ -65,7 +65,8 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Providers:
-    """Fake providers with latency; records when each reply (by the MO it answers) arrived."""
+    """Fake providers with latency; records when each reply (by the MO it answers) arrived,
+    and how many times each reply id was received."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -73,6 +74,8 @@ class Providers:
         self.receipts: dict[str, int] = defaultdict(int)  # reply id -> receipts
         self.in_flight = 0
         self.release = threading.Event()  # ends every hang at once
+        self.held: set[str] = set()  # reply ids held by the /mt/hold provider right now
+        self.let_go = threading.Event()  # ends every hold at once
 
     def start(self) -> ThreadingHTTPServer:
         providers = self
@@ -85,19 +88,24 @@ class Providers:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 document = json.loads(body)
                 behaviour = self.path.rsplit("/", 1)[-1]
-                with providers.lock:
+                reply_id = str(document["id"])
+                with providers.lock:  # the MT is the provider's once it has arrived
+                    providers.arrived.setdefault(str(document["in_reply_to"]), time.time())
+                    providers.receipts[reply_id] += 1
                     providers.in_flight += 1
                 try:
                     if behaviour == "hang":
                         providers.release.wait(HANG_SECONDS)
+                    elif behaviour == "hold":
+                        with providers.lock:
+                            providers.held.add(reply_id)
+                        providers.let_go.wait(120)
                     elif float(behaviour) > 0:
                         time.sleep(float(behaviour) / 1000)
                 finally:
                     with providers.lock:
                         providers.in_flight -= 1
-                with providers.lock:
-                    providers.arrived.setdefault(str(document["in_reply_to"]), time.time())
-                    providers.receipts[str(document["id"])] += 1
+                        providers.held.discard(reply_id)
                 answer = json.dumps({"id": f"prov-{document['id']}"}).encode()
                 try:
                     self.send_response(200)
@@ -225,7 +233,72 @@ def burst_worker(stack: Stack, name: str, profile: Path | None = None) -> tuple[
     return time.monotonic() - started, cpu, peak
 
 
+def kill_drill(
+    stack: Stack, providers: Providers, poster: Poster, engine: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    """SIGKILL a worker while at least ``--in-flight`` sends wait on a provider that holds them;
+    another worker then finishes: 0 lost, each resend under a reply id that was in flight."""
+    stack.start_worker()
+    victim = stack.workers[-1]
+    ids = poster.paced("stall", 200, args.kill_messages)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with providers.lock:
+            if len(providers.held) >= args.in_flight:
+                break
+        time.sleep(0.1)
+    with providers.lock:
+        in_flight = set(providers.held)
+    victim.kill()  # SIGKILL: no cleanup, its leases stay
+    victim.wait()
+    log(f"kill: worker SIGKILLed with {len(in_flight)} sends held by the provider")
+    providers.let_go.set()  # the provider answers again (the held requests' sender is gone)
+    stack.workers.remove(victim)
+    stack.start_worker()
+    deadline = time.monotonic() + 180
+    sent = 0
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            sent = connection.execute(
+                text(
+                    "SELECT count(*) FROM outbound_messages o JOIN connections c "
+                    "ON c.id = o.connection_id WHERE c.slug = 'stall' AND o.state = 'sent'"
+                )
+            ).scalar_one()
+        if sent >= len(ids):
+            break
+        time.sleep(0.5)
+    with providers.lock:
+        receipts = {reply: n for reply, n in providers.receipts.items()}
+        answered = {i for i in ids if i in providers.arrived}
+    with engine.connect() as connection:
+        stall_replies = {
+            str(reply_id)
+            for (reply_id,) in connection.execute(
+                text(
+                    "SELECT o.id FROM outbound_messages o JOIN connections c "
+                    "ON c.id = o.connection_id WHERE c.slug = 'stall'"
+                )
+            )
+        }
+    resent = {reply for reply in stall_replies if receipts.get(reply, 0) > 1}
+    return {
+        "kill_messages": len(ids),
+        "kill_in_flight_at_kill": len(in_flight),
+        "kill_replies_sent_after": sent,
+        "kill_lost": len(ids) - len(answered),
+        "kill_resends": sum(
+            receipts.get(reply, 0) - 1 for reply in stall_replies if receipts.get(reply)
+        ),
+        "kill_resent_not_in_flight": len(resent - in_flight),
+        "kill_most_receipts_of_one_reply": max(
+            (receipts.get(r, 0) for r in stall_replies), default=0
+        ),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    only = set(args.only.split(","))
     workdir = ROOT / "instance" / "bench-sending"
     admin, database_url, redis = fresh_workplace(args.pg_admin, BENCH_DB, workdir)
     providers = Providers()
@@ -248,10 +321,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "CITIZEN_LOOKUP_LOG_FORMAT": "json",
         "CITIZEN_LOOKUP_SEND_CONCURRENCY": str(args.send_concurrency),
     }
+    if "kill" in only:  # short leases and sweeps, so the drill sees the resends within a minute
+        env.update(
+            CITIZEN_LOOKUP_SEND_LEASE_SECONDS="8",
+            CITIZEN_LOOKUP_HTTP_TIMEOUT_SECONDS="5",
+            CITIZEN_LOOKUP_SWEEP_INTERVAL_SECONDS="2",
+            CITIZEN_LOOKUP_SWEEP_GRACE_SECONDS="3",
+        )
     stack = Stack(env, workdir / "logs")
     engine = create_engine(database_url)
     results: dict[str, Any] = {"send_concurrency": args.send_concurrency}
-    only = set(args.only.split(","))
     try:
         stack.cli("db", "upgrade")
         for slug, behaviour, options in (
@@ -261,6 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("hung", "hang", []),
             ("flood", "300", []),
             ("quiet", "300", []),
+            ("stall", "hold", ["--max-in-flight", "32"]),
         ):
             stack.add_connection(slug, "generic", f"{mt}/{behaviour}", "--credential",
                                  f"secret={SECRET}", *options)  # fmt: skip
@@ -339,6 +419,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ).scalar_one()
             providers.release.set()  # the hanging provider answers again (for what follows)
 
+        if "kill" in only:
+            results.update(kill_drill(stack, providers, poster, engine, args))
+
         if "fairness" in only:
             log(f"fairness: {args.flood} queued on one connection, then 50 on another")
             flood = poster.paced("flood", 400, args.flood)
@@ -373,6 +456,8 @@ def main() -> int:
     parser.add_argument(
         "--pg-admin", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
+    parser.add_argument("--kill-messages", type=int, default=40)
+    parser.add_argument("--in-flight", type=int, default=20, help="kill: sends held at the kill")
     parser.add_argument("--send-concurrency", type=int, default=32, help="senders per worker")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--profile", type=Path, help="py-spy the burst workers into this folder")
@@ -384,6 +469,11 @@ def main() -> int:
         print(f"{key.ljust(width)}  {value}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if "kill_lost" in results:  # the drill's verdict
+        bad = results["kill_lost"] or results["kill_resent_not_in_flight"]
+        bad = bad or results["kill_resends"] > results["kill_in_flight_at_kill"]
+        bad = bad or results["kill_in_flight_at_kill"] < args.in_flight
+        return 1 if bad else 0
     return 0
 
 

@@ -56,7 +56,7 @@ def deliver(runtime: Runtime, sending: Sending, claimed: ClaimedReply) -> str:
     if connection.max_tps:
         wait = sending.rate.reserve(connection.slug, connection.max_tps)
         if wait > 0:
-            if wait + settings.http_timeout_seconds > settings.send_lease_seconds * 0.8:
+            if wait + settings.http_timeout_seconds > sending.lease_seconds * 0.8:
                 claimed = sending.outbox.extend_lease(claimed, wait)
             time.sleep(wait)
     message = OutboundSms(

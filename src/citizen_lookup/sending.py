@@ -35,6 +35,8 @@ from citizen_lookup.services.send_control import (
 
 log = logging.getLogger(__name__)
 
+#: seconds a lease outlasts the HTTP timeout at least (recording the send, a loaded machine)
+LEASE_MARGIN = 5.0
 #: seconds a worker trusts its last read of the circuits before reading them again
 CIRCUIT_VIEW_SECONDS = 0.5
 
@@ -51,12 +53,17 @@ class Sending:
         settings = runtime.settings
         self.runtime = runtime
         self.holder = holder_name()
+        # A lease shorter than a send could last would let the sweeper resend a reply whose
+        # sender is still waiting on the provider: it always outlasts the HTTP timeout.
+        self.lease_seconds = max(
+            float(settings.send_lease_seconds), settings.http_timeout_seconds + LEASE_MARGIN
+        )
         self.outbox = Outbox(
             runtime.session_factory,
             runtime.audit,
             runtime.decision_context,
             holder=self.holder,
-            lease_seconds=settings.send_lease_seconds,
+            lease_seconds=self.lease_seconds,
             max_retries=settings.send_max_retries,
         )
         self.recorder = Recorder(
@@ -68,7 +75,7 @@ class Sending:
             settings.redis_prefix,
             threshold=settings.circuit_failure_threshold,
             cooldown=settings.circuit_cooldown_seconds,
-            probe_lease=settings.send_lease_seconds,
+            probe_lease=self.lease_seconds,
         )
         self.pool_size = max(1, settings.send_concurrency)
         self._lock = threading.Lock()
