@@ -12,7 +12,13 @@ its behaviour: ``/mt/300`` answers after 300 ms, ``/mt/hang`` after 30 s, past o
 - ``bulkhead``: 50 messages/s on a healthy connection (300 ms), alone, then again beside a
   connection whose provider hangs (10 messages/s): the healthy p99 end to end, and the ratio;
 - ``fairness``: 5,000 messages queued on one connection, then 50 on another: the second's
-  p99 end to end (target < 2 s).
+  p99 end to end (target < 2 s);
+- ``kill`` (``scripts/drill sending``): a provider holds every send; a worker is SIGKILLed with
+  at least 20 in flight and another finishes: lost, resends, resends of replies not in flight;
+- ``isolation``: a provider holding every send beside a healthy one: the healthy replies all go
+  out while the hung sends are still held (the end-to-end test asserts it);
+- ``rate``: two worker processes share one connection's ``--max-tps``: the most arrivals in
+  any one second, and each worker's share.
 
 Usage: scripts/bench sending [--messages 3000] [--only throughput,cpu,bulkhead,fairness]
 """
@@ -52,7 +58,7 @@ from citizen_lookup.providers.generic import sign  # noqa: E402
 
 BENCH_DB = os.environ.get("CITIZEN_LOOKUP_BENCH_DB", "citizen_lookup_bench") + "_send"
 SECRET = secrets.token_hex(16)
-HANG_SECONDS = 30.0
+HANG_SECONDS = 120.0  # past any HTTP timeout: a hang ends when the run lets go
 
 
 def log(message: str) -> None:
@@ -75,6 +81,8 @@ class Providers:
         self.in_flight = 0
         self.release = threading.Event()  # ends every hang at once
         self.held: set[str] = set()  # reply ids held by the /mt/hold provider right now
+        self.hanging: set[str] = set()  # reply ids the /mt/hang provider has not answered
+        self.hangs_answered = 0
         self.let_go = threading.Event()  # ends every hold at once
 
     def start(self) -> ThreadingHTTPServer:
@@ -95,7 +103,12 @@ class Providers:
                     providers.in_flight += 1
                 try:
                     if behaviour == "hang":
+                        with providers.lock:
+                            providers.hanging.add(reply_id)
                         providers.release.wait(HANG_SECONDS)
+                        with providers.lock:
+                            providers.hanging.discard(reply_id)
+                            providers.hangs_answered += 1
                     elif behaviour == "hold":
                         with providers.lock:
                             providers.held.add(reply_id)
@@ -247,10 +260,10 @@ def kill_drill(
             if len(providers.held) >= args.in_flight:
                 break
         time.sleep(0.1)
-    with providers.lock:
-        in_flight = set(providers.held)
     victim.kill()  # SIGKILL: no cleanup, its leases stay
     victim.wait()
+    with providers.lock:  # what the provider holds now is what was in flight at the kill
+        in_flight = set(providers.held)
     log(f"kill: worker SIGKILLed with {len(in_flight)} sends held by the provider")
     providers.let_go.set()  # the provider answers again (the held requests' sender is gone)
     stack.workers.remove(victim)
@@ -297,9 +310,76 @@ def kill_drill(
     }
 
 
+def wait_listening(stack: Stack, timeout: float) -> None:
+    """Until every worker has started dequeueing (its log says so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = [stack.logs / f"worker-{n}.log" for n in range(len(stack.workers))]
+        if all(p.exists() and "Listening on" in p.read_text(errors="replace") for p in logs):
+            return
+        time.sleep(0.2)
+
+
+def isolation(stack: Stack, providers: Providers, poster: Poster) -> dict[str, Any]:
+    """A provider that holds every send (until this run lets go) beside a healthy one: every
+    healthy reply goes out while the hung connection's senders are still held."""
+    if not stack.workers:
+        stack.start_worker()
+    wait_listening(stack, 60)
+    hung = poster.paced("hung", 50, 30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with providers.lock:
+            if len(providers.hanging) >= 12:  # its share of the worker's senders (the default)
+                break
+        time.sleep(0.1)
+    healthy = poster.paced("healthy", 20, 20)
+    wait_for(providers, healthy, 120)
+    with providers.lock:
+        result = {
+            "isolation_hung_sent": len(hung),
+            "isolation_hung_held_meanwhile": len(providers.hanging),
+            "isolation_hung_answered_meanwhile": providers.hangs_answered,
+            "isolation_healthy_sent": len(healthy),
+            "isolation_healthy_replied": sum(i in providers.arrived for i in healthy),
+        }
+    providers.release.set()
+    return result
+
+
+def shared_rate(
+    stack: Stack, providers: Providers, poster: Poster, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Two worker processes send to one connection with --max-tps: the provider's arrivals in
+    any one second, and how many each worker sent."""
+    while len(stack.workers) < 2:
+        stack.start_worker()
+    wait_listening(stack, 60)
+    ids = poster.paced("metered", 50, args.rate_messages)
+    wait_for(providers, ids, 60 + args.rate_messages / args.max_tps)
+    with providers.lock:
+        times = sorted(providers.arrived[i] for i in ids if i in providers.arrived)
+    most = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    per_worker = []
+    for n in range(len(stack.workers)):
+        log_text = (stack.logs / f"worker-{n}.log").read_text(errors="replace")
+        per_worker.append(log_text.count(" on metered sent"))
+    return {
+        "rate_max_tps": args.max_tps,
+        "rate_messages": len(ids),
+        "rate_replied": len(times),
+        "rate_most_in_one_second": most,
+        "rate_span_s": round(times[-1] - times[0], 2) if times else None,
+        "rate_mean_per_s": round((len(times) - 1) / (times[-1] - times[0]), 2)
+        if len(times) > 1
+        else None,
+        "rate_sent_by_each_worker": per_worker,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     only = set(args.only.split(","))
-    workdir = ROOT / "instance" / "bench-sending"
+    workdir = Path(getattr(args, "workdir", None) or ROOT / "instance" / "bench-sending")
     admin, database_url, redis = fresh_workplace(args.pg_admin, BENCH_DB, workdir)
     providers = Providers()
     server = providers.start()
@@ -327,6 +407,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             CITIZEN_LOOKUP_HTTP_TIMEOUT_SECONDS="5",
             CITIZEN_LOOKUP_SWEEP_INTERVAL_SECONDS="2",
             CITIZEN_LOOKUP_SWEEP_GRACE_SECONDS="3",
+            CITIZEN_LOOKUP_JOB_TIMEOUT_SECONDS="10",
+        )
+    elif "isolation" in only:  # the hung sends last until the run lets them go
+        env.update(
+            CITIZEN_LOOKUP_HTTP_TIMEOUT_SECONDS="100", CITIZEN_LOOKUP_SEND_LEASE_SECONDS="110"
         )
     stack = Stack(env, workdir / "logs")
     engine = create_engine(database_url)
@@ -341,6 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("flood", "300", []),
             ("quiet", "300", []),
             ("stall", "hold", ["--max-in-flight", "32"]),
+            ("metered", "0", ["--max-tps", str(args.max_tps)]),
         ):
             stack.add_connection(slug, "generic", f"{mt}/{behaviour}", "--credential",
                                  f"secret={SECRET}", *options)  # fmt: skip
@@ -421,6 +507,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if "kill" in only:
             results.update(kill_drill(stack, providers, poster, engine, args))
+        if "isolation" in only:
+            results.update(isolation(stack, providers, poster))
+        if "rate" in only:
+            results.update(shared_rate(stack, providers, poster, args))
 
         if "fairness" in only:
             log(f"fairness: {args.flood} queued on one connection, then 50 on another")
@@ -457,9 +547,12 @@ def main() -> int:
         "--pg-admin", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
     parser.add_argument("--kill-messages", type=int, default=40)
+    parser.add_argument("--max-tps", type=float, default=5.0, help="rate: the connection's rate")
+    parser.add_argument("--rate-messages", type=int, default=30)
     parser.add_argument("--in-flight", type=int, default=20, help="kill: sends held at the kill")
     parser.add_argument("--send-concurrency", type=int, default=32, help="senders per worker")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--workdir", type=Path)
     parser.add_argument("--profile", type=Path, help="py-spy the burst workers into this folder")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

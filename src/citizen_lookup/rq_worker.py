@@ -37,8 +37,9 @@ from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from rq import Queue, SimpleWorker
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.timeouts import BaseDeathPenalty
+from rq.utils import now, utcformat
 from sqlalchemy import select
 
 from citizen_lookup.metrics import SENDS_IN_FLIGHT
@@ -278,7 +279,19 @@ class SendingWorker(Worker):
             popped = cast(list[bytes], self.connection.lpop(queue.key, more) or [])
             ids += [job_id.decode() for job_id in popped]
         version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
-        for job in Job.fetch_many(ids, connection=self.connection, serializer=self.serializer):
+        jobs = Job.fetch_many(ids, connection=self.connection, serializer=self.serializer)
+        # Taken off the queue, they are this process's: marked started at once, so that if it
+        # is killed before running them the sweeper queues them again after their timeout (a
+        # job still marked queued but in no queue would look held forever).
+        with self.connection.pipeline() as pipe:
+            for job in jobs:
+                if job is not None:
+                    pipe.hset(
+                        job.key,
+                        mapping={"status": JobStatus.STARTED, "started_at": utcformat(now())},
+                    )
+            pipe.execute()
+        for job in jobs:
             if job is not None:  # a job whose hash is gone (deleted meanwhile) is skipped
                 job.redis_server_version = version
                 self._ready.append((job, queue))
