@@ -173,6 +173,8 @@ class FakeProvider:
     statuses: list[int] = field(default_factory=list)  # consumed first, one per request
     #: answers by path prefix (status, body, content type), ahead of the one answer above
     answers: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
+    #: extra headers of the next answers, consumed first, one per request (e.g. Retry-After)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -195,6 +197,7 @@ def fake_provider() -> Iterator[FakeProvider]:
                     RecordedRequest(self.command, self.path, dict(self.headers.items()), body)
                 )
                 status = fake.statuses.pop(0) if fake.statuses else fake.status
+                extra = fake.headers.pop(0) if fake.headers else {}
             body, content_type = fake.body, fake.content_type
             for prefix, answer in fake.answers.items():
                 if self.path.startswith(prefix):
@@ -203,6 +206,8 @@ def fake_provider() -> Iterator[FakeProvider]:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
