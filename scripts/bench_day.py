@@ -174,9 +174,10 @@ def national_day(args: Any) -> dict[str, Any]:
         else:
             log(f"national day: seeding {args.citizens} citizens")
             stack.cli("demo", "seed", "--citizens", str(args.citizens), timeout=7200)
+        # One connection stands for the day's seven providers: it may use every sender.
         stack.add_connection(
             "day", "generic", f"http://127.0.0.1:{provider.server.server_address[1]}/mt",
-            "--credential", f"secret={SECRET}",
+            "--credential", f"secret={SECRET}", "--max-in-flight", "32",
         )  # fmt: skip
         with engine.connect() as connection:
             citizens = connection.execute(
