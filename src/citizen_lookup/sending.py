@@ -24,7 +24,8 @@ from citizen_lookup.metrics import CIRCUIT_CHANGES, CIRCUIT_STATE
 from citizen_lookup.models import Connection
 from citizen_lookup.providers.base import ProviderSession
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.outbox import Outbox, Recorder, SendingConnection
+from citizen_lookup.services.group_commit import Recorder
+from citizen_lookup.services.outbox import Outbox, SendingConnection
 from citizen_lookup.services.send_control import (
     CIRCUIT_LEVEL,
     Circuit,
