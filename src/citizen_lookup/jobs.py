@@ -102,11 +102,12 @@ def _failed(sending: Sending, claimed: ClaimedReply, exc: SendError) -> None:
     REPLIES.labels("failed" if final else "retry").inc()
     # Expected (the provider said no, or is down): one line, no traceback (logging_setup).
     log.warning(
-        "reply %s on %s: attempt %s failed with status %s, %s",
+        "reply %s on %s: attempt %s failed with status %s: %s; %s",
         claimed.id,
         slug,
         claimed.attempts,
         exc.status_code or "none",
+        exc,  # what the provider answered, in words that quote no personal data
         "giving up" if final else "will retry",
         extra={
             "connection": slug,

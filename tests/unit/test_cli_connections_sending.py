@@ -56,6 +56,7 @@ def test_out_of_range_values_are_refused(app, cli) -> None:
 
 def test_an_open_circuit_shows_in_list_and_show(app, cli) -> None:
     _add(cli)
+    assert "CIRCUIT" not in cli("connections", "list").output  # all closed: no column for it
     runtime = runtime_of(app)
     with app.app_context():
         circuits = sending_for(runtime).circuits
@@ -63,6 +64,7 @@ def test_an_open_circuit_shows_in_list_and_show(app, cli) -> None:
             circuits.failed("gw", "provider unreachable: ConnectTimeout")
     listed = cli("connections", "list").output
     assert "CIRCUIT" in listed.splitlines()[0]
+    assert all(len(line) <= 80 for line in listed.splitlines())
     assert " open " in listed.splitlines()[1]
     shown = json.loads(cli("connections", "show", "gw", "--json").output)["circuit"]
     assert shown["state"] == "open"

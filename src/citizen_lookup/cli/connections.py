@@ -287,9 +287,14 @@ LIST_WIDTH = 80
 def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str]:
     """A plain table within ``width`` columns: slugs whole, the focal point's name takes the rest.
 
-    `connections show` has the rest (language, focal title, phone and e-mail, assessment).
+    A CIRCUIT column appears when a connection's circuit is not closed (then the focal point's
+    name gives it room); `connections show` has the rest (language, focal title, phone and
+    e-mail, assessment, the circuit's reason).
     """
-    header = ("SLUG", "KIND", "STATE", "SINCE", "CODE", "CIRCUIT", "FOCAL POINT")
+    circuits = [(row.get("circuit") or {}).get("state", "closed") for row in rows]
+    with_circuit = any(state != "closed" for state in circuits)
+    header: tuple[str, ...] = ("SLUG", "KIND", "STATE", "SINCE", "CODE")
+    header += ("CIRCUIT", "FOCAL POINT") if with_circuit else ("FOCAL POINT",)
     table = [
         (
             row["slug"],
@@ -297,13 +302,13 @@ def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str
             row["state"],
             row["state_changed_at"][:10],
             row["short_code"] or "",
-            (row.get("circuit") or {}).get("state", "?"),
+            *((circuit,) if with_circuit else ()),
             row["focal_point"]["name"],
         )
-        for row in rows
+        for row, circuit in zip(rows, circuits, strict=True)
     ]
     widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header) - 1)]
-    room = max(width - sum(widths) - 2 * len(widths), 12)
+    room = max(width - sum(widths) - 2 * len(widths), 8 if with_circuit else 12)
 
     def fit(text: str) -> str:
         return text if len(text) <= room else text[: room - 1].rstrip() + "~"
