@@ -76,7 +76,10 @@ def test_a_request_id_follows_a_message_from_the_webhook_through_the_job_to_the_
     ours = [line for line in lines if line["request_id"] == "req-7f3a9c"]
     messages = [line["message"] for line in ours]
     assert "inbound message 1 queued" in messages
-    assert "reply 1 on gw: attempt 1 failed with status 503, will retry" in messages
+    assert (
+        "reply 1 on gw: attempt 1 failed with status 503: provider answered HTTP 503; will retry"
+        in messages
+    )
     assert "reply 1 on gw sent (attempt 2)" in messages
     failure = next(line for line in ours if "failed with status" in line["message"])
     assert (failure["level"], failure["connection"], failure["reply_id"]) == ("warning", "gw", 1)
