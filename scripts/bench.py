@@ -537,6 +537,13 @@ def main() -> int:
     parser.add_argument("--day-messages", type=int, default=20000, help="messages in the day")
     parser.add_argument("--day-seconds", type=float, default=60.0, help="the day compressed")
     parser.add_argument(
+        "--provider-latency",
+        choices=["instant", "real"],
+        default="instant",
+        help="national day: the provider answers at once, or as real APIs do (log-normal p50 "
+        "250 ms, p99 2 s, 1%% hanging)",
+    )
+    parser.add_argument(
         "--keep-day-database",
         action="store_true",
         help="keep the day's database (its citizens) for the next --national-day, and reuse it"

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import random
 import secrets
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -41,12 +44,23 @@ HOURLY = (0.4, 0.2, 0.1, 0.1, 0.2, 0.6, 1.6, 3.4, 5.6, 7.4, 8.0, 7.2,
           6.0, 5.8, 6.6, 7.0, 6.8, 6.2, 5.4, 6.2, 5.6, 3.8, 2.2, 1.0)  # fmt: skip
 
 
-class Provider:
-    """Answers 3% of MTs with 503 (the worker retries them); records the accepted ones."""
+#: a real provider API's latency (``--provider-latency real``): log-normal with p50 250 ms and
+#: p99 2 s (sigma = ln(2 / 0.25) / 2.326), and 1% of requests hanging past our HTTP timeout
+LATENCY_MU, LATENCY_SIGMA = math.log(0.25), math.log(8) / 2.326
+HANG_SHARE, HANG_SECONDS = 0.01, 15.0
 
-    def __init__(self, failure_rate: float, seed: int) -> None:
+
+class Provider:
+    """Answers 3% of MTs with 503 (the worker retries them); records the accepted ones.
+
+    With ``latency`` each answer takes as long as a real provider API's (see LATENCY_MU), and
+    1% never come within our HTTP timeout (the worker retries them; the provider took nothing).
+    """
+
+    def __init__(self, failure_rate: float, seed: int, latency: bool = False) -> None:
         self.accepted: dict[str, list[tuple[str, float]]] = defaultdict(list)  # MO id -> replies
         self.failures = 0
+        self.hangs = 0
         self.lock = threading.Lock()
         rng = random.Random(seed)
         provider = self
@@ -59,6 +73,17 @@ class Provider:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if latency:
+                    with provider.lock:
+                        hang = rng.random() < HANG_SHARE
+                        delay = min(rng.lognormvariate(LATENCY_MU, LATENCY_SIGMA), 8.0)
+                    if hang:
+                        with provider.lock:
+                            provider.hangs += 1
+                        time.sleep(HANG_SECONDS)  # the sender has given up by now
+                        self.close_connection = True
+                        return
+                    time.sleep(delay)
                 with provider.lock:
                     failed = rng.random() < failure_rate
                     if failed:
@@ -121,7 +146,8 @@ def national_day(args: Any) -> dict[str, Any]:
     )
     if reuse:  # the citizens stay; the day's messages, replies and audit trail start empty
         empty_the_day(database_url)
-    provider = Provider(0.03, seed=11)
+    latency = getattr(args, "provider_latency", "instant") == "real"
+    provider = Provider(0.03, seed=11, latency=latency)
     web_port = free_port()
     env = {
         **os.environ,
@@ -148,9 +174,10 @@ def national_day(args: Any) -> dict[str, Any]:
         else:
             log(f"national day: seeding {args.citizens} citizens")
             stack.cli("demo", "seed", "--citizens", str(args.citizens), timeout=7200)
+        # One connection stands for the day's seven providers: it may use every sender.
         stack.add_connection(
             "day", "generic", f"http://127.0.0.1:{provider.server.server_address[1]}/mt",
-            "--credential", f"secret={SECRET}",
+            "--credential", f"secret={SECRET}", "--max-in-flight", "32",
         )  # fmt: skip
         with engine.connect() as connection:
             citizens = connection.execute(
@@ -238,6 +265,12 @@ def national_day(args: Any) -> dict[str, Any]:
         resent = sum(len(r) - len({i for i, _ in r}) for r in provider.accepted.values())
         wall = finished - start
         rate = len(acknowledged) / wall
+        # The worker anchor of the same run (a no-op non-forking RQ worker), for the noise.
+        anchor = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "bench_anchor.py"), "drain",
+             env["CITIZEN_LOOKUP_REDIS_URL"], "5000"],
+            env=env, capture_output=True, text=True, check=True, timeout=600,
+        ).stdout.strip()  # fmt: skip
         return {
             "day_messages": len(offsets),
             "day_acknowledged": len(acknowledged),
@@ -248,6 +281,10 @@ def national_day(args: Any) -> dict[str, Any]:
             "day_duplicated": duplicated,
             "day_resent_in_window": resent,
             "day_provider_failures": provider.failures,
+            "day_provider_latency": "log-normal p50 250 ms, p99 2 s, 1% hanging"
+            if latency
+            else "instant",
+            "day_provider_hangs": provider.hangs,
             "day_citizens": args.citizens,
             "day_offered_peak_msgs_per_s": round(
                 len(offsets) * max(HOURLY) / sum(HOURLY) / (args.day_seconds / 24), 1
@@ -256,6 +293,7 @@ def national_day(args: Any) -> dict[str, Any]:
             "day_p50_ms": round(statistics.median(latencies) * 1000, 1),
             "day_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
             "day_hours_per_million": round(1_000_000 / rate / 3600, 2),
+            "day_worker_anchor_jobs_per_s": float(anchor),
         }
     finally:
         stack.stop()

@@ -32,7 +32,7 @@ from hypothesis import settings as hypothesis_settings
 
 from citizen_lookup import create_app
 from citizen_lookup.migrate import upgrade
-from citizen_lookup.rq_worker import Worker
+from citizen_lookup.rq_worker import SendingWorker
 from citizen_lookup.runtime import EXTENSION, Runtime
 from tests.helpers import TEST_CREDENTIALS_KEY, FakeClock
 
@@ -167,10 +167,11 @@ def cli(app: Flask) -> Any:
     return invoke
 
 
-def run_worker(runtime: Runtime, app: Flask) -> None:
-    """Drain the queue in this process, with the scheduler (so due retries run too)."""
+def run_worker(runtime: Runtime, app: Flask, concurrency: int | None = None) -> None:
+    """Drain the queues in this process (every connection's), with the scheduler (so due
+    retries run too), sending as the service does: many at once in sender threads."""
     with app.app_context():
-        Worker([runtime.queue], connection=runtime.redis).work(
+        SendingWorker(runtime, app.app_context, concurrency=concurrency).work(
             burst=True, with_scheduler=True, logging_level="WARNING"
         )
 
@@ -199,6 +200,8 @@ class FakeProvider:
     statuses: list[int] = field(default_factory=list)  # consumed first, one per request
     #: answers by path prefix (status, body, content type), ahead of the one answer above
     answers: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
+    #: extra headers of the next answers, consumed first, one per request (e.g. Retry-After)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -221,6 +224,7 @@ def fake_provider() -> Iterator[FakeProvider]:
                     RecordedRequest(self.command, self.path, dict(self.headers.items()), body)
                 )
                 status = fake.statuses.pop(0) if fake.statuses else fake.status
+                extra = fake.headers.pop(0) if fake.headers else {}
             body, content_type = fake.body, fake.content_type
             for prefix, answer in fake.answers.items():
                 if self.path.startswith(prefix):
@@ -229,6 +233,8 @@ def fake_provider() -> Iterator[FakeProvider]:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 

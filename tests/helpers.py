@@ -164,3 +164,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def message_queue(runtime: Runtime, slug: str = "gw") -> Any:
+    """The RQ queue of one connection's messages (each connection has its own)."""
+    from citizen_lookup.queue import connection_queue
+
+    return connection_queue(runtime, slug)

@@ -43,10 +43,19 @@ class SendError(CitizenLookupError):
     """Sending a reply through a provider failed.
 
     ``retryable`` is true for 5xx, 429 and network failures (RQ retries the job with backoff);
-    false for other 4xx answers, which will not succeed on a second try.
+    false for other 4xx answers, which will not succeed on a second try. ``retry_after`` is the
+    provider's ``Retry-After`` (seconds) on a 429 or 503: nothing is sent to it before then.
     """
 
-    def __init__(self, message: str, *, retryable: bool, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status_code = status_code
+        self.retry_after = retry_after

@@ -94,6 +94,27 @@ REPLY_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0),
 )
 
+CIRCUIT_STATE = Gauge(
+    "citizen_lookup_connection_circuit_state",
+    "Each connection's circuit as its last change left it: 0 closed, 1 half-open, 2 open",
+    ["connection"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process changed it last
+)
+CIRCUIT_CHANGES = Counter(
+    "citizen_lookup_connection_circuit_changes_total",
+    "Changes of each connection's circuit, by the state entered",
+    ["connection", "state"],
+    registry=REGISTRY,
+)
+SENDS_IN_FLIGHT = Gauge(
+    "citizen_lookup_sends_in_flight",
+    "Replies being sent (claimed and not yet recorded), by connection",
+    ["connection"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",  # every live worker's senders
+)
+
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROCESS_DIR))

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -163,6 +164,10 @@ class Connection(Base):
     state_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Sending: the provider's rate (messages per second across every process; None: no limit)
+    # and the senders of one worker process it may hold (None: the send_max_in_flight setting).
+    max_tps: Mapped[float | None] = mapped_column(Float)
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
 
     @classmethod
     def detached(cls, cipher: CredentialsCipher, **columns: Any) -> Connection:
@@ -271,9 +276,15 @@ class OutboundState(StrEnum):
 
 
 class OutboundMessageRecord(Base):
-    """Our reply to one inbound message: at most one per inbound message."""
+    """Our reply to one inbound message: at most one per inbound message.
+
+    A reply being sent is leased to its sender (``lease_holder``, ``lease_until``): nobody else
+    sends it before the lease expires, and a sender killed mid-send leaves it to whoever finds
+    the lease expired (the sweeper), to be sent again under the same id.
+    """
 
     __tablename__ = "outbound_messages"
+    __table_args__ = (Index("ix_outbound_state_lease", "state", "lease_until"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id"), unique=True)
@@ -287,6 +298,8 @@ class OutboundMessageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_holder: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     inbound: Mapped[InboundMessageRecord] = relationship(lazy="joined")
     connection: Mapped[Connection] = relationship(lazy="joined")

@@ -66,6 +66,12 @@ class Settings:
     send_max_retries: int = 5
     send_retry_intervals: tuple[int, ...] = (5, 30, 120, 600, 1800)
     http_timeout_seconds: float = 10.0
+    send_concurrency: int = 32
+    send_max_in_flight: int = 12
+    send_lease_seconds: int = 30
+    send_record_window_ms: float = 5.0
+    circuit_failure_threshold: int = 5
+    circuit_cooldown_seconds: float = 30.0
     sweep_interval_seconds: float = 30.0
     sweep_grace_seconds: int = 30
     checkpoint_key_file: str = ""

@@ -3,9 +3,13 @@
 A webhook acknowledges a message once it is stored, even if Redis is down at that moment, and a
 Redis restart (it keeps nothing on disk) or a killed worker can lose a queued or running job.
 The database stays the truth: a message still ``received`` after a grace period is queued again
-unless a job for it is waiting (queued, or scheduled for a retry that is not long overdue) or
-running within its timeout.
-The job is idempotent, so a message queued twice is still answered once.
+(on its connection's queue) unless a job for it is waiting (queued, or scheduled for a retry
+that is not long overdue) or running within its timeout.
+
+A reply left ``sending`` past its lease (its worker was killed with it in flight) is queued
+again as soon as the lease has expired, never sooner: its job then claims it and sends it under
+the same reply id. The job is idempotent and a live lease is never claimed, so a message queued
+twice is still answered once.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
@@ -20,6 +25,7 @@ from rq.utils import utcparse
 from sqlalchemy import select
 
 from citizen_lookup.models import (
+    Connection,
     InboundMessageRecord,
     InboundState,
     OutboundMessageRecord,
@@ -27,6 +33,7 @@ from citizen_lookup.models import (
 )
 from citizen_lookup.queue import enqueue_inbound, inbound_job_id
 from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.outbox import expired_leases
 
 log = logging.getLogger(__name__)
 _WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED)
@@ -36,34 +43,46 @@ OVERDUE_SECONDS = 15
 MAX_SWEEPS = 5
 
 
-def _live(runtime: Runtime, inbound_ids: list[int], now: datetime) -> set[int]:
+def _live(
+    runtime: Runtime, inbound_ids: list[int], now: datetime, *, leases_expired: bool = False
+) -> set[int]:
     """The messages among ``inbound_ids`` that a live job holds, in one or two round trips.
 
     Why not ``Job.fetch`` per message: that was a round trip and a whole job hash per waiting
     message on every sweep, so a sweep's cost grew with the backlog and took the worker's GIL
-    from its jobs. Here one pipeline reads every job's status; only jobs that are scheduled or
-    running (few) need a second one for their due time, start and timeout.
+    from its jobs. Here one pipeline reads every job's status and queue; only jobs that are
+    scheduled or running (few) need a second one for their due time, start and timeout.
+    With ``leases_expired`` (the replies' leases have ended) a running job holds nothing: its
+    sender is gone.
     """
     job_ids = [inbound_job_id(inbound_id) for inbound_id in inbound_ids]
     with runtime.redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hget(Job.key_for(job_id), "status")
-        statuses = [value.decode() if value else None for value in pipe.execute()]
+            pipe.hmget(Job.key_for(job_id), "status", "origin")
+        answers = pipe.execute()
+    statuses = [value.decode() if value else None for value, _ in answers]
+    origins = [origin.decode() if origin else runtime.queue.name for _, origin in answers]
     held = {i for i, status in zip(inbound_ids, statuses, strict=True) if status in _WAITING}
     others = [
-        (inbound_id, job_id, status)
-        for inbound_id, job_id, status in zip(inbound_ids, job_ids, statuses, strict=True)
+        (inbound_id, job_id, status, origin)
+        for inbound_id, job_id, status, origin in zip(
+            inbound_ids, job_ids, statuses, origins, strict=True
+        )
         if status in (JobStatus.SCHEDULED, JobStatus.STARTED)
     ]
     if not others:
         return held
-    scheduled = ScheduledJobRegistry(queue=runtime.queue)  # type: ignore[no-untyped-call]
+    queues = {origin: Queue(origin, connection=runtime.redis) for *_, origin in others}
+    scheduled = {
+        name: ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+        for name, queue in queues.items()
+    }
     with runtime.redis.pipeline(transaction=False) as pipe:
-        for _, job_id, _ in others:
+        for _, job_id, _, origin in others:
             pipe.hmget(Job.key_for(job_id), "started_at", "timeout")
-            pipe.zscore(scheduled.key, job_id)
+            pipe.zscore(scheduled[origin].key, job_id)
         answers = pipe.execute()
-    for index, (inbound_id, job_id, status) in enumerate(others):
+    for index, (inbound_id, job_id, status, origin) in enumerate(others):
         (started_at, timeout), due = answers[2 * index], answers[2 * index + 1]
         if status == JobStatus.SCHEDULED:
             # RQ's scheduler runs in one worker at a time and dies with a lost Redis connection;
@@ -71,21 +90,40 @@ def _live(runtime: Runtime, inbound_ids: list[int], now: datetime) -> set[int]:
             if due and datetime.fromtimestamp(due, UTC) + timedelta(seconds=OVERDUE_SECONDS) > now:
                 held.add(inbound_id)
             elif due:
-                scheduled.remove(job_id)
+                scheduled[origin].remove(job_id)
             continue
         # A running job past its timeout (plus a margin) has lost its worker: a live worker
         # would have stopped it at the timeout.
         limit = int(timeout) if timeout else runtime.settings.job_timeout_seconds
         started = utcparse(started_at.decode()).replace(tzinfo=UTC) if started_at else now
-        if started + timedelta(seconds=limit + 10) > now:
+        if not leases_expired and started + timedelta(seconds=limit + 10) > now:
             held.add(inbound_id)
             continue
         try:
             job = Job.fetch(job_id, connection=runtime.redis)
         except NoSuchJobError:
             continue
-        StartedJobRegistry(queue=runtime.queue).remove_executions(job)
+        # Its dead worker's record of it goes, or RQ's maintenance would fail the job queued anew.
+        StartedJobRegistry(queue=queues[origin]).remove_executions(job)
     return held
+
+
+def requeue_expired_leases(runtime: Runtime, batch: int = 1000) -> int:
+    """Queue again the replies whose lease has expired (their sender was killed mid-send)."""
+    with runtime.session_factory() as session:
+        expired = expired_leases(session, limit=batch)
+    if not expired:
+        return 0
+    held = _live(runtime, [i for i, _ in expired], datetime.now(UTC), leases_expired=True)
+    queued = 0
+    for inbound_id, slug in expired:
+        if inbound_id in held:
+            continue
+        enqueue_inbound(runtime, inbound_id, connection=slug)
+        queued += 1
+    if queued:
+        log.info("sweeper queued %d replies whose lease expired", queued)
+    return queued
 
 
 def _sweep_page(runtime: Runtime, grace: int, after: int, batch: int) -> tuple[int, int | None]:
@@ -97,9 +135,10 @@ def _sweep_page(runtime: Runtime, grace: int, after: int, batch: int) -> tuple[i
     """
     now = datetime.now(UTC)
     with runtime.session_factory() as session:
-        ids = list(
-            session.scalars(
-                select(InboundMessageRecord.id)
+        rows = list(
+            session.execute(
+                select(InboundMessageRecord.id, Connection.slug)
+                .join(Connection, Connection.id == InboundMessageRecord.connection_id)
                 .where(
                     InboundMessageRecord.state == InboundState.RECEIVED,
                     InboundMessageRecord.received_at < now - timedelta(seconds=grace),
@@ -109,6 +148,8 @@ def _sweep_page(runtime: Runtime, grace: int, after: int, batch: int) -> tuple[i
                 .limit(batch)
             )
         )
+    ids = [row.id for row in rows]
+    slugs = {row.id: row.slug for row in rows}
     if not ids:
         return 0, None
     held = _live(runtime, ids, now)
@@ -119,7 +160,7 @@ def _sweep_page(runtime: Runtime, grace: int, after: int, batch: int) -> tuple[i
             continue
         if int(runtime.redis.hincrby(sweeps_key, str(inbound_id), 1)) > MAX_SWEEPS:
             continue  # failing again and again: left in the failed registry for an operator
-        enqueue_inbound(runtime, inbound_id)
+        enqueue_inbound(runtime, inbound_id, connection=slugs[inbound_id])
         queued += 1
     return queued, ids[-1] if len(ids) == batch else None
 
@@ -139,7 +180,7 @@ def sweep_unqueued(
     sweep is a :class:`Sweeper`, one page a round.
     """
     grace = _grace(runtime, older_than_seconds)
-    queued, after = 0, 0
+    queued, after = requeue_expired_leases(runtime), 0
     while True:
         count, resume = _sweep_page(runtime, grace, after, batch)
         queued += count
@@ -165,7 +206,9 @@ class Sweeper:
         self.grace = _grace(runtime, older_than_seconds)
 
     def run_once(self) -> int:
+        leases = requeue_expired_leases(self.runtime, self.batch)
         queued, resume = _sweep_page(self.runtime, self.grace, self.after, self.batch)
+        queued += leases
         self.after = resume or 0
         if queued:
             log.info("sweeper queued %d stored messages", queued)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 
+from rq import Queue
 from sqlalchemy import select
 
 from citizen_lookup import create_app
 from citizen_lookup.models import OutboundMessageRecord
 from tests.conftest import run_worker
-from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
+from tests.helpers import (
+    OWNER_ID,
+    add_citizen,
+    add_connection,
+    generic_sms,
+    message_queue,
+    runtime_of,
+)
 
 # Also run against the machine's PostgreSQL and Redis (integration; see conftest).
 ALSO_ON_POSTGRES = True
@@ -48,12 +56,12 @@ def test_sweep_queues_a_message_stored_while_redis_was_down(app, cli, monkeypatc
     def down(*args, **kwargs):
         raise RedisConnectionError("refused")
 
-    monkeypatch.setattr(runtime.queue, "enqueue", down)
+    monkeypatch.setattr(Queue, "enqueue", down)
     assert generic_sms(app.test_client(), text="DC").status_code == 200
     monkeypatch.undo()
-    assert runtime.queue.count == 0
+    assert message_queue(runtime).count == 0
     assert "queued 1 stored messages" in cli("queue", "sweep", "--older-than", "0").output
-    assert runtime.queue.count == 1
+    assert message_queue(runtime).count == 1
 
 
 def test_readyz_says_which_dependency_is_down(tmp_path):
@@ -75,11 +83,11 @@ def test_sweeper_takes_over_a_retry_whose_scheduler_died(app):
     add_connection(app, outbound_url="http://127.0.0.1:9/mt")
     assert generic_sms(app.test_client(), text="DC").status_code == 200
     runtime = runtime_of(app)
-    job = runtime.queue.fetch_job(inbound_job_id(1))
-    registry = ScheduledJobRegistry(queue=runtime.queue)
+    job = message_queue(runtime).fetch_job(inbound_job_id(1))
+    registry = ScheduledJobRegistry(queue=message_queue(runtime))
 
     def scheduled_at(when):
-        runtime.queue.remove(job)
+        message_queue(runtime).remove(job)
         registry.schedule(job, when)
         job.set_status(JobStatus.SCHEDULED)
 
@@ -88,7 +96,7 @@ def test_sweeper_takes_over_a_retry_whose_scheduler_died(app):
         assert sweep_unqueued(runtime, older_than_seconds=0) == 0
         scheduled_at(datetime.now(UTC) - timedelta(minutes=2))  # long overdue: nobody runs it
         assert sweep_unqueued(runtime, older_than_seconds=0) == 1
-    assert runtime.queue.count == 1
+    assert message_queue(runtime).count == 1
     assert registry.count == 0
 
 
@@ -103,8 +111,8 @@ def test_sweeper_requeues_a_job_whose_worker_died_mid_run(app):
     add_connection(app, outbound_url="http://127.0.0.1:9/mt")
     assert generic_sms(app.test_client(), text="DC").status_code == 200
     runtime = runtime_of(app)
-    job = runtime.queue.fetch_job(inbound_job_id(1))
-    runtime.queue.remove(job)
+    job = message_queue(runtime).fetch_job(inbound_job_id(1))
+    message_queue(runtime).remove(job)
 
     def started(seconds_ago):
         job.started_at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
@@ -116,4 +124,4 @@ def test_sweeper_requeues_a_job_whose_worker_died_mid_run(app):
         assert sweep_unqueued(runtime, older_than_seconds=0) == 0
         started(600)  # far past its timeout: its worker is gone
         assert sweep_unqueued(runtime, older_than_seconds=0) == 1
-    assert runtime.queue.count == 1
+    assert message_queue(runtime).count == 1

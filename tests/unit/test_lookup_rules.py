@@ -14,6 +14,7 @@ from tests.helpers import (
     add_citizen,
     add_connection,
     generic_sms,
+    message_queue,
     runtime_of,
 )
 
@@ -189,7 +190,7 @@ def test_client_error_fails_at_once_into_the_failed_registry(app, client, fake_p
     generic_sms(client, text=f"DC {OWNER_ID}")
     run_worker(runtime_of(app), app)
     assert len(fake_provider.requests) == 1
-    assert FailedJobRegistry(queue=runtime_of(app).queue).count == 1
+    assert FailedJobRegistry(queue=message_queue(runtime_of(app))).count == 1
     with runtime_of(app).session_factory() as session:
         assert session.scalars(select(OutboundMessageRecord.state)).one() == "failed"
         assert "outbound.failed" in session.scalars(select(AuditEvent.event_type)).all()

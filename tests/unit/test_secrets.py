@@ -12,7 +12,7 @@ from sqlalchemy import select
 from citizen_lookup.models import AuditEvent
 from citizen_lookup.providers.urls import webhook_path
 from tests.conftest import run_worker
-from tests.helpers import OWNER_ID, OWNER_PHONE, add_citizen, runtime_of
+from tests.helpers import OWNER_ID, OWNER_PHONE, add_citizen, message_queue, runtime_of
 
 # Also run against the machine's PostgreSQL and Redis (integration; see conftest).
 ALSO_ON_POSTGRES = True
@@ -55,7 +55,10 @@ def test_no_secret_in_logs_audit_cli_or_error_pages(app, cli, client, fake_provi
         )  # fmt: skip
     commands += [["connections", "list"], ["connections", "list", "--json"]]
     for kind in CASES:
-        commands += [["connections", "show", slug(kind)], ["connections", "show", slug(kind), "--json"]]
+        commands += [
+            ["connections", "show", slug(kind)],
+            ["connections", "show", slug(kind), "--json"],
+        ]
     commands += [["audit", "search", "--json"], ["queue", "status"], ["audit", "verify"]]
     outputs = []
     for args in commands:
@@ -137,7 +140,7 @@ def test_a_database_error_in_a_job_is_recorded_without_personal_data(
         text=f"DC {OWNER_ID}",
     )
     run_worker(runtime_of(app), app)
-    registry = FailedJobRegistry(queue=runtime_of(app).queue)
+    registry = FailedJobRegistry(queue=message_queue(runtime_of(app)))
     assert registry.count == 1
     recorded = registry.get_queue().fetch_job(registry.get_job_ids()[0]).latest_result().exc_string
     assert "DatabaseError" in recorded and "IntegrityError" in recorded

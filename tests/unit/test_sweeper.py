@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from rq import Queue
 
 from citizen_lookup.sweeper import sweep_unqueued
-from tests.helpers import add_connection, generic_sms, runtime_of
+from tests.helpers import add_connection, generic_sms, message_queue, runtime_of
 
 ALSO_ON_POSTGRES = True
 
@@ -41,7 +42,7 @@ def test_a_sweep_over_a_long_queue_checks_its_jobs_in_one_round_trip(app, monkey
         assert sweep_unqueued(runtime, older_than_seconds=0) == 0
     assert calls == []  # no fetch per waiting job
     assert len(pipelines) == 1
-    assert runtime.queue.count == 40
+    assert message_queue(runtime).count == 40
 
 
 def test_a_sweep_pages_through_every_unqueued_message(app, monkeypatch):
@@ -51,13 +52,13 @@ def test_a_sweep_pages_through_every_unqueued_message(app, monkeypatch):
     def down(*args: Any, **kwargs: Any) -> Any:
         raise RedisConnectionError("refused")
 
-    monkeypatch.setattr(runtime.queue, "enqueue", down)
+    monkeypatch.setattr(Queue, "enqueue", down)
     _store(app, 25)  # stored and acknowledged while Redis was away
     monkeypatch.undo()
     with app.app_context():
         assert sweep_unqueued(runtime, older_than_seconds=0, batch=10) == 25
         assert sweep_unqueued(runtime, older_than_seconds=0, batch=10) == 0
-    assert runtime.queue.count == 25
+    assert message_queue(runtime).count == 25
 
 
 def test_the_workers_sweeper_takes_one_page_a_round_and_resumes(app, monkeypatch):
@@ -69,11 +70,11 @@ def test_the_workers_sweeper_takes_one_page_a_round_and_resumes(app, monkeypatch
     def down(*args: Any, **kwargs: Any) -> Any:
         raise RedisConnectionError("refused")
 
-    monkeypatch.setattr(runtime.queue, "enqueue", down)
+    monkeypatch.setattr(Queue, "enqueue", down)
     _store(app, 25)
     monkeypatch.undo()
     sweeper = Sweeper(runtime, batch=10, older_than_seconds=0)
     with app.app_context():
         rounds = [sweeper.run_once() for _ in range(4)]
     assert rounds == [10, 10, 5, 0]  # then from the start again, where all are now queued
-    assert runtime.queue.count == 25
+    assert message_queue(runtime).count == 25

@@ -485,7 +485,7 @@ def test_a_session_id_reused_after_expiry_is_a_new_walk_and_a_new_lookup(
     again.dial()
     again.press("4")
     assert again.press(OWNER_ID)[0] is False  # stored, not a crash on the id already used
-    run_worker(runtime_of(app), app)
+    run_worker(runtime_of(app), app, concurrency=1)  # one sender: decided in the order they came
     texts = [r.json()["text"] for r in fake_provider.requests]
     assert len(texts) == 2 and "Nguyen Van An" in texts[0] and "1 lan" in texts[1]
     assert [e.outcome for e in decisions(app)] == ["granted", "over_limit"]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from rq import Queue
 from sqlalchemy import func, select
 
 from citizen_lookup.models import AuditEvent, InboundMessageRecord, OutboundMessageRecord
@@ -20,6 +21,7 @@ from tests.helpers import (
     add_citizen,
     add_connection,
     generic_sms,
+    message_queue,
     runtime_of,
 )
 
@@ -53,7 +55,7 @@ def test_accepted_message_is_stored_queued_and_acknowledged(app, client):
     assert response.status_code == 200
     assert response.json == {"status": "accepted"}
     assert _count(app, InboundMessageRecord) == 1
-    assert runtime_of(app).queue.count == 1
+    assert message_queue(runtime_of(app)).count == 1
 
 
 def test_unknown_slug_is_404_and_audited(app, client):
@@ -162,7 +164,7 @@ def test_message_is_acknowledged_when_redis_is_down_and_swept_later(
     def redis_down(*args, **kwargs):
         raise RedisConnectionError("connection refused")
 
-    monkeypatch.setattr(runtime.queue, "enqueue", redis_down)
+    monkeypatch.setattr(Queue, "enqueue", redis_down)
     assert generic_sms(client, text=f"DC {OWNER_ID}").status_code == 200
     assert _count(app, InboundMessageRecord) == 1
     monkeypatch.undo()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
@@ -18,6 +19,7 @@ from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services import connection_review as review
 from citizen_lookup.services import connections as service
+from citizen_lookup.services.send_control import CircuitBreaker
 from citizen_lookup.settings import is_development
 
 
@@ -136,6 +138,16 @@ def _read_credentials(kind: str, values: tuple[str, ...], files: tuple[str, ...]
     help="A setting of the kind (jasmin: default_alphabet=gsm7|latin1); see docs/providers/.",
 )
 @click.option("--assessment", help="Security assessment reference: the connection starts active.")
+@click.option(
+    "--max-tps",
+    type=float,
+    help="The provider's rate: messages per second across all workers [default: no limit].",
+)
+@click.option(
+    "--max-in-flight",
+    type=int,
+    help="Senders of one worker process this connection may hold [default: send_max_in_flight].",
+)
 @pass_runtime
 def add(
     runtime: Runtime,
@@ -154,6 +166,8 @@ def add(
     ussd_result: str,
     options: tuple[str, ...],
     assessment: str | None,
+    max_tps: float | None,
+    max_in_flight: int | None,
 ) -> None:
     """Register a connection (pending until approved, unless --assessment is given)."""
     read = _read_credentials(kind, credentials, credential_files)
@@ -177,6 +191,8 @@ def add(
             ussd_result=ussd_result,
             assessment=assessment,
             options=chosen,
+            max_tps=max_tps,
+            max_in_flight=max_in_flight,
         )
         state = connection.state
     for warning in service.network_warnings(networks):
@@ -211,6 +227,46 @@ def set_option(runtime: Runtime, slug: str, option: str, reason: str) -> None:
             session, runtime.audit, slug, name, value, actor=current_actor(), reason=reason
         )
     click.echo(f"connection {slug}: {name} = {value}")
+@group.command("update")
+@click.argument("slug")
+@click.option("--max-tps", type=float, help="Messages per second across all workers; 0: no limit.")
+@click.option("--max-in-flight", type=int, help="Senders per worker process; 0: the default.")
+@pass_runtime
+def update(runtime: Runtime, slug: str, max_tps: float | None, max_in_flight: int | None) -> None:
+    """Change a connection's send rate or share of senders (audited); workers apply it within
+    seconds."""
+    if max_tps is None and max_in_flight is None:
+        raise click.UsageError("nothing to change: give --max-tps and/or --max-in-flight")
+    changes: dict[str, Any] = {}
+    if max_tps is not None:
+        changes["max_tps"] = max_tps or None
+    if max_in_flight is not None:
+        changes["max_in_flight"] = max_in_flight or None
+    with runtime.session_factory.begin() as session:
+        connection = service.update_sending(
+            session, runtime.audit, slug, actor=current_actor(), **changes
+        )
+        tps, in_flight = connection.max_tps, connection.max_in_flight
+    default = runtime.settings.send_max_in_flight
+    click.echo(
+        f"connection {slug}: max tps {tps if tps is not None else 'no limit'}, "
+        f"max in flight {in_flight if in_flight is not None else f'{default} (default)'}"
+    )
+
+
+def _circuits(runtime: Runtime, slugs: list[str]) -> dict[str, dict[str, Any]]:
+    """Each connection's circuit as the workers share it in Redis ({} if Redis is down)."""
+    breaker = CircuitBreaker(
+        runtime.redis,
+        runtime.settings.redis_prefix,
+        threshold=runtime.settings.circuit_failure_threshold,
+        cooldown=runtime.settings.circuit_cooldown_seconds,
+        probe_lease=runtime.settings.send_lease_seconds,
+    )
+    try:
+        return {slug: circuit.as_json() for slug, circuit in breaker.read(slugs).items()}
+    except RedisError:
+        return {}
 
 
 @group.command("approve")
@@ -282,9 +338,14 @@ LIST_WIDTH = 80
 def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str]:
     """A plain table within ``width`` columns: slugs whole, the focal point's name takes the rest.
 
-    `connections show` has the rest (language, focal title, phone and e-mail, assessment).
+    A CIRCUIT column appears when a connection's circuit is not closed (then the focal point's
+    name gives it room); `connections show` has the rest (language, focal title, phone and
+    e-mail, assessment, the circuit's reason).
     """
-    header = ("SLUG", "KIND", "STATE", "SINCE", "CODE", "FOCAL POINT")
+    circuits = [(row.get("circuit") or {}).get("state", "closed") for row in rows]
+    with_circuit = any(state != "closed" for state in circuits)
+    header: tuple[str, ...] = ("SLUG", "KIND", "STATE", "SINCE", "CODE")
+    header += ("CIRCUIT", "FOCAL POINT") if with_circuit else ("FOCAL POINT",)
     table = [
         (
             row["slug"],
@@ -292,12 +353,13 @@ def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str
             row["state"],
             row["state_changed_at"][:10],
             row["short_code"] or "",
+            *((circuit,) if with_circuit else ()),
             row["focal_point"]["name"],
         )
-        for row in rows
+        for row, circuit in zip(rows, circuits, strict=True)
     ]
     widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header) - 1)]
-    room = max(width - sum(widths) - 2 * len(widths), 12)
+    room = max(width - sum(widths) - 2 * len(widths), 8 if with_circuit else 12)
 
     def fit(text: str) -> str:
         return text if len(text) <= room else text[: room - 1].rstrip() + "~"
@@ -320,6 +382,9 @@ def list_(runtime: Runtime, as_json: bool) -> None:
             service.describe(c)
             for c in session.scalars(select(Connection).order_by(Connection.slug))
         ]
+    circuits = _circuits(runtime, [row["slug"] for row in rows])
+    for row in rows:
+        row["circuit"] = circuits.get(row["slug"])
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -340,6 +405,7 @@ def show(runtime: Runtime, slug: str, as_json: bool) -> None:
         row = service.describe(service.get_connection(session, slug))
         history = [change.as_json() for change in review.state_history(session, slug)]
         counts = review.recent_counts(session, slug, days=RECENT_DAYS)
+    row["circuit"] = _circuits(runtime, [slug]).get(slug)
     if as_json:
         row = {**row, "state_history": history, f"last_{RECENT_DAYS}_days": counts}
         click.echo(json.dumps(row, ensure_ascii=False, indent=2))
@@ -348,7 +414,7 @@ def show(runtime: Runtime, slug: str, as_json: bool) -> None:
         if isinstance(value, dict):
             click.echo(f"{key}:")
             for sub, item in value.items():
-                click.echo(f"  {sub}: {item}")
+                click.echo(f"  {sub}: {item if item is not None else ''}")
         elif key == "allowed_networks":
             click.echo(f"{key}: {', '.join(value) if value else '(none set: any source)'}")
         elif key in TIMES:

@@ -2,8 +2,9 @@
 
 Why a non-forking worker: a forking RQ worker forks once per job, which costs milliseconds and
 throws away the database pool and Redis connections each time. ``SimpleWorker`` runs jobs in
-its own process and keeps them (``rq_worker.Worker``: that, with fewer heartbeats); run as many
-worker processes as cores instead.
+its own process and keeps them; ``rq_worker.SendingWorker`` runs many at once in sender threads
+(a reply waits on its provider for most of its life), fairly across connections; run as many
+worker processes as cores.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import click
 from citizen_lookup.cli import pass_runtime
 from citizen_lookup.logging_setup import configure_logging
 from citizen_lookup.metrics import process_exited
-from citizen_lookup.rq_worker import Worker
+from citizen_lookup.rq_worker import SendingWorker
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.refusals import write_due_summaries
 from citizen_lookup.settings import Settings
@@ -97,7 +98,10 @@ def worker(runtime: Runtime, burst: bool) -> None:
         _start_sequencer(runtime, stop)
     # Maintenance (cleaning registries of abandoned jobs, restarting a scheduler that died with
     # a lost Redis connection) every minute rather than RQ's default ten.
-    rq_worker = Worker([runtime.queue], connection=runtime.redis, maintenance_interval=60)
+    from flask import current_app
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    rq_worker = SendingWorker(runtime, app.app_context, maintenance_interval=60)
     try:
         rq_worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:

@@ -14,6 +14,8 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
@@ -290,7 +292,13 @@ class Provider(ABC):
         if status < 400:
             return
         retryable = status >= 500 or status == 429
-        raise SendError(f"provider answered HTTP {status}", retryable=retryable, status_code=status)
+        retry_after = retry_after_seconds(response) if status in (429, 503) else None
+        raise SendError(
+            f"provider answered HTTP {status}",
+            retryable=retryable,
+            status_code=status,
+            retry_after=retry_after,
+        )
 
     def send_credential(self, key: str) -> str:
         """A credential the sending side needs; without it no retry can succeed."""
@@ -332,6 +340,30 @@ class Provider(ABC):
     def post(self, url: str, **kwargs: object) -> requests.Response:
         """POST an MT (see :meth:`send_request`)."""
         return self.send_request("POST", url, **kwargs)
+
+
+#: a provider's Retry-After is honoured up to this many seconds (a larger one is this long)
+MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """A response's ``Retry-After`` in seconds (delta-seconds or an HTTP date), if it has one."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            return None
+        seconds = (moment - datetime.now(UTC)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 class ProviderSession(requests.Session):

@@ -219,6 +219,8 @@ def create_connection(
     ussd_result: str = "screen",
     assessment: str | None = None,
     options: Mapping[str, str] | None = None,
+    max_tps: float | None = None,
+    max_in_flight: int | None = None,
 ) -> Connection:
     """Register a connection: active with an assessment reference, else pending."""
     creds = dict(credentials or {})
@@ -226,6 +228,7 @@ def create_connection(
         slug, kind, focal, language, creds, outbound_url, allowed_networks, ussd_result, short_code
     )
     check_options(kind, options or {})
+    _validate_sending(max_tps, max_in_flight)
     if session.execute(select(Connection.id).where(Connection.slug == slug)).first():
         raise ConfigurationError(f"a connection named {slug!r} exists already")
     state = ConnectionState.ACTIVE if assessment else ConnectionState.PENDING
@@ -242,6 +245,8 @@ def create_connection(
         focal_phone=focal_phone_e164(focal.phone),
         focal_email=focal.email.strip(),
         assessment_ref=assessment,
+        max_tps=max_tps,
+        max_in_flight=max_in_flight,
     )
     session.add(connection)  # first: the session holds the key that seals the credentials
     connection.credentials = creds
@@ -264,6 +269,8 @@ def create_connection(
             "allowed_networks": networks,
             "credential_keys": sorted(creds),
             "options": effective_options(connection),
+            "max_tps": max_tps,
+            "max_in_flight": max_in_flight,
         },
     )
     return connection
@@ -295,6 +302,54 @@ def set_option(
         connection=slug,
         outcome=value,
         detail={"option": name, "from": previous, "reason": reason.strip()[:500]},
+    )
+    return connection
+
+
+#: the highest rate a connection may be given (Twilio's short codes go to 100/s; a bulk
+#: aggregator's contract may say more)
+MAX_TPS = 10_000.0
+MAX_IN_FLIGHT = 1_000
+
+
+def _validate_sending(max_tps: float | None, max_in_flight: int | None) -> None:
+    if max_tps is not None and not (0 < max_tps <= MAX_TPS):
+        raise ConfigurationError(
+            f"--max-tps must be more than 0 and at most {MAX_TPS:g} messages per second"
+        )
+    if max_in_flight is not None and not (0 < max_in_flight <= MAX_IN_FLIGHT):
+        raise ConfigurationError(f"--max-in-flight must be from 1 to {MAX_IN_FLIGHT}")
+
+
+_UNCHANGED: Any = object()
+
+
+def update_sending(
+    session: Session,
+    audit: AuditTrail,
+    slug: str,
+    *,
+    actor: str,
+    max_tps: float | None = _UNCHANGED,
+    max_in_flight: int | None = _UNCHANGED,
+) -> Connection:
+    """Change a connection's send rate or share of senders (None: back to no limit / the
+    default); audited with the values before and after."""
+    connection = get_connection(session, slug)
+    if connection.state == ConnectionState.TERMINATED:
+        raise InvalidStateChange(f"connection {slug!r} is terminated (final)")
+    new_tps = connection.max_tps if max_tps is _UNCHANGED else max_tps
+    new_in_flight = connection.max_in_flight if max_in_flight is _UNCHANGED else max_in_flight
+    _validate_sending(new_tps, new_in_flight)
+    before = {"max_tps": connection.max_tps, "max_in_flight": connection.max_in_flight}
+    connection.max_tps, connection.max_in_flight = new_tps, new_in_flight
+    audit.append(
+        session,
+        "connection.update",
+        actor=actor,
+        connection=slug,
+        outcome="updated",
+        detail={"before": before, "after": {"max_tps": new_tps, "max_in_flight": new_in_flight}},
     )
     return connection
 
@@ -421,6 +476,8 @@ def describe(connection: Connection) -> dict[str, Any]:
         "ussd_result": connection.ussd_result,
         "options": effective_options(connection),
         "assessment_ref": connection.assessment_ref,
+        "max_tps": connection.max_tps,
+        "max_in_flight": connection.max_in_flight,
         "focal_point": {
             "name": connection.focal_name,
             "title": connection.focal_title,
