@@ -25,6 +25,7 @@ from citizen_lookup.db import make_engine, make_session_factory
 from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext, ProviderSession
+from citizen_lookup.redis_connection import connect as connect_redis
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.citizen_records import READ_ENGINE
@@ -113,9 +114,8 @@ class Runtime:
         """The Redis connection, opened on first use (importing or creating the app opens none)."""
         if self._redis is None:
             if self.settings.redis_url:
-                self._redis = Redis.from_url(
-                    self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-                )
+                # One server, or the primary that the Sentinels elect (followed across failovers).
+                self._redis = connect_redis(self.settings.redis_url)
             else:
                 self._redis = embedded_redis(self.settings.instance_path)
         return self._redis

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from citizen_lookup.exceptions import ConfigurationError
+from citizen_lookup.redis_connection import check_redis_url
 
 ENV_PREFIX = "CITIZEN_LOOKUP_"
 EMBEDDED_AUDIT_KEY = "embedded-default-not-for-production"
@@ -38,6 +39,7 @@ class Settings:
     database_url: str = ""
     read_database_url: str = ""
     db_pool_size: int = 15
+    db_pooler: str = ""
     redis_url: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
     short_code: str = "8077"
@@ -171,6 +173,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"{ENV_PREFIX}CREDENTIALS_KEY is required when {ENV_PREFIX}DATABASE_URL is set"
         )
+    if settings.db_pooler not in ("", "session", "transaction"):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}DB_POOLER must be empty, 'session' or 'transaction' (PgBouncer's mode)"
+        )
+    check_redis_url(settings.redis_url)
     if settings.env not in ("production", "development"):
         raise ConfigurationError(f"{ENV_PREFIX}ENV must be 'production' or 'development'")
     if settings.log_format not in ("text", "json"):
