@@ -94,6 +94,31 @@ REPLY_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0),
 )
 
+# The read replica (CITIZEN_LOOKUP_READ_DATABASE_URL): counted only when one is configured.
+LOOKUP_READS = Counter(
+    "citizen_lookup_lookup_reads_total",
+    "Lookups and DC NK history reads, by the database that answered (replica or primary)",
+    ["database"],
+    registry=REGISTRY,
+)
+REPLICA_FALLBACKS = Counter(
+    "citizen_lookup_replica_fallbacks_total",
+    "Reads meant for the replica that the primary answered (the replica failed or was down)",
+    registry=REGISTRY,
+)
+REPLICA_UP = Gauge(
+    "citizen_lookup_replica_up",
+    "1 while lookups read the replica, 0 while they fall back to the primary",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process saw it last
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "citizen_lookup_replica_lag_seconds",
+    "The replica's replay lag, measured at scrape time (NaN while it is down)",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process measured last
+)
+
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROCESS_DIR))
