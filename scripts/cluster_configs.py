@@ -80,24 +80,32 @@ http {{
         listen 127.0.0.1:{port};
         limit_conn per_client 200;
 
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        # Appended to what the client sent: the app (TRUSTED_PROXIES=1) takes the last.
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
+        proxy_request_buffering on;
+        proxy_buffering on;
+        proxy_connect_timeout 1s;
+        proxy_read_timeout 15s;
+        proxy_next_upstream_tries 2;
+
         location / {{
             proxy_pass http://web;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            # Appended to what the client sent: the app (TRUSTED_PROXIES=1) takes the last.
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_request_buffering on;
-            proxy_buffering on;
-            proxy_connect_timeout 1s;
-            proxy_read_timeout 15s;
             # A node that refuses or drops the connection: the request goes to the other.
-            # Webhooks are idempotent (a provider's message id is stored once), so a POST
-            # that a dying node may have stored can be passed on too.
+            # SMS and delivery-report webhooks are idempotent (a provider's message id is
+            # stored once), so a POST that a dying node may have stored is passed on too.
             proxy_next_upstream error timeout non_idempotent;
-            proxy_next_upstream_tries 2;
+        }}
+
+        # A USSD step moves its session on: one that a dying node may have applied is not
+        # sent again (the gateway's own retry decides); a refused connection still moves on.
+        location ~ ^/webhooks/[^/]+/ussd$ {{
+            proxy_pass http://web;
+            proxy_next_upstream error timeout;
         }}
     }}
 }}

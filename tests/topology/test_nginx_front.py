@@ -130,3 +130,13 @@ def test_signatures_are_checked_against_the_public_url(behind_nginx: Cluster) ->
     assert status == 200 and "<Response" in answer, (status, answer)
     internal = {**form, "X-Twilio-Signature": validator.compute_signature(node, fields)}
     assert post(port, "/webhooks/tw/sms", body, internal)[0] == 403
+
+
+def test_a_ussd_step_goes_through_its_own_location(behind_nginx: Cluster) -> None:
+    """USSD routes have a location of their own (a step is never passed on once sent)."""
+    body = json.dumps(
+        {"session_id": "nginx-1", "from": "+84912345678", "service_code": "*8077#", "text": ""}
+    ).encode()
+    headers = {"Content-Type": "application/json", "X-Signature": sign(SECRET, body)}
+    status, answer = post(behind_nginx.ports["nginx"], "/webhooks/gw/ussd", body, headers, ALLOWED)
+    assert status == 200 and json.loads(answer)["action"] == "continue", answer
