@@ -40,6 +40,14 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if settings.db_pooler == "transaction":
+        # PgBouncer in transaction pooling hands each transaction whichever server connection
+        # is free. psycopg 3 prepares a statement on the server after its fifth run (named
+        # _pg3_0, _pg3_1, … per client connection) and then only names it: on another server
+        # connection that fails with "prepared statement "_pg3_0" does not exist", or "already
+        # exists" when two clients' statements meet on one server. PgBouncer before 1.21
+        # cannot track them, so statements are never prepared (each is parsed per run).
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
     # Connections are opened as needed up to the pool's size and then kept. An overflow
     # (connections past pool_size, closed as soon as they are returned) made a busy web
     # process open and close a PostgreSQL connection per request: 7.5% of its CPU.

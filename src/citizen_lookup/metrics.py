@@ -114,6 +114,30 @@ SENDS_IN_FLIGHT = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",  # every live worker's senders
 )
+# The read replica (CITIZEN_LOOKUP_READ_DATABASE_URL): counted only when one is configured.
+LOOKUP_READS = Counter(
+    "citizen_lookup_lookup_reads_total",
+    "Lookups and DC NK history reads, by the database that answered (replica or primary)",
+    ["database"],
+    registry=REGISTRY,
+)
+REPLICA_FALLBACKS = Counter(
+    "citizen_lookup_replica_fallbacks_total",
+    "Reads meant for the replica that the primary answered (the replica failed or was down)",
+    registry=REGISTRY,
+)
+REPLICA_UP = Gauge(
+    "citizen_lookup_replica_up",
+    "1 while lookups read the replica, 0 while they fall back to the primary",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process saw it last
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "citizen_lookup_replica_lag_seconds",
+    "The replica's replay lag, measured at scrape time (NaN while it is down)",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process measured last
+)
 
 
 def multiprocess_enabled() -> bool:

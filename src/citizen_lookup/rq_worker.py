@@ -23,6 +23,15 @@ isolation lives:
 
 Job timeouts: RQ's are signals (the main thread only); a sender's time is bounded by the HTTP
 timeout instead, and its reply by its lease.
+
+Redis going away (a Sentinel failover, a restart) is survived where RQ only survives it while
+waiting for a job: RQ's ``work`` loop quits on a Redis error raised anywhere else (recording a
+finished job, its own heartbeat or state, the suspension check, maintenance), and the process
+exits. Here those errors are logged and the loop goes on; the next dequeue waits for Redis with
+a back-off, and the connection (through the Sentinels, if so configured) finds the new primary.
+What such an error may leave undone in Redis is safe to lose: the database holds each message's
+state, a job whose outcome was not recorded did its work idempotently, and the sweeper queues a
+message that no job holds.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.timeouts import BaseDeathPenalty
@@ -53,6 +64,9 @@ log = logging.getLogger(__name__)
 
 #: seconds between two renewals of the worker's registration outside of a job's start
 HEARTBEAT_EVERY = 1.0
+REDIS_GONE = (RedisConnectionError, RedisTimeoutError)
+#: the longest wait between two tries of a dequeue while Redis is unreachable
+REDIS_GONE_WAIT = 5.0
 #: seconds between two reads of the connections (new ones get a queue; limits may change)
 CONNECTIONS_EVERY = 5.0
 #: seconds one blocking dequeue waits before the queues' eligibility is looked at again
@@ -75,13 +89,65 @@ return false
 class Worker(SimpleWorker):
     _renewed_at = float("-inf")
 
+    def _redis_gone(self, during: str, exc: Exception) -> None:
+        self.log.warning(
+            "Worker %s: Redis unreachable during %s (%s); carrying on",
+            self.name,
+            during,
+            type(exc).__name__,
+        )
+
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if timeout is None and pipeline is None:
             moment = time.monotonic()
             if moment - self._renewed_at < HEARTBEAT_EVERY:
                 return
             self._renewed_at = moment
+            try:
+                super().heartbeat(timeout, pipeline)
+                self._restart_a_dead_scheduler()
+            except REDIS_GONE as exc:
+                self._redis_gone("its heartbeat", exc)
+            return
         super().heartbeat(timeout, pipeline)
+
+    def _restart_a_dead_scheduler(self) -> None:
+        """RQ's scheduler (a process of its own) exits on a lost Redis connection, and RQ starts
+        it again only at its next maintenance (a minute): scheduled retries would wait that long
+        after a failover. Started again here, within a second of Redis answering."""
+        scheduler = self.scheduler
+        process = scheduler._process if scheduler is not None else None
+        if scheduler is not None and process is not None and not process.is_alive():
+            scheduler.acquire_locks(auto_start=True)
+
+    def execute_job(self, job: Any, queue: Any) -> Any:
+        try:
+            return super().execute_job(job, queue)
+        except REDIS_GONE as exc:
+            self._redis_gone(f"the bookkeeping of job {job.id}", exc)
+            return None
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            super().set_state(state, pipeline)
+            return
+        try:
+            super().set_state(state)
+        except REDIS_GONE as exc:
+            self._state = state  # what RQ keeps in the process, as it would have
+            self._redis_gone("the record of its state", exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_GONE as exc:
+            self._redis_gone("the suspension check", exc)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        except REDIS_GONE as exc:
+            self._redis_gone("maintenance", exc)
 
 
 class NoDeathPenalty(BaseDeathPenalty):
@@ -211,7 +277,20 @@ class SendingWorker(Worker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """The next job of a queue that may be served now, taking the queues in turn."""
+        """The next job of a queue that may be served now, taking the queues in turn; while
+        Redis is unreachable, tried again with a growing wait (what RQ's own dequeue does)."""
+        wait = 0.5
+        while True:
+            try:
+                return self._dequeue(timeout, max_idle_time)
+            except REDIS_GONE as exc:
+                self._redis_gone("a dequeue", exc)
+                if self._stop_requested:
+                    return None
+                time.sleep(wait)
+                wait = min(wait * 2, REDIS_GONE_WAIT)
+
+    def _dequeue(self, timeout: int | None, max_idle_time: int | None) -> tuple[Job, Queue] | None:
         if self._ready:
             return self._ready.popleft()
         burst = timeout is None

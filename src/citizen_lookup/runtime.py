@@ -27,9 +27,11 @@ from citizen_lookup.domain.identity import InvalidProvinceTable, load_provinces
 from citizen_lookup.embedded_redis import embedded_redis
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext, ProviderSession
+from citizen_lookup.read_replica import ReadReplica
+from citizen_lookup.redis_connection import connect as connect_redis
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
-from citizen_lookup.services.citizen_records import READ_ENGINE
+from citizen_lookup.services.citizen_records import READ_REPLICA
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
 from citizen_lookup.services.lookup import DecisionContext, LookupContext
 from citizen_lookup.services.refusals import RefusalCounter
@@ -58,12 +60,17 @@ class Runtime:
         self.engine: Engine = make_engine(settings)
         self.credentials_cipher = load_cipher(settings)
         info: dict[str, Any] = {CIPHER_INFO_KEY: self.credentials_cipher}
-        # Lookups (and DC NK) read from the replica when one is set: each session carries it.
+        # Lookups (and DC NK) read from the replica when one is set: each session carries it,
+        # with the primary as the fallback while the replica cannot answer.
         self.read_engine: Engine | None = None
+        self.read_replica: ReadReplica | None = None
         if settings.read_database_url:
             replica = dataclasses.replace(settings, database_url=settings.read_database_url)
-            self.read_engine = make_engine(replica)
-            info[READ_ENGINE] = self.read_engine
+            # No ping before each read: a read that fails goes to the primary anyway, and behind
+            # PgBouncer a ping to a stopped replica waits as long as the read itself.
+            self.read_engine = make_engine(replica, pool_pre_ping=False)
+            self.read_replica = ReadReplica(self.read_engine)
+            info[READ_REPLICA] = self.read_replica
         self.session_factory: sessionmaker[Session] = make_session_factory(self.engine, info=info)
         self.audit = AuditTrail(
             audit_key(settings), settings.checkpoint_origin, signer=self._load_checkpoint_signer
@@ -117,9 +124,8 @@ class Runtime:
         """The Redis connection, opened on first use (importing or creating the app opens none)."""
         if self._redis is None:
             if self.settings.redis_url:
-                self._redis = Redis.from_url(
-                    self.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-                )
+                # One server, or the primary that the Sentinels elect (followed across failovers).
+                self._redis = connect_redis(self.settings.redis_url)
             else:
                 self._redis = embedded_redis(self.settings.instance_path)
         return self._redis
@@ -171,8 +177,8 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
-        if self.read_engine is not None:
-            self.read_engine.dispose()
+        if self.read_replica is not None:
+            self.read_replica.close()
         if self.provider_context.session is not None:
             self.provider_context.session.close()
 

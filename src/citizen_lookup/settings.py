@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from citizen_lookup.exceptions import ConfigurationError
+from citizen_lookup.redis_connection import check_redis_url
 
 ENV_PREFIX = "CITIZEN_LOOKUP_"
 EMBEDDED_AUDIT_KEY = "embedded-default-not-for-production"
@@ -40,6 +41,7 @@ class Settings:
     database_url: str = ""
     read_database_url: str = ""
     db_pool_size: int = 15
+    db_pooler: str = ""
     redis_url: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
     short_code: str = "8077"
@@ -200,6 +202,14 @@ def _validate(settings: Settings) -> None:
         problems.append("audit_seal_batch_size must be between 1 and 100000")
     if settings.audit_min_retention_days < 0:
         problems.append("audit_min_retention_days must not be negative")
+    if settings.db_pooler not in ("", "session", "transaction"):
+        problems.append(
+            f"{ENV_PREFIX}DB_POOLER must be empty, 'session' or 'transaction' (PgBouncer's mode)"
+        )
+    try:
+        check_redis_url(settings.redis_url)
+    except ConfigurationError as exc:
+        problems.append(str(exc))
     if settings.env not in ("production", "development"):
         problems.append(f"{ENV_PREFIX}ENV must be 'production' or 'development'")
     if settings.log_format not in ("text", "json"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from flask import Flask
@@ -63,3 +64,72 @@ def test_lookups_read_the_replica_and_replies_are_written_to_the_primary(
 def test_without_a_replica_lookups_read_the_primary(tmp_path: Path, fake_redis: object) -> None:
     app = make_app(tmp_path, fake_redis)
     assert runtime_of(app).read_engine is None
+
+
+def _sample(name: str, **labels: str) -> float:
+    from citizen_lookup.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+
+def test_a_replica_that_cannot_answer_is_replaced_by_the_primary_never_by_a_refusal(
+    tmp_path: Path, fake_redis: object, fake_provider: object, caplog: object
+) -> None:
+    """The replica's file cannot be opened (as a stopped server cannot be reached): the lookup
+    is read from the primary and answered with the citizen's data, not "not registered"."""
+    import logging
+
+    missing = tmp_path / "not-yet" / "replica.sqlite3"
+    app: Flask = make_app(tmp_path, fake_redis, read_database_url=f"sqlite:///{missing}")
+    runtime = runtime_of(app)
+    assert runtime.read_replica is not None
+    runtime.read_replica.probe_first = 0.05
+    add_citizen(app)  # on the primary only
+    add_connection(app, outbound_url=f"{fake_provider.url}/mt")  # type: ignore[attr-defined]
+    fallbacks = _sample("citizen_lookup_replica_fallbacks_total")
+    primary_reads = _sample("citizen_lookup_lookup_reads_total", database="primary")
+
+    caplog.set_level(logging.WARNING, logger="citizen_lookup.read_replica")  # type: ignore[attr-defined]
+    generic_sms(app.test_client(), text=f"DC {OWNER_ID}", message_id="m-1")
+    generic_sms(app.test_client(), text=f"DC NK {OWNER_ID}", message_id="m-2")
+    run_worker(runtime, app)
+
+    texts = [r.json()["text"] for r in fake_provider.requests]  # type: ignore[attr-defined]
+    assert "Nguyen Van An" in texts[0]  # the primary's answer, not a refusal
+    assert "chua co lan tra cuu nao" not in texts[1]  # DC NK read the primary's history
+    # Three reads: DC's lookup; DC NK's owner check and its history.
+    assert _sample("citizen_lookup_replica_fallbacks_total") - fallbacks == 3
+    assert _sample("citizen_lookup_lookup_reads_total", database="primary") - primary_reads == 3
+    assert _sample("citizen_lookup_replica_up") == 0
+    warnings = [
+        r.getMessage()
+        for r in caplog.records  # type: ignore[attr-defined]
+        if r.name == "citizen_lookup.read_replica"
+    ]
+    assert warnings == ["read replica unavailable (OperationalError); lookups read the primary "
+                        "until it answers"]  # fmt: skip
+
+    # The replica comes back: the probe finds it and reads return to it.
+    missing.parent.mkdir()
+    replica = make_app(tmp_path / "replica", fake_redis, database_url=f"sqlite:///{missing}")
+    add_citizen(replica, full_name="Ban Sao Replica")
+    runtime_of(replica).close()
+    deadline = time.monotonic() + 10
+    while not runtime.read_replica.up and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runtime.read_replica.up
+    generic_sms(app.test_client(), text=f"DC {OWNER_ID}", message_id="m-3")
+    run_worker(runtime, app)
+    assert "Ban Sao Replica" in fake_provider.requests[-1].json()["text"]  # type: ignore[attr-defined]
+    assert _sample("citizen_lookup_replica_up") == 1
+
+
+def test_an_error_in_the_query_itself_is_not_taken_for_a_replica_outage() -> None:
+    from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+
+    from citizen_lookup.read_replica import replica_unavailable
+
+    assert replica_unavailable(OperationalError("SELECT 1", {}, Exception("server closed")))
+    assert not replica_unavailable(ProgrammingError("SELECT x", {}, Exception("no column x")))
+    invalidated = DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
+    assert replica_unavailable(invalidated)

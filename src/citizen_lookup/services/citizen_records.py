@@ -7,11 +7,10 @@ and one for a number not registered on a known ID do the same work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -24,8 +23,9 @@ from citizen_lookup.models import (
     TaxRegistration,
 )
 
-#: key in ``Session.info`` of the read replica's engine, when one is configured
-READ_ENGINE = "citizen_lookup.read_engine"
+#: key in ``Session.info`` of the read replica (a :class:`ReplicaReads`), when one is configured
+READ_REPLICA = "citizen_lookup.read_replica"
+T = TypeVar("T")
 
 
 def resolve_id_number(session: Session, id_number: str) -> str:
@@ -118,19 +118,23 @@ _BY_ID_NUMBER = _lookup_statement(Citizen.__table__.c.id_number)
 _BY_OLD_ID_NUMBER = _lookup_statement(Citizen.__table__.c.old_id_number)
 
 
-@contextmanager
-def read_session(session: Session) -> Iterator[Session]:
-    """The session lookups read through: the read replica's when one is configured.
+class ReplicaReads(Protocol):
+    """What ``Session.info[READ_REPLICA]`` holds: runs a read on the replica, or the primary."""
 
-    A replica may lag the primary by a moment; lookups and DC NK tolerate that, writes never
-    go there.
+    def read(self, primary: Session, work: Callable[[Session], T]) -> T: ...
+
+
+def on_read_database(session: Session, work: Callable[[Session], T]) -> T:
+    """Run the read ``work`` on the read replica when one is configured, else on ``session``.
+
+    A replica may lag the primary by a moment; lookups and DC NK tolerate that, writes never go
+    there. A replica that cannot answer is replaced by the primary for this read (``work`` runs
+    again there), never by an empty answer: an empty lookup would read as "not registered".
     """
-    engine = session.info.get(READ_ENGINE)
-    if engine is None:
-        yield session
-        return
-    with Session(engine) as reader:
-        yield reader
+    replica: ReplicaReads | None = session.info.get(READ_REPLICA)
+    if replica is None:
+        return work(session)
+    return replica.read(session, work)
 
 
 def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> CitizenRecord | None:
@@ -142,8 +146,9 @@ def find_citizen_for_sender(session: Session, id_number: str, sender: str) -> Ci
     # One query either way: the same work whether the ID is unknown or the number is not its own.
     # Through the session's Core connection: the ORM's execute layer has nothing to add here.
     params = {"id_number": id_number, "sender": sender}
-    with read_session(session) as reader:
-        row = reader.connection().execute(statement, params).first()
+    row = on_read_database(
+        session, lambda reader: reader.connection().execute(statement, params).first()
+    )
     if row is None:
         return None
     (pk, number, name, born, gender, permanent, temporary, current,

@@ -23,7 +23,7 @@ from citizen_lookup.services.audit import AuditTrail
 from citizen_lookup.services.citizen_records import (
     CitizenRecord,
     find_citizen_for_sender,
-    read_session,
+    on_read_database,
     resolve_id_number,
 )
 from citizen_lookup.services.limits import (
@@ -276,16 +276,20 @@ def _history(
     of them cannot push the owner's own lookups out of the few shown.
     """
     t = ctx.templates
-    shown: list[Any] = []
-    silenced = 0
-    scanned = 0
-    with read_session(session) as reader:
+
+    def read(reader: Session) -> tuple[list[Any], int, int]:
+        shown: list[Any] = []
+        silenced = scanned = 0
         for event in ctx.audit.lookups_of(reader, citizen.id_number, HISTORY_SCAN):
             scanned += 1
             if event.outcome in SILENCED:
                 silenced += 1
             elif len(shown) < ctx.history_size:
                 shown.append(event)
+        return shown, silenced, scanned
+
+    # Read whole on the replica (or, if it cannot answer, whole again on the primary).
+    shown, silenced, scanned = on_read_database(session, read)
     if not shown and not silenced:
         return granted("history_none", ("lookup_history",))
     items = [_history_item(event, language, t) for event in shown]

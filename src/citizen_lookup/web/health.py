@@ -70,6 +70,9 @@ def readyz() -> Response:
 @bp.get("/metrics")
 def metrics() -> Response:
     _observe_audit()
+    replica = current_runtime().read_replica
+    if replica is not None:
+        replica.observe_lag()  # citizen_lookup_replica_lag_seconds and _up, at scrape time
     return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 
