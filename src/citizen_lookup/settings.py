@@ -70,6 +70,10 @@ class Settings:
     audit_seal_interval_seconds: float = 0.5
     audit_seal_batch_size: int = 5000
     audit_min_retention_days: int = 180
+    # Witnesses that cosign each checkpoint: "<witness vkey> <URL>" entries, one per line or
+    # separated by ";" (see services/audit/cosigning.py). Empty: none.
+    audit_witnesses: str = ""
+    audit_witness_timeout_seconds: float = 5.0
     log_format: str = "text"
     instance_path: str = ""
     root: str = field(default="", compare=False)
@@ -158,11 +162,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"{ENV_PREFIX}AUDIT_KEY is required when {ENV_PREFIX}DATABASE_URL is set"
         )
-    if not settings.embedded_database and not settings.checkpoint_key_file:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}CHECKPOINT_KEY_FILE is required when {ENV_PREFIX}DATABASE_URL is set "
-            "(create one with `citizen-lookup audit keygen -o FILE`)"
-        )
+    # CHECKPOINT_KEY_FILE is required only where the trail is sealed (the workers, `db upgrade`
+    # and the audit commands that sign): web processes never hold the signing key.
+    if settings.audit_witness_timeout_seconds <= 0:
+        raise ConfigurationError("audit_witness_timeout_seconds must be positive")
     if not 1 <= settings.audit_seal_batch_size <= 100_000:
         raise ConfigurationError("audit_seal_batch_size must be between 1 and 100000")
     if settings.audit_min_retention_days < 0:
