@@ -138,6 +138,21 @@ def test_each_batch_keeps_a_checkpoint_extending_the_one_before(app):
     assert result.ok and result.checkpoints >= 3 and result.first_checkpoint_size == 0
 
 
+def test_two_sequencers_taking_turns_each_check_what_the_other_sealed(app, tmp_path):
+    first = runtime_of(app)
+    second = runtime_of(another_process(app, tmp_path))
+    for turn in range(6):
+        _lookups(first, 5)
+        sequencer = (first, second)[turn % 2]
+        assert sequencer.audit.seal_all(sequencer.session_factory) == 5
+    assert first.audit.guard.trusted.size == 25 and second.audit.guard.trusted.size == 30
+    _lookups(first, 1)
+    assert first.audit.seal_all(first.session_factory) == 1  # reads back 26..30 first
+    with first.session_factory() as session:
+        assert first.audit.verify(session).ok
+    second.close()
+
+
 def test_the_insider_rewrite_is_refused_by_a_sequencer_starting_fresh(app, tmp_path):
     runtime = _sealed_trail(app)
     insider_rewrite(runtime)

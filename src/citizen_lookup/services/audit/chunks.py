@@ -303,7 +303,6 @@ def check_chunk(task: ChunkTask) -> dict[str, Any]:
         "nodes": nodes,
         "snapshot": snapshot,
         "kept": kept,
-        "kept_missing": sorted(set(heads) - {size for size, *_ in kept}),
     }
 
 
