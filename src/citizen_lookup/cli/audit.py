@@ -259,8 +259,8 @@ def verify(
         if result.first_checkpoint_at is not None:
             click.echo(
                 f"the trail began {_iso(result.first_checkpoint_at)} (its first checkpoint, "
-                f"a tree of {result.first_checkpoint_size}); {result.checkpoints} kept "
-                "checkpoints checked, each extending the one before"
+                f"a tree of {result.first_checkpoint_size}); each kept checkpoint since "
+                f"({result.checkpoints}) is a prefix of the trail"
             )
         if result.cosigned_size is not None:
             by = ", ".join(clean(name) for name in result.cosigned_by)
