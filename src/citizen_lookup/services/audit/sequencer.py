@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,14 +86,20 @@ class HaltRecord:
     reached the halt is still logged and raised, and each sequencer still runs its own checks.
     """
 
+    RETRY_AFTER = 5.0  # seconds without asking Redis once it failed: sealing must not wait on it
+
     def __init__(self, redis: Callable[[], Redis], prefix: str) -> None:
         self._redis = redis
         self.key = f"{prefix}:audit:sequencer-halt"
+        self._skip_until = 0.0
 
     def get(self) -> dict[str, Any] | None:
+        if time.monotonic() < self._skip_until:
+            return None
         try:
             raw = self._redis().get(self.key)
         except Exception:  # Redis down: the checks below still run in every sequencer
+            self._skip_until = time.monotonic() + self.RETRY_AFTER
             return None
         if raw is None:
             return None
@@ -126,6 +133,9 @@ class SequencerGuard:
     def __init__(self, halts: HaltRecord | None = None) -> None:
         self.halts = halts
         self.trusted: TrustedTree | None = None
+        # The last checkpoint note whose signature this process checked (or made), parsed: the
+        # next batch finds it again and need not check the same signature twice.
+        self.opened: tuple[str, Checkpoint] | None = None
         self.lock = threading.RLock()
 
     def halted(self) -> dict[str, Any] | None:
@@ -150,18 +160,23 @@ def _open_latest(
             "the trail has no signed checkpoint: its checkpoints were deleted (a trail's first "
             "checkpoint is signed when it is created), so nothing more is signed"
         )
-    try:
-        signed = signer.open(latest.note)
-    except CheckpointError as exc:
-        raise SequencerHalted(
-            f"the latest checkpoint (tree of {latest.tree_size}) does not verify: {exc}"
-        ) from exc
+    opened = trail.guard.opened
+    if opened is not None and opened[0] == latest.note:
+        signed = opened[1]  # the very note this process signed or checked last
+    else:
+        try:
+            signed = signer.open(latest.note)
+        except CheckpointError as exc:
+            raise SequencerHalted(
+                f"the latest checkpoint (tree of {latest.tree_size}) does not verify: {exc}"
+            ) from exc
     if signed.origin != trail.origin:
         raise SequencerHalted(f"the latest checkpoint is of another log ({signed.origin})")
     if signed.size != latest.tree_size or signed.root.hex() != latest.root:
         raise SequencerHalted(
             f"the kept checkpoint row of tree size {latest.tree_size} is not what its note signed"
         )
+    trail.guard.opened = (latest.note, signed)
     return signed
 
 
@@ -356,6 +371,7 @@ def seal_batch(
     )
     session.flush()
     _trust_after_commit(session, guard, new)
+    guard.opened = (note, Checkpoint(trail.origin, new.size, root, now.replace(microsecond=0)))
     return SealResult(len(changes), new.size, note, previous_size=old.size, proof=tuple(proof))
 
 
