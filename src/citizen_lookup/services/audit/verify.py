@@ -30,18 +30,15 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing import get_context
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead, AuditTreeHead
+from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead
 from citizen_lookup.services.audit import history
 from citizen_lookup.services.audit.checkpoint import (
     Checkpoint,
@@ -49,15 +46,15 @@ from citizen_lookup.services.audit.checkpoint import (
     CheckpointVerifier,
 )
 from citizen_lookup.services.audit.chunks import (
-    _STATE,
     ChunkTask,
     Damage,
-    _init_worker,
     check_chunk,
     check_unsealed,
 )
 from citizen_lookup.services.audit.cosignature import CosignatureVerifier
-from citizen_lookup.services.audit.merkle import Frontier, node_hash
+from citizen_lookup.services.audit.merkle import Frontier
+from citizen_lookup.services.audit.runner import Runner, root_with, with_nodes
+from citizen_lookup.services.audit.signed import kept_problem, tree_problem
 from citizen_lookup.services.audit.trail import (
     GENESIS_HASH,
     HEAD_ID,
@@ -89,91 +86,6 @@ class VerifyResult:
     cosigned_size: int | None = None
     cosigned_at: datetime | None = None
     cosigned_by: tuple[str, ...] = ()
-
-
-# -- the parent ----------------------------------------------------------------------------------
-def _append_subtree(frontier: Frontier, height: int, node: bytes) -> None:
-    """Append a perfect subtree of 2**height leaves; the frontier's size must be aligned to it."""
-    width = 1 << height
-    if frontier.size % width:
-        raise ValueError("misaligned subtree")
-    units = frontier.size >> height
-    while units & 1:
-        node = node_hash(frontier.nodes.pop(), node)
-        units >>= 1
-    frontier.nodes.append(node)
-    frontier.size += width
-
-
-def _with_nodes(frontier: Frontier, nodes: list[tuple[int, str]]) -> Frontier:
-    result = frontier.copy()
-    for height, node in nodes:
-        _append_subtree(result, height, bytes.fromhex(node))
-    return result
-
-
-def _root_with(frontier: Frontier, part: Any) -> bytes:
-    """The root of ``frontier`` followed by a chunk's part of a tree (see chunks.ChunkTask)."""
-    if isinstance(part, list):
-        return _with_nodes(frontier, part).root()
-    top, folded = part
-    # Folding right to left gives the root whenever no node before is smaller than the part's
-    # largest (an equal one is merged exactly as the fold combines it).
-    if frontier.nodes and min(frontier.heights()) < top:
-        raise ValueError("a folded part needs whole subtrees at least as large before it")
-    node: bytes = folded
-    for left in reversed(frontier.nodes):
-        node = node_hash(left, node)
-    return node
-
-
-class _Runner:
-    """Runs tasks in a process pool, or in this process when there is little to do."""
-
-    def __init__(
-        self, url: str, key: bytes, vkey: str | None, parallel: bool, workers: int | None
-    ) -> None:
-        self.url, self.key = url, key
-        self.workers = workers or os.cpu_count() or 1
-        self.pool: ProcessPoolExecutor | None = None
-        if parallel:
-            self.pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(url, key, vkey),
-            )
-        else:
-            _init_worker(url, key, vkey)
-
-    def map(self, func: Any, tasks: Iterable[Any]) -> Iterator[dict[str, Any]]:
-        """Results in task order, with at most a few tasks ahead of the one being read, so a
-        slow reader never holds every chunk's result at once (constant memory)."""
-        if self.pool is None:
-            return (func(task) for task in tasks)
-        return self._windowed(func, iter(tasks))
-
-    def _windowed(self, func: Any, tasks: Iterator[Any]) -> Iterator[dict[str, Any]]:
-        assert self.pool is not None
-        pending: deque[Any] = deque()
-        for task in tasks:
-            pending.append(self.pool.submit(func, task))
-            if len(pending) >= 2 * self.workers:
-                break
-        while pending:
-            result = pending.popleft().result()
-            following = next(tasks, None)
-            if following is not None:
-                pending.append(self.pool.submit(func, following))
-            yield result
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-        else:
-            reader = _STATE.pop("reader", None)
-            if reader is not None:
-                reader.engine.dispose()
 
 
 def verify(
@@ -340,7 +252,7 @@ def verify(
     vkey = verifier.vkey() if verifier is not None else None
     if verifier is None and kept.latest is not None:
         warnings.append("the kept checkpoints' signatures were not checked (no public key)")
-    runner = _Runner(url, trail.key, vkey, parallel, workers)
+    runner = Runner(url, trail.key, vkey, parallel, workers)
     checked = 0
     checkpoints = 0
     damage: Damage | None = None
@@ -357,12 +269,12 @@ def verify(
                 damage = result["damage"]
                 continue
             if result["snapshot"] is not None:
-                prefix_root = _with_nodes(frontier, result["snapshot"]).root()
+                prefix_root = with_nodes(frontier, result["snapshot"]).root()
             for size, part, signed_root, problem in result["kept"]:
                 if problem is not None:
                     damage = Damage("forged-checkpoint", base + size, None, problem)
                     break
-                if _root_with(frontier, part) != signed_root:
+                if root_with(frontier, part) != signed_root:
                     damage = Damage(
                         "rewritten",
                         None,
@@ -373,7 +285,7 @@ def verify(
                     break
                 checkpoints += 1
             if damage is None:
-                frontier = _with_nodes(frontier, result["nodes"])
+                frontier = with_nodes(frontier, result["nodes"])
         unsealed_checked = 0
         if damage is None:
             for result in runner.map(check_unsealed, unsealed_tasks):
@@ -381,9 +293,9 @@ def verify(
                 if damage is None and result["damage"] is not None:
                     damage = result["damage"]
         if damage is None:
-            damage = _kept_problem(session, kept, start, frontier, base, verifier, warnings)
+            damage = kept_problem(session, kept, start, frontier, base, verifier, warnings)
         if damage is None:
-            damage = _tree_problem(head, frontier, base, external, prefix_root, verifier, warnings)
+            damage = tree_problem(head, frontier, base, external, prefix_root, verifier, warnings)
         if damage is not None and damage.kind in ("rewritten", "forged-checkpoint"):
             # The tree is not what was signed: find the first event that was moved.
             sealed_pass = [task._replace(check_seals=True, heads_through=None) for task in tasks]
@@ -449,142 +361,3 @@ def verify(
         checkpoints=checkpoints,
         **first_info,
     )
-
-
-def _kept_problem(
-    session: Session,
-    kept: history.KeptSummary,
-    start: Frontier,
-    frontier: Frontier,
-    base: int,
-    verifier: CheckpointVerifier | None,
-    warnings: list[str],
-) -> Damage | None:
-    """What the chunks could not check of the kept checkpoints: the latest covers the whole
-    tree, the first is the trail's start, one kept at the retained trail's start, the chain."""
-    first, latest = kept.first, kept.latest
-    if latest is None or first is None:
-        return None
-    size = frontier.size
-    if latest.tree_size > size:
-        return Damage(
-            "truncated",
-            base + size + 1,
-            None,
-            f"the latest kept checkpoint covers {latest.tree_size} events but the trail has "
-            f"{size}: the newest events were deleted",
-        )
-    if latest.tree_size < size:
-        return Damage(
-            "inserted",
-            base + latest.tree_size + 1,
-            None,
-            f"events past the latest signed checkpoint ({latest.tree_size}) were sealed "
-            "without one",
-        )
-    if first.previous_size is not None:
-        return Damage(
-            "broken-chain",
-            None,
-            None,
-            f"the first kept checkpoint (tree of {first.tree_size}) extends one that is gone: "
-            "the trail's first checkpoint was deleted",
-        )
-    with session:
-        at_start = session.scalar(
-            select(AuditTreeHead).where(
-                AuditTreeHead.tree_size == start.size, AuditTreeHead.id <= kept.through_id
-            )
-        )
-        problem = history.chain_problem(session, kept.through_id, start.size)
-    for row in (first, at_start):
-        if row is None or row.tree_size > start.size or verifier is None:
-            continue
-        try:
-            opened = verifier.open(row.note)
-        except CheckpointError as exc:
-            return Damage("forged-checkpoint", None, None, f"the first checkpoint: {exc}")
-        if opened.size != row.tree_size:
-            return Damage("forged-checkpoint", None, None, "a kept checkpoint's row is altered")
-        if row.tree_size == start.size and opened.root != start.root():
-            return Damage(
-                "rewritten",
-                None,
-                None,
-                f"the kept checkpoint of {row.tree_size} events is not the tree the retained "
-                "trail starts from",
-            )
-    if first.tree_size < start.size:
-        warnings.append(
-            f"the trail's first checkpoint (tree of {first.tree_size}) is older than the last "
-            "purge: its consistency with the rest was checked when the purge was made"
-        )
-    if problem is not None:
-        return Damage("broken-chain", None, None, problem)
-    return None
-
-
-def _tree_problem(
-    head: AuditHead,
-    frontier: Frontier,
-    base: int,
-    external: Checkpoint | None,
-    prefix_root: bytes | None,
-    verifier: CheckpointVerifier | None,
-    warnings: list[str],
-) -> Damage | None:
-    """Whether the rebuilt tree is what the head signed, and extends a checkpoint kept elsewhere."""
-    size = frontier.size
-    last_seq = base + size
-    # A checkpoint held elsewhere: everything it covered is still here, unchanged.
-    if external is not None:
-        if external.size > size:
-            return Damage(
-                "truncated",
-                base + size + 1,
-                None,
-                f"the checkpoint covers {external.size} events but the trail "
-                f"has {size}: the newest events were deleted",
-            )
-        if prefix_root is None and external.size == size:
-            prefix_root = frontier.root()
-        if prefix_root != external.root:
-            return Damage(
-                "rewritten",
-                None,
-                None,
-                f"the first {external.size} events differ from those the checkpoint covered",
-            )
-    # The signed head: the tree must be exactly what the sequencer last signed.
-    if head.tree_size > size:
-        return Damage(
-            "truncated",
-            last_seq + 1,
-            None,
-            f"the head covers {head.tree_size} events but the trail ends at "
-            f"{size}: the newest events were deleted",
-        )
-    if head.tree_size < size:
-        return Damage(
-            "inserted",
-            base + head.tree_size + 1,
-            None,
-            f"events past the head ({head.tree_size} sealed) were added",
-        )
-    if head.root != frontier.root().hex():
-        return Damage("rewritten", None, None, "the tree does not match the head's root")
-    if head.checkpoint is None:
-        if size:
-            return Damage("no-checkpoint", None, None, "the head's signed checkpoint was removed")
-    elif verifier is None:
-        warnings.append("the head's checkpoint was not checked (no public key)")
-    else:
-        try:
-            signed = verifier.open(head.checkpoint)
-        except CheckpointError as exc:
-            return Damage("forged-checkpoint", None, None, f"the head's checkpoint: {exc}")
-        if signed.size != size or signed.root != frontier.root():
-            return Damage(
-                "rewritten", None, None, "the head's signed checkpoint does not match the trail"
-            )
-    return None
