@@ -357,9 +357,12 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             write_new_key(Path(folder) / "checkpoint-key.pem")
+            from cryptography.fernet import Fernet
+
             overrides = {
                 "database_url": database_url,
                 "audit_key": os.urandom(16).hex(),
+                "credentials_key": Fernet.generate_key().decode(),
                 "checkpoint_key_file": str(Path(folder) / "checkpoint-key.pem"),
                 "instance_path": folder,
             }

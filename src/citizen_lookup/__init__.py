@@ -38,7 +38,7 @@ def create_app(
 
     settings = load_settings(overrides)
     if serving or command:
-        check_start(settings)
+        check_start(settings, signing=not serving)
         startup.mark_development(settings)
     app = Flask(__name__, instance_path=settings.instance_path)
     logging_setup.init_app(app, settings.log_format)

@@ -81,6 +81,32 @@ AUDIT_TREE_SIZE = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",  # whichever process measured last
 )
+AUDIT_SEQUENCER_HALTED = Gauge(
+    "citizen_lookup_audit_sequencer_halted",
+    "1 when the audit sequencer refuses to sign (the trail is not what it signed; see /readyz)",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # whichever process measured last
+)
+AUDIT_WITNESS_LAG_EVENTS = Gauge(
+    "citizen_lookup_audit_witness_lag_events",
+    "Events in signed checkpoints that a witness has not cosigned yet",
+    ["witness"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+AUDIT_WITNESS_LAG_SECONDS = Gauge(
+    "citizen_lookup_audit_witness_lag_seconds",
+    "Age of the oldest signed checkpoint a witness has not cosigned (0 when it is up to date)",
+    ["witness"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+AUDIT_WITNESS_REQUESTS = Counter(
+    "citizen_lookup_audit_witness_requests_total",
+    "Checkpoints sent to witnesses, by witness and outcome (cosigned, down, refused, halted…)",
+    ["witness", "outcome"],
+    registry=REGISTRY,
+)
 REPLIES = Counter(
     "citizen_lookup_replies_total",
     "Replies handed to providers by the workers, by outcome (sent, retry, failed)",

@@ -366,7 +366,9 @@ class AuditHead(Base):
 
 
 class AuditCheckpoint(Base):
-    """Where the trail stood when older events were purged, so `verify` can go on from there."""
+    """Where the trail stood when older events were purged, so `verify` can go on from there.
+
+    (A purge record; the checkpoints the sequencer signs are :class:`AuditTreeHead`.)"""
 
     __tablename__ = "audit_checkpoints"
 
@@ -382,3 +384,50 @@ class AuditCheckpoint(Base):
     tree_size: Mapped[int | None] = mapped_column(BigId)
     frontier: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditTreeHead(Base):
+    """A signed checkpoint of the audit tree, kept for good (until a purge passes it).
+
+    The sequencer adds one per batch, only after proving it a consistent extension of the one
+    before (``previous_size``, the size of that one); the first checkpoint of a trail, signed
+    when the trail is created, is the only one without a predecessor.
+    """
+
+    __tablename__ = "audit_tree_heads"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, unique=True)
+    root: Mapped[str] = mapped_column(String(64))  # hex; the signed note is what counts
+    note: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    previous_size: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditCosignature(Base):
+    """A witness's cosignature (C2SP tlog-cosignature/v1) of one kept checkpoint."""
+
+    __tablename__ = "audit_cosignatures"
+    __table_args__ = (UniqueConstraint("tree_head_id", "witness", "key_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tree_head_id: Mapped[int] = mapped_column(
+        ForeignKey("audit_tree_heads.id", ondelete="CASCADE"), index=True
+    )
+    witness: Mapped[str] = mapped_column(String(200))  # the witness's key name
+    key_id: Mapped[str] = mapped_column(String(8))  # hex
+    line: Mapped[str] = mapped_column(Text)  # the note signature line, as the witness sent it
+    cosigned_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the time it signed
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditTreeNode(Base):
+    """A stored interior node of the audit tree (heights 8, 16, 24…): the subtree of leaves
+    ``idx * 2**level`` to ``(idx + 1) * 2**level - 1``. A cache for making proofs without
+    reading every leaf; nothing trusts it (a proof made from a wrong node does not verify)."""
+
+    __tablename__ = "audit_tree_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -31,6 +31,13 @@ from citizen_lookup.read_replica import ReadReplica
 from citizen_lookup.redis_connection import connect as connect_redis
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
+from citizen_lookup.services.audit.cosigning import (
+    Cosigner,
+    WitnessConfigError,
+    WitnessEndpoint,
+    parse_witnesses,
+)
+from citizen_lookup.services.audit.sequencer import HaltRecord, SequencerGuard
 from citizen_lookup.services.citizen_records import READ_REPLICA
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
 from citizen_lookup.services.lookup import DecisionContext, LookupContext
@@ -73,7 +80,10 @@ class Runtime:
             info[READ_REPLICA] = self.read_replica
         self.session_factory: sessionmaker[Session] = make_session_factory(self.engine, info=info)
         self.audit = AuditTrail(
-            audit_key(settings), settings.checkpoint_origin, signer=self._load_checkpoint_signer
+            audit_key(settings),
+            settings.checkpoint_origin,
+            signer=self._load_checkpoint_signer,
+            guard=SequencerGuard(HaltRecord(lambda: self.redis, settings.redis_prefix)),
         )
         self.templates = Templates.load(settings.config_dir, settings.reply_segments)
         provinces_path = settings.config_dir / "provinces.toml"
@@ -105,15 +115,7 @@ class Runtime:
         )
 
     def _load_checkpoint_signer(self) -> CheckpointSigner:
-        """The checkpoint signing key; the embedded default creates its own on first use."""
-        path = checkpoint_key_path(self.settings)
-        try:
-            if not self.settings.checkpoint_key_file and not path.exists():
-                with contextlib.suppress(CheckpointError):  # another process made it first
-                    write_new_key(path)
-            return CheckpointSigner.from_file(self.settings.checkpoint_origin, path)
-        except CheckpointError as exc:
-            raise ConfigurationError(f"CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE: {exc}") from exc
+        return load_checkpoint_signer(self.settings)
 
     @property
     def checkpoint_signer(self) -> CheckpointSigner:
@@ -166,6 +168,26 @@ class Runtime:
         return UssdContext(self.decision_context, store, settings.short_code)
 
     @cached_property
+    def witnesses(self) -> list[WitnessEndpoint]:
+        """The witnesses configured in CITIZEN_LOOKUP_AUDIT_WITNESSES."""
+        try:
+            return parse_witnesses(self.settings.audit_witnesses)
+        except WitnessConfigError as exc:
+            raise ConfigurationError(f"CITIZEN_LOOKUP_AUDIT_WITNESSES: {exc}") from exc
+
+    @cached_property
+    def cosigner(self) -> Cosigner | None:
+        """Sends new checkpoints to the witnesses (None when none is configured)."""
+        if not self.witnesses:
+            return None
+        return Cosigner(
+            self.session_factory,
+            self.witnesses,
+            self.audit.guard,
+            timeout=self.settings.audit_witness_timeout_seconds,
+        )
+
+    @cached_property
     def refusals(self) -> RefusalCounter:
         return RefusalCounter(
             lambda: self.redis,
@@ -181,6 +203,25 @@ class Runtime:
             self.read_replica.close()
         if self.provider_context.session is not None:
             self.provider_context.session.close()
+
+
+def load_checkpoint_signer(settings: Settings) -> CheckpointSigner:
+    """The checkpoint signing key (only the processes that seal load it); the embedded default
+    creates its own on first use. A key others may read is refused (see ``load_private_key``)."""
+    path = checkpoint_key_path(settings)
+    if not settings.checkpoint_key_file and not settings.embedded_database:
+        raise ConfigurationError(
+            "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE is required to seal the audit trail when "
+            "CITIZEN_LOOKUP_DATABASE_URL is set (create one with `citizen-lookup audit keygen -o "
+            "FILE`)"
+        )
+    try:
+        if not settings.checkpoint_key_file and not path.exists():
+            with contextlib.suppress(CheckpointError):  # another process made it first
+                write_new_key(path)
+        return CheckpointSigner.from_file(settings.checkpoint_origin, path)
+    except CheckpointError as exc:
+        raise ConfigurationError(f"CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE: {exc}") from exc
 
 
 def current_runtime() -> Runtime:

@@ -81,6 +81,10 @@ class Settings:
     audit_seal_interval_seconds: float = 0.5
     audit_seal_batch_size: int = 5000
     audit_min_retention_days: int = 180
+    # Witnesses that cosign each checkpoint: "<witness vkey> <URL>" entries, one per line or
+    # separated by ";" (see services/audit/cosigning.py). Empty: none.
+    audit_witnesses: str = ""
+    audit_witness_timeout_seconds: float = 5.0
     log_format: str = "text"
     instance_path: str = ""
     root: str = field(default="", compare=False)
@@ -173,14 +177,19 @@ REQUIRED_SETTINGS: dict[str, str] = {
 }
 
 
-def missing_settings(settings: Settings, *, database_required: bool) -> list[str]:
-    """The required settings ``settings`` lacks (the database URL only if ``database_required``)."""
+def missing_settings(
+    settings: Settings, *, database_required: bool, signing: bool = True
+) -> list[str]:
+    """The required settings ``settings`` lacks (the database URL only if ``database_required``;
+    the checkpoint key only where the trail is sealed, ``signing``: web processes never hold it)."""
     if not database_required and settings.embedded_database:
         return []
     return [
         name
         for name in REQUIRED_SETTINGS
-        if not getattr(settings, name) and (name != "database_url" or database_required)
+        if not getattr(settings, name)
+        and (name != "database_url" or database_required)
+        and (name != "checkpoint_key_file" or signing)
     ]
 
 
@@ -198,6 +207,8 @@ def _validate(settings: Settings) -> None:
         problems.append("reply_segments must be 1 or 2")
     if settings.default_language not in ("vi", "en"):
         problems.append("default_language must be 'vi' or 'en'")
+    if settings.audit_witness_timeout_seconds <= 0:
+        problems.append("audit_witness_timeout_seconds must be positive")
     if not 1 <= settings.audit_seal_batch_size <= 100_000:
         problems.append("audit_seal_batch_size must be between 1 and 100000")
     if settings.audit_min_retention_days < 0:
@@ -220,7 +231,7 @@ def _validate(settings: Settings) -> None:
         problems.append("help_limit_per_msisdn must be at least 1")
     if settings.ussd_session_ttl_seconds < 1:
         problems.append("ussd_session_ttl_seconds must be at least 1")
-    missing = missing_settings(settings, database_required=False)
+    missing = missing_settings(settings, database_required=False, signing=False)
     if missing:
         problems.append(
             f"with {ENV_PREFIX}DATABASE_URL set, these settings are required too:\n"
@@ -252,16 +263,17 @@ def is_development(settings: Settings) -> bool:
     return settings.embedded_database and marker.is_file()
 
 
-def check_start(settings: Settings) -> None:
+def check_start(settings: Settings, *, signing: bool = True) -> None:
     """Refuse to start (serve, work or run a command) on the embedded default outside development.
 
     Without a database URL a process would run on SQLite with the published development audit
     key, an embedded Redis and the demo MT endpoint: fine on a laptop, never on a server, where a
-    web node would answer from an empty database and a worker drain an empty local queue.
+    web node would answer from an empty database and a worker drain an empty local queue. Web
+    processes (``signing`` False) never seal the trail, so they need no checkpoint key.
     """
     if is_development(settings):
         return
-    missing = missing_settings(settings, database_required=True)
+    missing = missing_settings(settings, database_required=True, signing=signing)
     if missing:
         raise ConfigurationError(
             "refusing to start outside development without these settings:\n"

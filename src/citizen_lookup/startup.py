@@ -100,7 +100,7 @@ def exit_on_refusal() -> Iterator[None]:
 def gunicorn_on_starting() -> None:
     """gunicorn's master, before it forks: refuse once for all workers if settings are missing."""
     try:
-        check_start(load_settings())
+        check_start(load_settings(), signing=False)  # web processes never seal the trail
     except ConfigurationError as exc:
         print(refusal_text(exc), file=sys.stderr, flush=True)
         raise SystemExit(1) from None  # no socket bound, no worker forked yet

@@ -265,17 +265,22 @@ def test_the_embedded_default_makes_its_own_checkpoint_key_and_seals(tmp_path, f
     again.close()
 
 
-def test_a_database_url_without_a_checkpoint_key_is_refused(tmp_path):
+def test_web_processes_need_no_signing_key_but_sealing_refuses_without_one(tmp_path):
+    """The web containers never seal, so they are not given the key; whatever seals is told."""
     from citizen_lookup.exceptions import ConfigurationError
 
+    app = create_app(
+        {
+            "database_url": "postgresql+psycopg://x@127.0.0.1/none",
+            "audit_key": "k",
+            "credentials_key": TEST_CREDENTIALS_KEY,
+            "instance_path": str(tmp_path),
+        }
+    )
+    runtime = runtime_of(app)
     with pytest.raises(ConfigurationError, match="CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE"):
-        create_app(
-            {
-                "database_url": "postgresql+psycopg://x@127.0.0.1/none",
-                "audit_key": "k",
-                "instance_path": str(tmp_path),
-            }
-        )
+        runtime.checkpoint_signer  # noqa: B018
+    runtime.close()
 
 
 # -- the migration of a trail written before the sequencer ------------------------------------------
@@ -444,12 +449,16 @@ def test_only_one_sequencer_works_at_a_time(pg_app):
 
 
 def test_a_worker_without_its_checkpoint_key_does_not_start(tmp_path, fake_redis):
+    from dataclasses import replace
+
     from click.testing import CliRunner
 
     from citizen_lookup.cli import AppHolder, main
 
     holder = AppHolder()
-    holder._app = make_app(tmp_path, fake_redis, checkpoint_key_file=str(tmp_path / "missing.pem"))
+    holder._app = make_app(tmp_path, fake_redis)  # migrated (that signs the first checkpoint)
+    runtime = runtime_of(holder._app)
+    runtime.settings = replace(runtime.settings, checkpoint_key_file=str(tmp_path / "missing.pem"))
     result = CliRunner().invoke(main, ["worker", "--burst"], obj=holder)
     assert result.exit_code == 1
     assert "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE" in result.output and "missing.pem" in result.output

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select, text, update
 
-from citizen_lookup.models import AuditEvent
+from citizen_lookup.models import AuditEvent, AuditTreeHead
 from citizen_lookup.services.audit import CheckpointVerifier
 from tests.conftest import run_worker
 from tests.helpers import (
@@ -125,14 +125,18 @@ def test_deleting_the_newest_events_is_caught_by_the_head_and_by_a_kept_checkpoi
     _tamper(app, delete(AuditEvent).where(AuditEvent.seq >= 6))
     assert "[truncated]" in _broken(cli)
     # An insider holding the signing key re-signs a head that matches the shorter trail:
-    # the trail alone now looks whole, but the checkpoint kept elsewhere still shows the loss.
+    # the kept checkpoints still cover the deleted events.
     _resign_head(app, size=5)
+    assert "covers 7 events but the trail has 5" in _broken(cli)
+    # If the insider also rewrites the kept checkpoints, the trail alone looks whole again,
+    # but the checkpoint kept elsewhere still shows the loss (and so would a witness).
+    _resign_head(app, size=5, history=True)
     assert cli("audit", "verify").exit_code == 0
     output = _broken(cli, "--since-checkpoint", str(kept))
     assert "BROKEN at event 6 [truncated]" in output and "covers 7 events" in output
 
 
-def _resign_head(app, size):
+def _resign_head(app, size, history=False):
     from datetime import UTC, datetime
 
     from citizen_lookup.services.audit import Checkpoint
@@ -160,6 +164,19 @@ def _resign_head(app, size):
         ),
         {"n": size, "f": json.dumps(frontier.to_hex()), "r": frontier.root().hex(), "c": note},
     )
+    if history:
+        _tamper(app, text("DELETE FROM audit_tree_heads WHERE tree_size >= :n"), {"n": size})
+        with runtime.session_factory.begin() as session:
+            before = session.scalar(text("SELECT max(tree_size) FROM audit_tree_heads"))
+            session.add(
+                AuditTreeHead(
+                    tree_size=size,
+                    root=frontier.root().hex(),
+                    note=note,
+                    signed_at=datetime.now(UTC),
+                    previous_size=before,
+                )
+            )
 
 
 def test_a_rewritten_head_fails_its_signature(app, cli, fake_provider):

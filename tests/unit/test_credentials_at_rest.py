@@ -144,7 +144,8 @@ def test_migration_seals_rows_stored_in_plaintext(app, backend):
             connection.execute(text("DROP SCHEMA public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
         else:
-            for table in ("alembic_version", "audit_checkpoints", "audit_events", "audit_head",
+            for table in ("alembic_version", "audit_cosignatures", "audit_tree_heads",
+                          "audit_tree_nodes", "audit_checkpoints", "audit_events", "audit_head",
                           "outbound_messages", "inbound_messages", "connections",
                           "citizen_phones", "health_insurance_cards", "tax_registrations",
                           "social_insurance_records", "citizens"):  # fmt: skip

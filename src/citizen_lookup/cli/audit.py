@@ -1,4 +1,6 @@
-"""`citizen-lookup audit …`: verify, seal, checkpoint, search, export, stats and purge."""
+"""`citizen-lookup audit …`: verify, seal, checkpoint, search, export, stats and purge.
+
+(Inclusion proofs are in ``audit_proofs.py``, the witness in ``audit_witness.py``.)"""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ import click
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from citizen_lookup.cli import current_actor, pass_runtime
+from citizen_lookup.cli import audit_proofs, audit_witness, current_actor, pass_runtime
+from citizen_lookup.cli.audit_files import log_verifier, read_text_file, witness_verifier
 from citizen_lookup.cli.output import clean, clean_data, csv_cell
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.models import AuditEvent
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.audit import CheckpointError, CheckpointVerifier, reports
 from citizen_lookup.services.audit.checkpoint import write_new_key
+from citizen_lookup.services.audit.sequencer import SequencerHalted
 from citizen_lookup.services.audit.trail import CONTENT_FIELDS
 
 COLUMNS = ("seq", "id", *CONTENT_FIELDS, "leaf_hash", "seal", "sealed")
@@ -90,47 +94,78 @@ def public_key(runtime: Runtime, pem: bool) -> None:
 
 
 @group.command("seal")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Clear a halt of the sequencer (after finding out what caused it), then seal.",
+)
+@click.option("--reason", help="Why the halt is cleared (required with --resume; audited).")
 @pass_runtime
-def seal(runtime: Runtime) -> None:
+def seal(runtime: Runtime, resume: bool, reason: str | None) -> None:
     """Seal every pending event now (the workers' sequencer does this within a second)."""
+    if resume:
+        if not reason:
+            raise click.BadParameter("say why the halt is cleared", param_hint="--reason")
+        halts = runtime.audit.guard.halts
+        cleared = halts.clear() if halts is not None else None
+        with runtime.session_factory.begin() as session:
+            runtime.audit.append(
+                session,
+                "audit.sequencer_resumed",
+                actor=current_actor(),
+                outcome="ok",
+                detail={"reason": reason[:500], "halt": (cleared or {}).get("reason")},
+            )
+        click.echo(f"halt cleared ({clean((cleared or {}).get('reason') or 'none recorded')})")
     batch = runtime.settings.audit_seal_batch_size
-    count = runtime.audit.seal_all(runtime.session_factory, batch_size=batch)
+    count = _seal_all(runtime, batch)
     with runtime.session_factory() as session:
         lag = runtime.audit.lag_seconds(session)
     click.echo(f"sealed {count} events" + (f"; oldest still unsealed: {lag:.1f} s" if lag else ""))
+
+
+def _seal_all(runtime: Runtime, batch: int) -> int:
+    try:
+        return runtime.audit.seal_all(runtime.session_factory, batch_size=batch)
+    except SequencerHalted as exc:
+        raise click.ClickException(
+            f"the audit sequencer refuses to sign: {exc}. Nothing was changed; find out what "
+            "happened (`citizen-lookup audit verify`), then `audit seal --resume --reason …`"
+        ) from exc
 
 
 @group.command("checkpoint")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @pass_runtime
 def checkpoint(runtime: Runtime, output: Path) -> None:
-    """Write the latest signed checkpoint, for an auditor to keep elsewhere."""
-    from citizen_lookup.models import AuditHead
+    """Write the latest signed checkpoint, with the witnesses' cosignatures, for an auditor to
+    keep elsewhere (seals first, and asks the configured witnesses to cosign)."""
+    from citizen_lookup.services.audit import history
+    from citizen_lookup.services.audit.sequencer import latest_tree_head
 
-    runtime.audit.seal_all(
-        runtime.session_factory, batch_size=runtime.settings.audit_seal_batch_size
-    )
+    _seal_all(runtime, runtime.settings.audit_seal_batch_size)
+    outcomes = []
+    cosigner = runtime.cosigner
+    if cosigner is not None:
+        outcomes = cosigner.run_once(wait=True)
     with runtime.session_factory() as session:
-        head = session.get(AuditHead, 1)
-        note = head.checkpoint if head is not None else None
-    if note is None:
-        raise click.ClickException("no checkpoint yet (is the trail migrated?)")
+        head = latest_tree_head(session)
+        if head is None:
+            raise click.ClickException("no checkpoint yet (is the trail migrated?)")
+        note = history.with_cosignatures(session, head)
     parsed = runtime.checkpoint_signer.open(note)
     output.write_text(note, encoding="utf-8")
-    click.echo(f"checkpoint of {parsed.size} events written to {output}")
+    click.echo(f"checkpoint of {parsed.size} events written to {clean(str(output))}")
+    for outcome in outcomes:
+        state = "cosigned" if outcome.status in ("cosigned", "current") else outcome.status
+        detail = f" ({clean(outcome.detail)})" if outcome.detail and state != "cosigned" else ""
+        click.echo(f"witness {clean(outcome.witness)}: {state}{detail}", err=True)
 
 
 def _verifier(runtime: Runtime, public_key: str | None) -> CheckpointVerifier:
     if public_key is None:
         return runtime.checkpoint_signer
-    text = public_key
-    path = Path(public_key)
-    if path.is_file():
-        text = path.read_text(encoding="utf-8").strip()
-    try:
-        return CheckpointVerifier.from_vkey(text)
-    except CheckpointError as exc:
-        raise click.BadParameter(str(exc), param_hint="--public-key") from exc
+    return log_verifier(public_key)
 
 
 @group.command("verify")
@@ -145,17 +180,48 @@ def _verifier(runtime: Runtime, public_key: str | None) -> CheckpointVerifier:
     help="Verifier key (vkey text or a file holding it); default: the "
     "public half of this deployment's signing key.",
 )
+@click.option(
+    "--witness-key",
+    "witness_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A witness's public key (vkey, or a file holding it); repeatable. A kept checkpoint "
+    "must carry their cosignatures.",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(1),
+    help="How many of the --witness-key witnesses must have cosigned (default: all).",
+)
 @click.option("--workers", type=click.IntRange(1), help="Processes (default: one per core).")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
 @pass_runtime
 def verify(
-    runtime: Runtime, since: Path | None, public_key: str | None, workers: int | None, as_json: bool
+    runtime: Runtime,
+    since: Path | None,
+    public_key: str | None,
+    witness_keys: tuple[Path, ...],
+    quorum: int | None,
+    workers: int | None,
+    as_json: bool,
 ) -> None:
-    """Check every event, the tree and its signed checkpoint; exit 1 naming the first bad event."""
+    """Check every event, the tree and every kept checkpoint; exit 1 naming the first bad event."""
     verifier = _verifier(runtime, public_key)
-    note = since.read_text(encoding="utf-8") if since is not None else None
+    witnesses = [witness_verifier(path) for path in witness_keys]
+    if quorum is not None and quorum > len(witnesses):
+        raise click.BadParameter(
+            f"a quorum of {quorum} needs at least {quorum} --witness-key", param_hint="--quorum"
+        )
+    note = read_text_file(since, "checkpoint file") if since is not None else None
     with runtime.session_factory() as session:
-        result = runtime.audit.verify(session, since=note, verifier=verifier, workers=workers)
+        result = runtime.audit.verify(
+            session,
+            since=note,
+            verifier=verifier,
+            workers=workers,
+            witnesses=witnesses,
+            quorum=quorum,
+        )
     if as_json:
         echo_json(
             {
@@ -170,6 +236,12 @@ def verify(
                 "first_bad_id": result.first_bad_id,
                 "problem": result.problem,
                 "checkpoint_size": result.checkpoint_size,
+                "checkpoints": result.checkpoints,
+                "first_checkpoint_size": result.first_checkpoint_size,
+                "first_checkpoint_at": _iso(result.first_checkpoint_at),
+                "cosigned_size": result.cosigned_size,
+                "cosigned_at": _iso(result.cosigned_at),
+                "cosigned_by": list(result.cosigned_by),
                 "warnings": list(result.warnings),
             }
         )
@@ -184,8 +256,21 @@ def verify(
             f"(last seq {result.last_seq}), {result.unsealed} awaiting the sequencer "
             f"(lag {result.lag_seconds:.1f} s){extends}"
         )
+        if result.first_checkpoint_at is not None:
+            click.echo(
+                f"the trail began {_iso(result.first_checkpoint_at)} (its first checkpoint, "
+                f"a tree of {result.first_checkpoint_size}); each kept checkpoint since "
+                f"({result.checkpoints}) is a prefix of the trail"
+            )
+        if result.cosigned_size is not None:
+            by = ", ".join(clean(name) for name in result.cosigned_by)
+            behind = result.tree_size - result.cosigned_size
+            click.echo(
+                f"cosigned by {by} at {result.cosigned_size} events "
+                f"({_iso(result.cosigned_at)}); {behind} sealed since await cosigning"
+            )
         for warning in result.warnings:
-            click.echo(f"warning: {warning}", err=True)
+            click.echo(f"warning: {clean(warning)}", err=True)
     else:
         where = (
             f"event {result.first_bad_seq}"
@@ -201,6 +286,10 @@ def verify(
         )
     if not result.ok:
         sys.exit(1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat(timespec="seconds") if value is not None else None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -449,6 +538,17 @@ def purge(runtime: Runtime, before: str, yes: bool) -> None:
         )
     if not yes:
         click.confirm(f"Delete every audit event before {cutoff.isoformat()}?", abort=True)
-    with runtime.session_factory.begin() as session:
-        count = runtime.audit.purge(session, cutoff, current_actor())
+    try:
+        with runtime.session_factory.begin() as session:
+            count = runtime.audit.purge(session, cutoff, current_actor())
+    except SequencerHalted as exc:
+        raise click.ClickException(
+            f"nothing was purged: the audit sequencer refuses: {exc}"
+        ) from exc
     click.echo(f"purged {count} events before {cutoff.date().isoformat()}; checkpoint recorded")
+
+
+# Commands kept in their own modules, on this group.
+group.add_command(audit_proofs.prove)
+group.add_command(audit_proofs.verify_proof)
+group.add_command(audit_witness.group)

@@ -16,14 +16,21 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import click
 
 from citizen_lookup.cli import pass_runtime
 from citizen_lookup.logging_setup import configure_logging
-from citizen_lookup.metrics import process_exited
+from citizen_lookup.metrics import (
+    AUDIT_SEQUENCER_HALTED,
+    AUDIT_WITNESS_REQUESTS,
+    process_exited,
+)
 from citizen_lookup.rq_worker import SendingWorker
 from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.audit.cosigning import Cosigner, WitnessEndpoint
+from citizen_lookup.services.audit.sequencer import SequencerHalted
 from citizen_lookup.services.refusals import write_due_summaries
 from citizen_lookup.settings import Settings
 from citizen_lookup.startup import describe_backends, remove_dev_server, write_dev_server
@@ -72,6 +79,12 @@ def _start_sequencer(runtime: Runtime, stop: threading.Event) -> threading.Threa
             try:
                 runtime.audit.seal_all(runtime.session_factory, batch_size=batch)
                 failures = 0
+                AUDIT_SEQUENCER_HALTED.set(0)
+            except SequencerHalted as exc:  # logged and recorded where it was found; signs nothing
+                AUDIT_SEQUENCER_HALTED.set(1)
+                if failures == 0:
+                    log.error("audit sequencer halted: %s", exc)
+                failures = min(failures + 1, 6)
             except Exception as exc:  # database down: try again, backing off, and say so once
                 if failures == 0:
                     log.warning("audit sealing failed (%s); retrying", type(exc).__name__)
@@ -79,7 +92,24 @@ def _start_sequencer(runtime: Runtime, stop: threading.Event) -> threading.Threa
 
     thread = threading.Thread(target=loop, name="audit-sequencer", daemon=True)
     thread.start()
+    cosigner = runtime.cosigner
+    for endpoint in cosigner.endpoints if cosigner is not None else ():
+        # One thread per witness: one that is down or slow delays only its own cosignatures.
+        threading.Thread(
+            target=_cosign_loop, args=(cosigner, endpoint, every, stop), daemon=True
+        ).start()
     return thread
+
+
+def _cosign_loop(cosigner: Cosigner, endpoint: WitnessEndpoint, every: float, stop: Any) -> None:
+    while not stop.wait(every):
+        try:
+            outcome = cosigner.submit(endpoint)
+        except Exception as exc:  # the database is down: the next round tries again
+            log.warning("witness %s round failed (%s)", endpoint.name, type(exc).__name__)
+            continue
+        if outcome.detail != "backing off":
+            AUDIT_WITNESS_REQUESTS.labels(witness=endpoint.name, outcome=outcome.status).inc()
 
 
 @click.command("worker")
@@ -90,6 +120,7 @@ def worker(runtime: Runtime, burst: bool) -> None:
     _configure_logging(runtime)
     log.info("worker process %s: %s", os.getpid(), describe_backends(runtime.settings))
     runtime.checkpoint_signer  # noqa: B018 (a missing or unreadable signing key stops us here)
+    runtime.witnesses  # noqa: B018 (so does a witness list that cannot be read)
     stop = threading.Event()
     if burst:
         sweep_unqueued(runtime, older_than_seconds=0)
@@ -108,9 +139,12 @@ def worker(runtime: Runtime, burst: bool) -> None:
         stop.set()
         process_exited(os.getpid())
     if burst:  # leave what this run wrote sealed
-        runtime.audit.seal_all(
-            runtime.session_factory, batch_size=runtime.settings.audit_seal_batch_size
-        )
+        try:
+            runtime.audit.seal_all(
+                runtime.session_factory, batch_size=runtime.settings.audit_seal_batch_size
+            )
+        except SequencerHalted as exc:
+            raise click.ClickException(f"the audit sequencer refuses to sign: {exc}") from exc
 
 
 # Recognised in --host (a server bound to all of them is reached on loopback), never bound here.

@@ -10,12 +10,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from citizen_lookup.metrics import (
     AUDIT_LAG_SECONDS,
+    AUDIT_SEQUENCER_HALTED,
     AUDIT_TREE_SIZE,
     AUDIT_UNSEALED,
+    AUDIT_WITNESS_LAG_EVENTS,
+    AUDIT_WITNESS_LAG_SECONDS,
     exposition,
 )
 from citizen_lookup.providers.urls import WEBHOOK_PREFIX, webhook_rule
 from citizen_lookup.runtime import current_runtime
+from citizen_lookup.services.audit.cosigning import witness_lag
 
 bp = Blueprint("health", __name__)
 
@@ -49,7 +53,10 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when the database and Redis both answer."""
+    """Ready when the database and Redis both answer; says so too when the audit sequencer has
+    halted (the status is then "degraded", still 200: webhooks go on storing and auditing every
+    event, only signing has stopped, and taking every web node out of service would let anyone
+    who can halt the sequencer stop the service)."""
     runtime = current_runtime()
     checks = {"database": "ok", "redis": "ok"}
     try:
@@ -62,7 +69,16 @@ def readyz() -> Response:
     except (RedisError, OSError):
         checks["redis"] = "down"
     ready = all(value == "ok" for value in checks.values())
-    response = jsonify({"status": "ready" if ready else "not ready", **checks})
+    halt = runtime.audit.guard.halted() if checks["redis"] == "ok" else None
+    status = "ready" if ready else "not ready"
+    body: dict[str, object] = {"status": status, **checks, "audit_sequencer": "ok"}
+    if halt is not None:
+        body["audit_sequencer"] = "halted"
+        body["audit_sequencer_reason"] = str(halt.get("reason", ""))[:500]
+        body["audit_sequencer_since"] = halt.get("since")
+        if ready:
+            body["status"] = "degraded"
+    response = jsonify(body)
     response.status_code = 200 if ready else 503
     return response
 
@@ -77,13 +93,18 @@ def metrics() -> Response:
 
 
 def _observe_audit() -> None:
-    """The audit sequencer's lag, read from the database at scrape time."""
+    """The audit sequencer's lag and state, and each witness's lag, read at scrape time."""
     runtime = current_runtime()
+    AUDIT_SEQUENCER_HALTED.set(1 if runtime.audit.guard.halted() is not None else 0)
     try:
         with runtime.session_factory() as session:
             lag, unsealed, size = runtime.audit.progress(session)
+            witnesses = witness_lag(session, runtime.witnesses)
     except SQLAlchemyError:
         return  # the scrape still answers; the gauges keep their last values
     AUDIT_LAG_SECONDS.set(lag)
     AUDIT_UNSEALED.set(unsealed)
     AUDIT_TREE_SIZE.set(size)
+    for name, (events, seconds) in witnesses.items():
+        AUDIT_WITNESS_LAG_EVENTS.labels(witness=name).set(events)
+        AUDIT_WITNESS_LAG_SECONDS.labels(witness=name).set(seconds)

@@ -1,4 +1,5 @@
-"""The audit trail: lock-free appends, one sequencer, signed checkpoints, parallel verify."""
+"""The audit trail: lock-free appends, one sequencer signing only consistent extensions, kept and
+witnessed checkpoints, inclusion proofs, parallel verify."""
 
 from citizen_lookup.services.audit.checkpoint import (
     Checkpoint,

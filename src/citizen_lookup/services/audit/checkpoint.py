@@ -21,6 +21,7 @@ import base64
 import hashlib
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,17 +169,34 @@ class CheckpointSigner(CheckpointVerifier):
 
     @classmethod
     def from_file(cls, name: str, path: Path) -> CheckpointSigner:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"cannot read the checkpoint key {path}: {exc.strerror}") from exc
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path} is not an unencrypted PEM private key") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise CheckpointError(f"{path} is not an Ed25519 key")
-        return cls(name, key)
+        return cls(name, load_private_key(path, "checkpoint key"))
+
+
+def load_private_key(path: Path, what: str = "signing key") -> Ed25519PrivateKey:
+    """Read an Ed25519 private key (PEM), refusing one that others than its owner may read.
+
+    As ssh does with an identity file: a signing key that the group or anyone else can read
+    (or write) may already be in other hands, so it is refused with the command that fixes it.
+    """
+    try:
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            data = handle.read(64 * 1024)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise CheckpointError(
+            f"the {what} {path} is open to group or others (permissions "
+            f"{stat.S_IMODE(mode):04o}); a private key must be readable by its owner only. "
+            f"Run: chmod 600 {path}"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not an unencrypted PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CheckpointError(f"{path} is not an Ed25519 key")
+    return key
 
 
 def write_new_key(path: Path) -> Ed25519PrivateKey:

@@ -11,8 +11,9 @@ import hmac
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from citizen_lookup.services.audit.checkpoint import CheckpointError, CheckpointVerifier, parse_body
 from citizen_lookup.services.audit.merkle import Frontier
 from citizen_lookup.services.audit.trail import (
     CONTENT_FIELDS,
@@ -94,9 +95,45 @@ class _Reader:
             connection.rollback()
             return None if row is None else row[0]
 
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            cursor = raw.cursor()
+            cursor.execute(sql.replace("?", self.placeholder), params)
+            rows = list(cursor.fetchall())
+            cursor.close()
+            connection.rollback()
+            return rows
 
-def _init_worker(url: str, key: bytes) -> None:
+
+def _init_worker(url: str, key: bytes, vkey: str | None = None) -> None:
     _STATE["reader"] = _Reader(url, key)
+    _STATE["verifier"] = CheckpointVerifier.from_vkey(vkey) if vkey else None
+
+
+class ChunkTask(NamedTuple):
+    """Sealed events lo..hi (seq, inclusive), whose tree indices start at ``first_index``.
+
+    ``prev_hint``: the leaf hash before ``lo`` when the caller knows it (start of the trail).
+    ``snapshot_at``: also return the subtree roots covering indices up to that size.
+    ``check_seals``: also check each event's seal (to name the first moved event: only needed
+    when the tree does not match what was signed; the tree commits to seq, id and leaf hash).
+    ``heads_through``: check the kept checkpoints (``audit_tree_heads`` rows up to this id)
+    whose sizes end inside this chunk: their signatures here, their roots in the parent.
+    ``aligned``: ``first_index`` is a multiple of the chunk size (the tree before it is whole
+    subtrees larger than any inside the chunk), so each checkpoint's part inside the chunk is
+    returned folded into one hash.
+    """
+
+    lo: int
+    hi: int
+    first_index: int
+    prev_hint: str | None = None
+    snapshot_at: int | None = None
+    check_seals: bool = False
+    heads_through: int | None = None
+    aligned: bool = True
 
 
 def _aligned_segments(start: int, end: int) -> list[tuple[int, int]]:
@@ -121,16 +158,47 @@ def _find_original_seq(key: bytes, seq: int, event_id: int, leaf: str, seal: str
     return None
 
 
-def check_chunk(task: tuple[int, int, int, str | None, int | None, bool]) -> dict[str, Any]:
-    """Check sealed events lo..hi (seq, inclusive); their tree indices start at ``first_index``.
+def _kept_heads(reader: _Reader, first_index: int, count: int, through: int) -> dict[int, str]:
+    """The notes of the kept checkpoints whose trees end inside indices first_index.. +count."""
+    rows = reader.fetch(
+        "SELECT tree_size, note FROM audit_tree_heads WHERE tree_size > ? AND tree_size <= ? "
+        "AND id <= ? ORDER BY tree_size",
+        (first_index, first_index + count, through),
+    )
+    return {int(size): str(note) for size, note in rows}
 
-    ``prev_hint`` is the leaf hash before ``lo`` when the caller knows it (start of the trail).
-    ``snapshot_at`` asks for the subtree roots covering indices up to that size too.
-    ``check_seals`` also checks each event's seal, to name the first moved event: only needed
-    when the tree does not match its signed head (the tree commits to seq, id and leaf hash).
-    """
-    lo, hi, first_index, prev_hint, snapshot_at, check_seals = task
+
+def _open_head(size: int, note: str) -> tuple[bytes | None, str | None]:
+    """(root, problem) of a kept checkpoint: its signature checked when a key was given."""
+    verifier: CheckpointVerifier | None = _STATE.get("verifier")
+    try:
+        if verifier is not None:
+            signed = verifier.open(note)
+        else:
+            split = note.rfind("\n\n")
+            signed = parse_body(note[: split + 1] if split >= 0 else note)
+    except CheckpointError as exc:
+        return None, f"the kept checkpoint of {size} events: {exc}"
+    if signed.size != size:
+        return None, f"the kept checkpoint row of size {size} holds a note of {signed.size}"
+    return signed.root, None
+
+
+def _fold(nodes: list[tuple[int, str]]) -> bytes:
+    node = bytes.fromhex(nodes[-1][1])
+    for _height, left in reversed(nodes[:-1]):
+        node = hashlib.sha256(b"\x01" + bytes.fromhex(left) + node).digest()
+    return node
+
+
+def check_chunk(task: ChunkTask) -> dict[str, Any]:
+    """Check sealed events lo..hi (see :class:`ChunkTask`)."""
+    lo, hi, first_index, prev_hint, snapshot_at, check_seals, heads_through, aligned = task
     reader: _Reader = _STATE["reader"]
+    heads: dict[int, str] = {}
+    if heads_through is not None:
+        heads = _kept_heads(reader, first_index, hi - lo + 1, heads_through)
+    kept: list[tuple[int, Any, bytes | None, str | None]] = []
     key = reader.key
     digest = hmac.digest
     encode = encode_compact
@@ -211,6 +279,13 @@ def check_chunk(task: tuple[int, int, int, str | None, int | None, bool]) -> dic
         index = first_index + checked
         if snapshot_at is not None and index == snapshot_at:
             snapshot = [*nodes, *_local_nodes(segments[segment_at][0], local)]
+        if index in heads:
+            part = [*nodes, *_local_nodes(segments[segment_at][0], local)]
+            root, problem = _open_head(index, heads[index])
+            if aligned:
+                kept.append((index, (max(h for h, _ in part), _fold(part)), root, problem))
+            else:
+                kept.append((index, part, root, problem))
         if index == segment_end:
             nodes.append((segments[segment_at][1], local.root().hex()))
             local = Frontier()
@@ -222,7 +297,13 @@ def check_chunk(task: tuple[int, int, int, str | None, int | None, bool]) -> dic
         damage = Damage("deleted", expected, None, f"events {expected}..{hi} are missing (deleted)")
     if snapshot_at is not None and snapshot_at == first_index:
         snapshot = []
-    return {"checked": checked, "damage": damage, "nodes": nodes, "snapshot": snapshot}
+    return {
+        "checked": checked,
+        "damage": damage,
+        "nodes": nodes,
+        "snapshot": snapshot,
+        "kept": kept,
+    }
 
 
 def _local_nodes(segment_start: int, local: Frontier) -> list[tuple[int, str]]:

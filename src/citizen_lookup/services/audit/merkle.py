@@ -11,6 +11,9 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+# Heights of the interior nodes kept in the database (``audit_tree_nodes``): any subtree's hash
+# is then at most 255 stored hashes or leaves away.
+NODE_LEVEL_STEP = 8
 _sha256 = hashlib.sha256
 
 
@@ -46,6 +49,28 @@ class Frontier:
         nodes.append(node)
         self.size += 1
 
+    def append_recording(self, leaf: bytes, completed: list[tuple[int, int, bytes]]) -> None:
+        """Add one leaf like :meth:`append_leaf_hash`, and add to ``completed`` each node of a
+        kept height (a multiple of 8) that it completes, as (height, index, hash)."""
+        node, size, height = leaf, self.size, 0
+        nodes = self.nodes
+        while size & 1:
+            node = _sha256(b"\x01" + nodes.pop() + node).digest()
+            size >>= 1
+            height += 1
+            if height % NODE_LEVEL_STEP == 0:
+                completed.append((height, ((self.size + 1) >> height) - 1, node))
+        nodes.append(node)
+        self.size += 1
+
+    def spans(self) -> list[tuple[int, int, bytes]]:
+        """Each node as (first leaf, height, hash), left to right."""
+        result, start = [], 0
+        for height, node in zip(self.heights(), self.nodes, strict=True):
+            result.append((start, height, node))
+            start += 1 << height
+        return result
+
     def extend(self, leaves: Iterable[bytes]) -> None:
         for leaf in leaves:
             self.append_leaf_hash(leaf)
@@ -68,6 +93,16 @@ class Frontier:
     @classmethod
     def from_hex(cls, size: int, nodes: Sequence[str]) -> Frontier:
         return cls(size, [bytes.fromhex(node) for node in nodes])
+
+
+def fold(nodes: Sequence[bytes]) -> bytes:
+    """The root over a frontier's nodes, largest first (the right edge folds first)."""
+    if not nodes:
+        return EMPTY_ROOT
+    node = nodes[-1]
+    for left in reversed(nodes[:-1]):
+        node = _sha256(b"\x01" + left + node).digest()
+    return node
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:

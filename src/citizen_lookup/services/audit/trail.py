@@ -12,10 +12,14 @@ How it works, after transparency logs (Trillian's sequencer, RFC 9162, the Go ch
    is named), appends them as leaves of an RFC 9162 Merkle tree, and advances ``audit_head``
    with a new checkpoint signed by an Ed25519 key kept apart from the audit key: all in one
    transaction per batch, so a sequencer killed mid-batch leaves nothing half-sealed. An event
-   that commits late (intake order is not commit order) is sealed by a later batch.
+   that commits late (intake order is not commit order) is sealed by a later batch. It signs
+   only a proven extension of the tree it signed before, and stops otherwise
+   (``sequencer.py``); every checkpoint is kept (``audit_tree_heads``) and sent to the
+   witnesses (``cosigning.py``).
 3. **Verify** (see ``verify.py``) recomputes every leaf hash and seal in parallel, rebuilds the
-   tree root, and checks it against the signed head and, if given, an older checkpoint held
-   elsewhere: truncating the newest events or rewriting the head is then caught.
+   tree root, and checks it against every kept checkpoint and, if given, an older checkpoint
+   held elsewhere and the witnesses' cosignatures: truncating the newest events or rewriting the
+   head is then caught.
 """
 
 from __future__ import annotations
@@ -24,17 +28,17 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.identity import mask_id_number
 from citizen_lookup.domain.phones import mask_msisdn
-from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead
+from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead, AuditTreeHead
 from citizen_lookup.services.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -44,6 +48,8 @@ from citizen_lookup.services.audit.checkpoint import (
 from citizen_lookup.services.audit.merkle import Frontier, leaf_hash
 
 if TYPE_CHECKING:
+    from citizen_lookup.services.audit.cosignature import CosignatureVerifier
+    from citizen_lookup.services.audit.sequencer import SequencerGuard
     from citizen_lookup.services.audit.verify import VerifyResult
 
 GENESIS_HASH = "0" * 64
@@ -126,6 +132,8 @@ class SealResult:
     tree_size: int
     checkpoint: str | None
     skipped: bool = False  # another sequencer holds the lock
+    previous_size: int | None = None  # the tree the new checkpoint extends
+    proof: tuple[bytes, ...] = ()  # RFC 9162 consistency proof from previous_size
 
 
 class AuditTrail:
@@ -136,12 +144,18 @@ class AuditTrail:
         key: bytes,
         origin: str = "citizen-lookup.local/audit",
         signer: CheckpointSigner | Callable[[], CheckpointSigner] | None = None,
+        guard: SequencerGuard | None = None,
     ) -> None:
         if not key:
             raise ValueError("the audit key must not be empty")
         self._key = key
         self.origin = origin
         self._signer = signer
+        if guard is None:
+            from citizen_lookup.services.audit.sequencer import SequencerGuard
+
+            guard = SequencerGuard()
+        self.guard = guard
 
     @property
     def signer(self) -> CheckpointSigner:
@@ -227,76 +241,17 @@ class AuditTrail:
     def seal(
         self, session: Session, signer: CheckpointSigner | None = None, batch_size: int = 5000
     ) -> SealResult:
-        """Seal up to ``batch_size`` committed events in intake order, in the caller's transaction.
+        """Seal up to ``batch_size`` committed events in intake order, in the caller's transaction,
+        as a proven extension of the last signed tree (see ``sequencer.py``).
 
-        Returns at once (``skipped``) if another sequencer holds the lock. The caller commits:
-        everything this batch changes (seqs, seals, head, checkpoint) commits or is lost together.
+        Returns at once (``skipped``) if another sequencer holds the lock; raises
+        :class:`~citizen_lookup.services.audit.sequencer.SequencerHalted`, changing nothing,
+        if the trail is not what was signed. The caller commits: everything this batch changes
+        (seqs, seals, head, checkpoint) commits or is lost together.
         """
-        signer = signer or self.signer
-        if session.get_bind().dialect.name == "postgresql":
-            locked = session.scalar(
-                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK}
-            )
-            if not locked:
-                return SealResult(0, 0, None, skipped=True)
-        # On SQLite the transaction already holds the database's write lock (BEGIN IMMEDIATE).
-        head = session.execute(
-            select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
-        ).scalar_one()
-        pending = session.execute(
-            select(AuditEvent.id, AuditEvent.leaf_hash)
-            .where(AuditEvent.seq.is_(None))
-            .order_by(AuditEvent.id)
-            .limit(batch_size)
-        ).all()
-        if not pending and head.checkpoint and head.tree_size == head.seq - head.base_seq:
-            return SealResult(0, head.tree_size, head.checkpoint)
-        frontier = Frontier.from_hex(head.tree_size, json.loads(head.frontier or "[]"))
-        seq = head.seq
-        changes = []
-        for event_id, leaf in pending:
-            seq += 1
-            seal = self.seal_hash(seq, event_id, leaf)
-            frontier.append_leaf_hash(leaf_hash(tree_entry(seq, event_id, leaf)))
-            changes.append({"b_id": event_id, "b_seq": seq, "b_seal": seal})
-        if changes:
-            self._write_seals(session, changes)
-            head.seq = seq
-            head.hash = pending[-1].leaf_hash
-        now = datetime.now(UTC)
-        note = signer.sign(Checkpoint(self.origin, frontier.size, frontier.root(), now))
-        head.tree_size = frontier.size
-        head.frontier = json.dumps(frontier.to_hex())
-        head.root = frontier.root().hex()
-        head.checkpoint = note
-        head.sealed_at = now
-        session.flush()
-        return SealResult(len(changes), frontier.size, note)
+        from citizen_lookup.services.audit.sequencer import seal_batch
 
-    @staticmethod
-    def _write_seals(session: Session, changes: list[dict[str, Any]]) -> None:
-        if session.get_bind().dialect.name == "postgresql":
-            # One statement for the whole batch (executemany would be one round trip each).
-            session.execute(
-                text(
-                    "UPDATE audit_events AS e SET seq = v.seq, seal = v.seal FROM "
-                    "unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), "
-                    "CAST(:seals AS varchar[])) AS v(id, seq, seal) WHERE e.id = v.id"
-                ),
-                {
-                    "ids": [c["b_id"] for c in changes],
-                    "seqs": [c["b_seq"] for c in changes],
-                    "seals": [c["b_seal"] for c in changes],
-                },
-            )
-            return
-        table = AuditEvent.__table__
-        session.connection().execute(
-            update(table)  # type: ignore[arg-type]
-            .where(table.c.id == bindparam("b_id"))
-            .values(seq=bindparam("b_seq"), seal=bindparam("b_seal")),
-            changes,
-        )
+        return seal_batch(self, session, signer or self.signer, batch_size)
 
     def seal_all(
         self,
@@ -304,7 +259,17 @@ class AuditTrail:
         signer: CheckpointSigner | None = None,
         batch_size: int = 5000,
     ) -> int:
-        """Seal until nothing is pending (one transaction per batch); returns the events sealed."""
+        """Seal until nothing is pending (one transaction per batch); returns the events sealed.
+
+        A process's first call rebuilds the tree from every sealed event and checks it against
+        the latest signed checkpoint before taking the sequencer's lock (see ``sequencer.py``).
+        """
+        from citizen_lookup.services.audit.sequencer import prime
+
+        signer = signer or self.signer
+        if self.guard.trusted is None:
+            with session_factory() as session:
+                prime(self, session, signer)
         total = 0
         while True:
             with session_factory.begin() as session:
@@ -322,6 +287,8 @@ class AuditTrail:
         verifier: CheckpointVerifier | None = None,
         workers: int | None = None,
         chunk: int | None = None,
+        witnesses: Sequence[CosignatureVerifier] = (),
+        quorum: int | None = None,
     ) -> VerifyResult:
         """Check the whole trail (see ``verify.py``), with the signing key's public half."""
         from citizen_lookup.services.audit import verify as verifying
@@ -335,6 +302,8 @@ class AuditTrail:
             since=since,
             workers=workers,
             chunk=chunk or verifying.CHUNK,
+            witnesses=witnesses,
+            quorum=quorum,
         )
 
     # -- lag ------------------------------------------------------------------------------------
@@ -426,6 +395,14 @@ class AuditTrail:
             )
         )
         session.execute(delete(AuditEvent).where(AuditEvent.seq <= last.seq))
+        # Kept checkpoints inside the purged part can no longer be checked against events; the
+        # trail's first one stays (verify reports when the trail began).
+        first = session.scalar(select(func.min(AuditTreeHead.id)))
+        session.execute(
+            delete(AuditTreeHead).where(
+                AuditTreeHead.tree_size < frontier.size, AuditTreeHead.id != first
+            )
+        )
         self.append(
             session,
             "audit.purge",

@@ -8,13 +8,21 @@ aligned subtrees it covered. The parent joins those roots into the tree head and
 with the signed head and with a checkpoint held elsewhere. Memory: one chunk's cursor buffer
 per process and O(log n) hashes, whatever the trail's length.
 
+The kept checkpoints are checked on the way: each chunk process checks the signatures of those
+whose trees end inside its chunk and returns its part of their trees; the parent completes each
+root and compares it with what was signed, so every kept checkpoint is proven a prefix of the
+trail (and so consistent with the ones before it). The chain of kept checkpoints must be whole,
+with one first checkpoint; a trail with events and no checkpoint fails.
+
 Damage is named by the first event where it shows:
 ``edited`` (content no longer matches its leaf hash), ``unsealed-edited`` (the same, before the
 sequencer sealed it), ``deleted`` (a gap in the seqs), ``inserted`` (an event no sequencer
 sealed, or events past the head), ``reordered`` (an intact event at a place it was not sealed
 at), ``truncated`` (the newest events are gone: the head or a checkpoint covers more),
-``forged-checkpoint`` (a signature that does not verify) and ``rewritten`` (the tree differs
-from a signed checkpoint of the same size).
+``forged-checkpoint`` (a signature that does not verify), ``rewritten`` (the tree differs
+from a signed checkpoint of the same size), ``no-checkpoint`` (events but no signed checkpoint
+at all), ``broken-chain`` (kept checkpoints deleted, inserted or a trail started again) and
+``not-cosigned`` (fewer witnesses cosigned than the quorum asked).
 """
 
 from __future__ import annotations
@@ -22,29 +30,31 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead
+from citizen_lookup.services.audit import history
 from citizen_lookup.services.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointVerifier,
 )
 from citizen_lookup.services.audit.chunks import (
-    _STATE,
+    ChunkTask,
     Damage,
-    _init_worker,
     check_chunk,
     check_unsealed,
 )
-from citizen_lookup.services.audit.merkle import Frontier, node_hash
+from citizen_lookup.services.audit.cosignature import CosignatureVerifier
+from citizen_lookup.services.audit.merkle import Frontier
+from citizen_lookup.services.audit.runner import Runner, root_with, with_nodes
+from citizen_lookup.services.audit.signed import kept_problem, tree_problem
 from citizen_lookup.services.audit.trail import (
     GENESIS_HASH,
     HEAD_ID,
@@ -70,57 +80,12 @@ class VerifyResult:
     lag_seconds: float = 0.0
     checkpoint_size: int | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
-# -- the parent ----------------------------------------------------------------------------------
-def _append_subtree(frontier: Frontier, height: int, node: bytes) -> None:
-    """Append a perfect subtree of 2**height leaves; the frontier's size must be aligned to it."""
-    width = 1 << height
-    if frontier.size % width:
-        raise ValueError("misaligned subtree")
-    units = frontier.size >> height
-    while units & 1:
-        node = node_hash(frontier.nodes.pop(), node)
-        units >>= 1
-    frontier.nodes.append(node)
-    frontier.size += width
-
-
-def _with_nodes(frontier: Frontier, nodes: list[tuple[int, str]]) -> Frontier:
-    result = frontier.copy()
-    for height, node in nodes:
-        _append_subtree(result, height, bytes.fromhex(node))
-    return result
-
-
-class _Runner:
-    """Runs tasks in a process pool, or in this process when there is little to do."""
-
-    def __init__(self, url: str, key: bytes, parallel: bool, workers: int | None) -> None:
-        self.url, self.key = url, key
-        self.pool: ProcessPoolExecutor | None = None
-        if parallel:
-            self.pool = ProcessPoolExecutor(
-                max_workers=workers or os.cpu_count() or 1,
-                mp_context=get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(url, key),
-            )
-        else:
-            _init_worker(url, key)
-
-    def map(self, func: Any, tasks: list[Any]) -> Iterator[dict[str, Any]]:
-        if self.pool is None:
-            return (func(task) for task in tasks)
-        return self.pool.map(func, tasks)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-        else:
-            reader = _STATE.pop("reader", None)
-            if reader is not None:
-                reader.engine.dispose()
+    checkpoints: int = 0  # kept checkpoints proven prefixes of the trail
+    first_checkpoint_size: int | None = None
+    first_checkpoint_at: datetime | None = None
+    cosigned_size: int | None = None
+    cosigned_at: datetime | None = None
+    cosigned_by: tuple[str, ...] = ()
 
 
 def verify(
@@ -131,9 +96,14 @@ def verify(
     since: str | None = None,
     workers: int | None = None,
     chunk: int = CHUNK,
+    witnesses: Sequence[CosignatureVerifier] = (),
+    quorum: int | None = None,
 ) -> VerifyResult:
-    """Check every event, the tree and the signed head; and, given ``since`` (a signed note held
-    elsewhere), that the trail still holds exactly what that checkpoint covered."""
+    """Check every event, the tree and every kept checkpoint; given ``since`` (a signed note
+    held elsewhere), that the trail still holds exactly what that checkpoint covered; given
+    ``witnesses``, that at least ``quorum`` (default: all) of them cosigned a kept checkpoint."""
+    if chunk & (chunk - 1):
+        raise ValueError("the chunk size must be a power of two")
     if session.get_bind().dialect.name == "postgresql":
         # A consistent start: no batch is half-way between the head and the rows we count.
         # (On SQLite the transaction already holds the write lock.) Released below.
@@ -222,6 +192,7 @@ def verify(
             AuditEvent.seq.is_(None)
         )
     ).one()
+    kept = history.summary(session)
     lag = trail.lag_seconds(session)
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
@@ -230,11 +201,24 @@ def verify(
     session.expunge(head)
     session.rollback()
 
+    if kept.latest is None:
+        if max_seq or unsealed_ids[2] or head.tree_size:
+            return VerifyResult(
+                False,
+                0,
+                kind="no-checkpoint",
+                problem="the trail holds events but no signed checkpoint: its checkpoints "
+                "were deleted (a trail's first checkpoint is signed when it is created)",
+                unsealed=unsealed_ids[2],
+            )
+        warnings.append("the trail has no events and no checkpoint yet (run `db upgrade`)")
+
     # Tasks: chunks of sealed events aligned to the tree, then the unsealed ones.
     base = head.base_seq
     end_seq = max(max_seq, start_seq)
-    tasks: list[tuple[int, int, int, str | None, int | None, bool]] = []
+    tasks: list[ChunkTask] = []
     snapshot_size = external.size if external is not None else None
+    heads_through = kept.through_id if kept.latest is not None else None
     lo = start_seq + 1
     while lo <= end_seq:
         index = lo - base - 1
@@ -245,13 +229,18 @@ def verify(
             if snapshot_size is not None and index < snapshot_size <= hi - base
             else None
         )
-        tasks.append((lo, hi, index, prev_hint if lo == start_seq + 1 else None, wants, False))
+        first = prev_hint if lo == start_seq + 1 else None
+        tasks.append(
+            ChunkTask(lo, hi, index, first, wants, False, heads_through, index % chunk == 0)
+        )
         lo = hi + 1
     unsealed_tasks: list[tuple[int, int]] = []
     if unsealed_ids[2]:
-        first, last = unsealed_ids[0], unsealed_ids[1]
-        step = max(chunk, (last - first) // (workers or os.cpu_count() or 1) + 1)
-        unsealed_tasks = [(i, min(last, i + step - 1)) for i in range(first, last + 1, step)]
+        first_id, last_id = unsealed_ids[0], unsealed_ids[1]
+        step = max(chunk, (last_id - first_id) // (workers or os.cpu_count() or 1) + 1)
+        unsealed_tasks = [
+            (i, min(last_id, i + step - 1)) for i in range(first_id, last_id + 1, step)
+        ]
 
     # Starting a pool costs a second or two: worth it only for a long trail (or when asked).
     to_check = (end_seq - start_seq) + unsealed_ids[2]
@@ -260,10 +249,15 @@ def verify(
         and (workers or os.cpu_count() or 1) > 1
         and (workers is not None or to_check >= PARALLEL_FROM)
     )
-    runner = _Runner(url, trail.key, parallel, workers)
+    vkey = verifier.vkey() if verifier is not None else None
+    if verifier is None and kept.latest is not None:
+        warnings.append("the kept checkpoints' signatures were not checked (no public key)")
+    runner = Runner(url, trail.key, vkey, parallel, workers)
     checked = 0
+    checkpoints = 0
     damage: Damage | None = None
     prefix_root: bytes | None = None
+    start = frontier.copy()
     try:
         if snapshot_size is not None and snapshot_size == frontier.size:
             prefix_root = frontier.root()
@@ -275,8 +269,23 @@ def verify(
                 damage = result["damage"]
                 continue
             if result["snapshot"] is not None:
-                prefix_root = _with_nodes(frontier, result["snapshot"]).root()
-            frontier = _with_nodes(frontier, result["nodes"])
+                prefix_root = with_nodes(frontier, result["snapshot"]).root()
+            for size, part, signed_root, problem in result["kept"]:
+                if problem is not None:
+                    damage = Damage("forged-checkpoint", base + size, None, problem)
+                    break
+                if root_with(frontier, part) != signed_root:
+                    damage = Damage(
+                        "rewritten",
+                        None,
+                        None,
+                        f"the first {size} events are not those the kept checkpoint of {size} "
+                        "signed: sealed events were rewritten",
+                    )
+                    break
+                checkpoints += 1
+            if damage is None:
+                frontier = with_nodes(frontier, result["nodes"])
         unsealed_checked = 0
         if damage is None:
             for result in runner.map(check_unsealed, unsealed_tasks):
@@ -284,35 +293,62 @@ def verify(
                 if damage is None and result["damage"] is not None:
                     damage = result["damage"]
         if damage is None:
-            damage = _tree_problem(head, frontier, base, external, prefix_root, verifier, warnings)
-            if damage is not None and damage.kind in ("rewritten", "forged-checkpoint"):
-                # The tree is not what was signed: find the first event that was moved.
-                sealed_pass = [(*task[:5], True) for task in tasks]
-                for result in runner.map(check_chunk, sealed_pass):
-                    if result["damage"] is not None:
-                        damage = result["damage"]
-                        break
+            damage = kept_problem(session, kept, start, frontier, base, verifier, warnings)
+        if damage is None:
+            damage = tree_problem(head, frontier, base, external, prefix_root, verifier, warnings)
+        if damage is not None and damage.kind in ("rewritten", "forged-checkpoint"):
+            # The tree is not what was signed: find the first event that was moved.
+            sealed_pass = [task._replace(check_seals=True, heads_through=None) for task in tasks]
+            for result in runner.map(check_chunk, sealed_pass):
+                if result["damage"] is not None:
+                    damage = result["damage"]
+                    break
     finally:
         runner.close()
 
-    def failed(d: Damage) -> VerifyResult:
+    first_info: dict[str, Any] = {}
+    if kept.first is not None:
+        first_info = {
+            "first_checkpoint_size": kept.first.tree_size,
+            "first_checkpoint_at": kept.first.signed_at,
+        }
+    if damage is None and witnesses:
+        needed = len(witnesses) if quorum is None else quorum
+        with session:
+            found, problems = history.cosigned(session, witnesses, needed, kept.through_id)
+        warnings.extend(problems)
+        if found is None:
+            damage = Damage(
+                "not-cosigned",
+                None,
+                None,
+                f"no kept checkpoint is cosigned by {needed} of the {len(witnesses)} "
+                "witnesses given",
+            )
+        else:
+            first_info.update(
+                cosigned_size=found.tree_size,
+                cosigned_at=found.signed_at,
+                cosigned_by=found.witnesses,
+            )
+
+    if damage is not None:
         return VerifyResult(
             False,
             checked,
-            d.seq,
-            d.message,
+            damage.seq,
+            damage.message,
             max_seq,
-            d.kind,
-            d.event_id,
+            damage.kind,
+            damage.event_id,
             frontier.size,
             unsealed_ids[2],
             lag,
             external.size if external else None,
             tuple(warnings),
+            checkpoints,
+            **first_info,
         )
-
-    if damage is not None:
-        return failed(damage)
     return VerifyResult(
         True,
         checked + unsealed_checked,
@@ -322,70 +358,6 @@ def verify(
         lag_seconds=lag,
         checkpoint_size=external.size if external else None,
         warnings=tuple(warnings),
+        checkpoints=checkpoints,
+        **first_info,
     )
-
-
-def _tree_problem(
-    head: AuditHead,
-    frontier: Frontier,
-    base: int,
-    external: Checkpoint | None,
-    prefix_root: bytes | None,
-    verifier: CheckpointVerifier | None,
-    warnings: list[str],
-) -> Damage | None:
-    """Whether the rebuilt tree is what the head signed, and extends a checkpoint kept elsewhere."""
-    size = frontier.size
-    last_seq = base + size
-    # A checkpoint held elsewhere: everything it covered is still here, unchanged.
-    if external is not None:
-        if external.size > size:
-            return Damage(
-                "truncated",
-                base + size + 1,
-                None,
-                f"the checkpoint covers {external.size} events but the trail "
-                f"has {size}: the newest events were deleted",
-            )
-        if prefix_root is None and external.size == size:
-            prefix_root = frontier.root()
-        if prefix_root != external.root:
-            return Damage(
-                "rewritten",
-                None,
-                None,
-                f"the first {external.size} events differ from those the checkpoint covered",
-            )
-    # The signed head: the tree must be exactly what the sequencer last signed.
-    if head.tree_size > size:
-        return Damage(
-            "truncated",
-            last_seq + 1,
-            None,
-            f"the head covers {head.tree_size} events but the trail ends at "
-            f"{size}: the newest events were deleted",
-        )
-    if head.tree_size < size:
-        return Damage(
-            "inserted",
-            base + head.tree_size + 1,
-            None,
-            f"events past the head ({head.tree_size} sealed) were added",
-        )
-    if head.root != frontier.root().hex():
-        return Damage("rewritten", None, None, "the tree does not match the head's root")
-    if head.checkpoint is None:
-        if size:
-            warnings.append("no signed checkpoint yet: run `citizen-lookup audit seal`")
-    elif verifier is None:
-        warnings.append("the head's checkpoint was not checked (no public key)")
-    else:
-        try:
-            signed = verifier.open(head.checkpoint)
-        except CheckpointError as exc:
-            return Damage("forged-checkpoint", None, None, f"the head's checkpoint: {exc}")
-        if signed.size != size or signed.root != frontier.root():
-            return Damage(
-                "rewritten", None, None, "the head's signed checkpoint does not match the trail"
-            )
-    return None
