@@ -107,7 +107,26 @@ def test_every_invalid_setting_is_named_in_one_error(tmp_path: Path) -> None:
     assert "reply_segments must be 1 or 2" in message
     assert "LOG_FORMAT must be text or json" in message
     assert "CITIZEN_LOOKUP_AUDIT_KEY is required" in message
-    assert "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE is required" in message
+    assert "CITIZEN_LOOKUP_CREDENTIALS_KEY is required" in message
+    # Web processes never seal the trail: the signing key is asked for where it is used.
+    assert "CHECKPOINT_KEY_FILE" not in message
+
+
+def test_the_signing_key_is_required_where_the_trail_is_sealed_and_only_there(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        {
+            "instance_path": str(tmp_path),
+            "database_url": "postgresql+psycopg://h/db",
+            "audit_key": "k" * 32,
+            "credentials_key": "x",
+        }
+    )
+    check_start(settings, signing=False)  # a web process: no refusal
+    with pytest.raises(ConfigurationError, match="CHECKPOINT_KEY_FILE is required") as refused:
+        check_start(settings)  # a worker or a command
+    assert "audit keygen -o FILE" in str(refused.value)
 
 
 def test_a_development_run_marks_its_folder_for_commands_run_without_the_variable(
