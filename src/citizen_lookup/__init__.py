@@ -36,7 +36,7 @@ def create_app(
     from citizen_lookup.settings import check_start, load_settings
     from citizen_lookup.web import demo, health, webhooks
 
-    settings = load_settings(overrides)
+    settings = load_settings(overrides, signing=command)
     if serving or command:
         check_start(settings, signing=not serving)
         startup.mark_development(settings)

@@ -124,9 +124,15 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
 
 
 def load_settings(
-    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    signing: bool = False,
 ) -> Settings:
-    """Build settings by the documented precedence; fail with the setting's name if one is bad."""
+    """Build settings by the documented precedence; fail with the setting's name if one is bad.
+
+    ``signing``: the process may seal the trail (a worker, a command), so a deployment's settings
+    must include the checkpoint key too; web processes never hold it."""
     env = os.environ if environ is None else environ
     root = project_root()
     known = {f.name: f for f in fields(Settings)}
@@ -160,7 +166,7 @@ def load_settings(
         values["instance_path"] = str(root / "instance")
     values["root"] = str(root)
     settings = Settings(**values)
-    _validate(settings)
+    _validate(settings, signing=signing)
     return settings
 
 
@@ -200,7 +206,7 @@ def describe_missing(names: list[str]) -> str:
     )
 
 
-def _validate(settings: Settings) -> None:
+def _validate(settings: Settings, *, signing: bool = False) -> None:
     """Raise one ConfigurationError naming every problem, so none is found one run at a time."""
     problems: list[str] = []
     if settings.reply_segments not in (1, 2):
@@ -231,7 +237,7 @@ def _validate(settings: Settings) -> None:
         problems.append("help_limit_per_msisdn must be at least 1")
     if settings.ussd_session_ttl_seconds < 1:
         problems.append("ussd_session_ttl_seconds must be at least 1")
-    missing = missing_settings(settings, database_required=False, signing=False)
+    missing = missing_settings(settings, database_required=False, signing=signing)
     if missing:
         problems.append(
             f"with {ENV_PREFIX}DATABASE_URL set, these settings are required too:\n"

@@ -163,7 +163,7 @@ def command_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any
     env = os.environ if environ is None else environ
     if ENV_PREFIX + "PUBLIC_BASE_URL" in env:
         return None
-    settings = load_settings(environ=env)
+    settings = load_settings(environ=env, signing=True)  # a command may seal the trail
     if not settings.embedded_database:
         return None
     server = running_dev_server(settings.instance_path)

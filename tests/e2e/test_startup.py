@@ -67,6 +67,8 @@ ENTRY_POINTS = {
     "serve": [str(BIN / "citizen-lookup"), "serve", "--port", "0"],
     "import app": [sys.executable, "-c", "import app"],
 }
+#: the web processes: they never seal the trail, so they never ask for the checkpoint key
+WEB_ENTRY_POINTS = ("gunicorn -c gunicorn.conf.py", "import app")
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -81,10 +83,13 @@ def test_an_entry_point_without_settings_refuses_once_naming_everything_missing(
     said = result.stdout + result.stderr
     assert result.returncode != 0, said
     assert "Traceback" not in said
+    web = entry in WEB_ENTRY_POINTS
     for name in REQUIRED:
-        assert said.count(name) == 1, said  # each named, once
+        expected = 0 if web and name == "CITIZEN_LOOKUP_CHECKPOINT_KEY_FILE" else 1
+        assert said.count(name) == expected, said  # each it needs named, once
     assert said.count("refusing to start") == 1
-    assert "citizen-lookup audit keygen -o FILE" in said  # how to make the checkpoint key
+    # how to make the checkpoint key, where it is needed
+    assert ("citizen-lookup audit keygen -o FILE" in said) is not web
     assert "Fernet.generate_key()" in said  # and the credentials key
     assert "CITIZEN_LOOKUP_ENV=development" in said
     assert not instance.exists()  # refused before anything was made
