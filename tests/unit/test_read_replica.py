@@ -33,7 +33,9 @@ def test_lookups_read_the_replica_and_replies_are_written_to_the_primary(
     with runtime.session_factory() as session:  # the primary has no citizen at all
         assert session.scalar(select(func.count()).select_from(Citizen)) == 0
 
+    # One at a time: the worker sends concurrently, and the replies are read in order.
     generic_sms(app.test_client(), text=f"DC {OWNER_ID}", message_id="m-1")
+    run_worker(runtime, app)
     generic_sms(app.test_client(), text=f"DC NK {OWNER_ID}", message_id="m-2")
     run_worker(runtime, app)
 
@@ -90,7 +92,9 @@ def test_a_replica_that_cannot_answer_is_replaced_by_the_primary_never_by_a_refu
     primary_reads = _sample("citizen_lookup_lookup_reads_total", database="primary")
 
     caplog.set_level(logging.WARNING, logger="citizen_lookup.read_replica")  # type: ignore[attr-defined]
+    # One at a time: the worker sends concurrently, and DC NK must find DC's lookup in history.
     generic_sms(app.test_client(), text=f"DC {OWNER_ID}", message_id="m-1")
+    run_worker(runtime, app)
     generic_sms(app.test_client(), text=f"DC NK {OWNER_ID}", message_id="m-2")
     run_worker(runtime, app)
 
