@@ -82,9 +82,7 @@ def _connection_adds() -> list[tuple[str, str]]:
 
 def test_every_provider_has_a_documented_connections_add() -> None:
     kinds = {
-        match
-        for _, line in _connection_adds()
-        for match in re.findall(r"--kind\s+([a-z]+)", line)
+        match for _, line in _connection_adds() for match in re.findall(r"--kind\s+([a-z]+)", line)
     }
     assert kinds >= set(PROVIDERS), set(PROVIDERS) - kinds
 
@@ -205,7 +203,9 @@ def _pins(name: str) -> dict[str, str]:
     """Each pinned package of a lock: its name and its whole pin block (version and hashes)."""
     text = (ROOT / name).read_text()
     blocks = {}
-    for match in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?: +--hash=\S+(?: \\)?\n)+)", text, re.M):
+    for match in re.finditer(
+        r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?: +--hash=\S+(?: \\)?\n)+)", text, re.M
+    ):
         blocks[match.group(1).lower()] = match.group(0)
     return blocks
 
