@@ -67,6 +67,21 @@ def test_gunicorn_conf_states_the_pool_the_settings_give() -> None:
     assert f"pool of {defaults['db_pool_size']} " in conf
 
 
+def test_scaling_and_compose_give_every_required_setting() -> None:
+    """docs/scaling.md's settings for each host, and docker-compose.yml's environments, name
+    every setting a process refuses to start without; the checkpoint key only where it seals."""
+    from citizen_lookup.settings import REQUIRED_SETTINGS
+
+    scaling = (ROOT / "docs" / "scaling.md").read_text()
+    step = scaling[scaling.index("### Step 2") : scaling.index("The nginx of `scripts/cluster`")]
+    compose = _compose()
+    for name in REQUIRED_SETTINGS:
+        variable = f"CITIZEN_LOOKUP_{name.upper()}"
+        assert variable in step, variable
+        assert variable in compose["x-sealing-env"], variable
+        assert (variable in compose["x-app"]["environment"]) == (name != "checkpoint_key_file")
+
+
 # -- secrets in examples ------------------------------------------------------------------------
 def _connection_adds() -> list[tuple[str, str]]:
     commands = []
