@@ -25,8 +25,13 @@ import time
 bind = os.environ.get("CITIZEN_LOOKUP_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
-# Enough threads that slow clients landing on one worker leave threads for real requests; the
-# database pool (5 + 10 overflow per process) is only taken by requests already read.
+# Enough threads that slow clients landing on one worker leave threads for real requests. Only
+# requests already read take a database connection, from a pool of 15 per process
+# (CITIZEN_LOOKUP_DB_POOL_SIZE, no overflow); past 15 at once the others wait for one (up to
+# SQLAlchemy's 30 s, never reached in the measurement). `scripts/bench pool` (docs/scaling.md,
+# "Web threads and the database pool"): under wrk with 64 connections most checkouts waited,
+# yet requests/s and p99 were no worse than with a pool of 32, where none did: the CPU, not
+# the pool, is the limit, and 15 keeps PostgreSQL's connection count down.
 threads = int(os.environ.get("CITIZEN_LOOKUP_WEB_THREADS", "32"))
 keepalive = 2
 timeout = 30

@@ -1,7 +1,9 @@
-"""Print the digest of pyproject.toml's dependency lists, which requirements.lock records.
+"""Print the digest of pyproject.toml's dependency lists, which both locks record.
 
-scripts/lock writes it into the lock's header; scripts/bootstrap compares it, so an install
-never goes on from a lock that no longer matches what pyproject.toml asks for.
+scripts/lock writes it into the header of requirements.lock (runtime) and requirements-dev.lock
+(runtime plus test tools); scripts/bootstrap and the Dockerfile compare it (``--check`` checks
+both locks, or the ones named after it), so an install never goes on from a lock that no longer
+matches what pyproject.toml asks for.
 
 ``--pin NAME`` prints one package's pin from the lock, with its hashes, as a requirements file
 of its own: scripts/bootstrap and the Dockerfile install the locked pip that way, hash-checked,
@@ -60,14 +62,15 @@ if __name__ == "__main__":
         if found is None or "--hash=" not in found:
             sys.exit(f"requirements.lock pins no {sys.argv[2]} with hashes: run scripts/lock")
         sys.stdout.write(found)
-    elif sys.argv[1:] == ["--check"]:
-        lock = ROOT / "requirements.lock"
-        if not lock.is_file():
-            sys.exit("requirements.lock is missing: run scripts/lock")
-        if recorded(lock) != digest():
-            sys.exit(
-                "requirements.lock does not match the dependencies in pyproject.toml "
-                "(one was added, removed or changed): run scripts/lock, then commit the lock"
-            )
+    elif sys.argv[1:2] == ["--check"]:
+        for name in sys.argv[2:] or ["requirements.lock", "requirements-dev.lock"]:
+            lock = ROOT / name
+            if not lock.is_file():
+                sys.exit(f"{name} is missing: run scripts/lock")
+            if recorded(lock) != digest():
+                sys.exit(
+                    f"{name} does not match the dependencies in pyproject.toml "
+                    "(one was added, removed or changed): run scripts/lock, then commit the locks"
+                )
     else:
         print(digest())

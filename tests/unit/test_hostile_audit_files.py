@@ -120,5 +120,8 @@ def test_compose_gives_the_signing_key_only_to_the_processes_that_seal():
             for s in service.get("secrets") or []
         )
         assert holds_key == (name in ("migrate", "worker")), name
+        # The key's volume: written once by keygen, read by the two that seal, never by web.
+        mounts_key = any(v.startswith("checkpoint-key:") for v in service.get("volumes") or [])
+        assert mounts_key == (name in ("keygen", "migrate", "worker")), name
     web_command = " ".join(services["web"]["command"])
     assert "gunicorn" in web_command  # the web tier: never seals

@@ -67,7 +67,8 @@ def test_the_lock_pins_pip_with_hashes_and_pin_prints_exactly_that() -> None:
 
 def test_bootstrap_refuses_a_lock_without_a_hashed_pip(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
-    for name in ("scripts/bootstrap", "scripts/lock_digest.py", "pyproject.toml"):
+    for name in ("scripts/bootstrap", "scripts/lock_digest.py", "pyproject.toml",
+                 "requirements-dev.lock"):  # fmt: skip
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     (tmp_path / "scripts" / "bootstrap").chmod(0o755)
     lock = (ROOT / "requirements.lock").read_text()

@@ -1,10 +1,12 @@
-"""Installs do not drift: requirements.lock pins what pyproject.toml asks for, with hashes."""
+"""Installs do not drift: both locks pin what pyproject.toml asks for, with hashes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,8 +20,9 @@ def test_the_lock_matches_pyproject_dependencies() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_every_pin_in_the_lock_has_a_hash() -> None:
-    lines = (ROOT / "requirements.lock").read_text().splitlines()
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_every_pin_in_the_lock_has_a_hash(lock: str) -> None:
+    lines = (ROOT / lock).read_text().splitlines()
     pins = [line for line in lines if line and not line.startswith((" ", "#"))]
     assert pins, "the lock pins nothing"
     for pin in pins:
@@ -28,7 +31,9 @@ def test_every_pin_in_the_lock_has_a_hash() -> None:
 
 def test_bootstrap_refuses_a_lock_that_does_not_match(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
-    for name in ("scripts/bootstrap", "scripts/lock_digest.py", "requirements.lock"):
+    for name in (
+        "scripts/bootstrap", "scripts/lock_digest.py", "requirements.lock", "requirements-dev.lock",
+    ):  # fmt: skip
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     (tmp_path / "scripts" / "bootstrap").chmod(0o755)
     pyproject = (ROOT / "pyproject.toml").read_text()
