@@ -15,16 +15,14 @@ import json
 import struct
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.orm import Session
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.audit_files import log_verifier, read_text_file, witness_verifier
 from citizen_lookup.cli.output import clean, counted
 from citizen_lookup.cli.times import local_time
-from citizen_lookup.models import AuditEvent
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.audit import CheckpointError, history, search
 from citizen_lookup.services.audit.cosignature import split_note
@@ -33,6 +31,11 @@ from citizen_lookup.services.audit.proofs import ProofError, inclusion_proof, ve
 from citizen_lookup.services.audit.sequencer import latest_tree_head
 from citizen_lookup.services.audit.trail import CONTENT_FIELDS, tree_entry
 from citizen_lookup.services.audit.tree import StoredTree, TreeUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from citizen_lookup.models import AuditEvent
 
 FORMAT = "citizen-lookup/audit-inclusion-proof/v1"
 

@@ -11,10 +11,9 @@ import json
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.orm import Session
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.output import clean, clean_data, counted, csv_cell
@@ -22,6 +21,9 @@ from citizen_lookup.cli.times import ZONE_NOTE, local_iso, local_time, moment_op
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.audit import reports
 from citizen_lookup.services.audit import search as finder
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 SINCE_HELP = f"From this date (YYYY-MM-DD) or ISO time, {ZONE_NOTE}."
 UNTIL_HELP = f"Up to this date (inclusive) or ISO time, {ZONE_NOTE}."
@@ -75,7 +77,13 @@ SEARCH_HEADER = (
 @click.option("--outcome", help="Outcome, e.g. granted, not_matched, authentication_failed.")
 @click.option("--since", help=SINCE_HELP)
 @click.option("--until", help=UNTIL_HELP)
-@click.option("--limit", type=click.IntRange(1), default=200, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="At most this many events, the oldest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_runtime
 def search(runtime: Runtime, limit: int, as_json: bool, **filters: str | None) -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.citizens import audit_import, echo_report, load_with_progress
-from citizen_lookup.models import Connection  # the type of what is returned
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.citizens.imports import CitizenRow, RowError
 from citizen_lookup.services.demo import DEMO_SLUG, generate_citizens
 from citizen_lookup.services.demo import ensure_demo_connection as ensure_demo_connection_in
+
+if TYPE_CHECKING:
+    from citizen_lookup.models import Connection
 
 SHOWN_CITIZENS = 3
 

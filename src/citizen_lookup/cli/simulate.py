@@ -21,7 +21,6 @@ from citizen_lookup.cli import pass_runtime
 from citizen_lookup.cli.output import counted
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.domain.text import gsm7_units
-from citizen_lookup.models import InboundState
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import Provider, UssdScreen
 from citizen_lookup.providers.urls import webhook_url
@@ -111,7 +110,7 @@ def _wait_for_reply(
                 handed = f", provider id {provider_id}" if provider_id else ""
                 click.echo(f"(reply {status.outbound_state}: handed to {where}{handed})", err=True)
                 sys.exit(0)
-            if status.outbound_state is None and status.inbound_state == InboundState.DONE:
+            if status.done_without_reply:
                 click.echo("(no reply: this sender is over its daily limit)", err=True)
                 sys.exit(0)
         time.sleep(0.2)

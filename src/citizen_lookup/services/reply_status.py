@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from citizen_lookup.models import InboundMessageRecord, OutboundMessageRecord
+from citizen_lookup.models import InboundMessageRecord, InboundState, OutboundMessageRecord
 from citizen_lookup.services.ussd import ussd_message_prefix
 
 
@@ -22,6 +22,11 @@ class ReplyStatus:
     attempts: int | None
     last_error: str | None
     provider_message_id: str | None
+
+    @property
+    def done_without_reply(self) -> bool:
+        """Handled and closed with no reply stored (the sender was over its daily limit)."""
+        return self.outbound_state is None and self.inbound_state == InboundState.DONE
 
 
 def reply_status(session: Session, connection_id: int, message_id: str) -> ReplyStatus | None:
