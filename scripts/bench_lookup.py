@@ -51,7 +51,8 @@ def sample_citizens(engine: Any, count: int = 5000) -> list[tuple[str, str]]:
 
 def measure_lookup(runtime: Any, database_url: str, samples: int = 3000) -> dict[str, Any]:
     from citizen_lookup.domain.syntax import parse_command
-    from citizen_lookup.services import citizen_records, lookup
+    from citizen_lookup.services import lookup
+    from citizen_lookup.services.citizens import records as citizen_records
 
     citizens = sample_citizens(runtime.engine)
     picks = random.Random(1).choices(citizens, k=samples)

@@ -114,7 +114,7 @@ def lookup_cost(args: argparse.Namespace) -> int:
     from cluster_topology import APP_ROLE, DATABASE
 
     from citizen_lookup.db import make_engine
-    from citizen_lookup.services.citizen_records import _BY_ID_NUMBER
+    from citizen_lookup.services.citizens.records import _BY_ID_NUMBER
     from citizen_lookup.settings import load_settings
 
     cluster = _loaded()

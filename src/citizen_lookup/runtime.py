@@ -38,7 +38,7 @@ from citizen_lookup.services.audit.cosigning import (
     parse_witnesses,
 )
 from citizen_lookup.services.audit.sequencer import HaltRecord, SequencerGuard
-from citizen_lookup.services.citizen_records import READ_REPLICA
+from citizen_lookup.services.citizens.records import READ_REPLICA
 from citizen_lookup.services.limits import ConnectionRateLimiter, DailyLimiter
 from citizen_lookup.services.lookup import DecisionContext, LookupContext
 from citizen_lookup.services.refusals import RefusalCounter

@@ -24,9 +24,9 @@ from citizen_lookup.models import (
     TaxRegistration,
 )
 from citizen_lookup.runtime import EXTENSION, Runtime
-from citizen_lookup.services import citizens
-from citizen_lookup.services.citizen_files import FIELDS, MALFORMED, ImportFileError, read_rows
-from citizen_lookup.services.citizens import RowError, import_citizens, validate_row
+from citizen_lookup.services.citizens import imports as citizens
+from citizen_lookup.services.citizens.files import FIELDS, MALFORMED, ImportFileError, read_rows
+from citizen_lookup.services.citizens.imports import RowError, import_citizens, validate_row
 
 # Also run against the machine's PostgreSQL and Redis (integration; see conftest).
 ALSO_ON_POSTGRES = True
@@ -392,7 +392,7 @@ def test_a_refused_batch_raises_keeps_earlier_batches_and_writes_none_after(app:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from citizen_lookup.services.citizens import CitizenRow, store_citizens
+    from citizen_lookup.services.citizens.imports import CitizenRow, store_citizens
 
     def row(n: int, name: Any = "Nguyen Van An") -> tuple[int, CitizenRow]:
         return n, CitizenRow(f"0010990{n:05d}", name, date(1999, 5, 1), "M", [f"+8491234{n:04d}"])
@@ -406,7 +406,7 @@ def test_a_refused_batch_raises_keeps_earlier_batches_and_writes_none_after(app:
 
 
 def test_many_batches_with_repeats_count_inserts_and_updates_like_one_pass(app: Flask) -> None:
-    from citizen_lookup.services.citizens import store_citizens
+    from citizen_lookup.services.citizens.imports import store_citizens
     from citizen_lookup.services.demo import generate_citizens
 
     runtime = runtime_of(app)

@@ -22,9 +22,16 @@ from citizen_lookup.domain import identity
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.models import Citizen, CitizenPhone
 from citizen_lookup.runtime import EXTENSION, Runtime
-from citizen_lookup.services import citizen_files, citizen_store, citizens
-from citizen_lookup.services.citizen_files import FIELDS, MALFORMED
-from citizen_lookup.services.citizens import CitizenRow, RowError, store_citizens, validate_row
+from citizen_lookup.services.citizens import files as citizen_files
+from citizen_lookup.services.citizens import imports as citizens
+from citizen_lookup.services.citizens import store as citizen_store
+from citizen_lookup.services.citizens.files import FIELDS, MALFORMED
+from citizen_lookup.services.citizens.imports import (
+    CitizenRow,
+    RowError,
+    store_citizens,
+    validate_row,
+)
 
 # The store tests also run against the machine's PostgreSQL (integration; see conftest).
 ALSO_ON_POSTGRES = True

@@ -252,7 +252,7 @@ def test_search_by_msisdn_finds_that_senders_events_and_is_audited(app, cli, fak
 def test_search_prints_a_header_and_shows_unsealed_events(app, cli, fake_provider):
     _traffic(app, fake_provider, seal=False)
     lines = cli("audit", "search").output.splitlines()
-    assert lines[0].split()[:4] == ["SEQ", "ID", "TIME", "(UTC)"]
+    assert lines[0].split()[:4] == ["SEQ", "ID", "TIME", "(VIETNAM)"]
     assert all(line.split()[0] == "-" for line in lines[1:8])  # none sealed yet
     assert lines[8:] == ["7 events"]
 

@@ -41,7 +41,8 @@ def test_failed_reply_shows_in_status_and_retry_failed_sends_it(app, cli, fake_p
     with runtime_of(app).session_factory() as session:
         assert session.scalars(select(OutboundMessageRecord.state)).one() == "failed"
     fake_provider.status = 200  # the provider is back
-    assert "requeued 1 failed jobs (1 failed replies" in cli("queue", "retry-failed").output
+    retried = cli("queue", "retry-failed").output
+    assert "requeued 1 failed job (1 failed reply will be sent again)\n" in retried
     run_worker(runtime_of(app), app)
     assert fake_provider.requests[-1].json()["to"] == "+84912345678"
     assert "failed:    0" in cli("queue", "status").output
@@ -60,7 +61,7 @@ def test_sweep_queues_a_message_stored_while_redis_was_down(app, cli, monkeypatc
     assert generic_sms(app.test_client(), text="DC").status_code == 200
     monkeypatch.undo()
     assert message_queue(runtime).count == 0
-    assert "queued 1 stored messages" in cli("queue", "sweep", "--older-than", "0").output
+    assert "queued 1 stored message\n" in cli("queue", "sweep", "--older-than", "0").output
     assert message_queue(runtime).count == 1
 
 

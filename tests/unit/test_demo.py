@@ -16,7 +16,7 @@ from citizen_lookup.domain.identity import is_old_id_number, parse_id_number
 from citizen_lookup.domain.phones import normalize_msisdn
 from citizen_lookup.models import AuditEvent, Citizen, CitizenPhone, Connection
 from citizen_lookup.runtime import EXTENSION, Runtime
-from citizen_lookup.services.citizens import validate_row
+from citizen_lookup.services.citizens.imports import validate_row
 from citizen_lookup.services.demo import as_raw, generate_citizens
 
 TODAY = date(2026, 11, 27)

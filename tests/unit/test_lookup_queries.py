@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import event
 
 from citizen_lookup.domain.syntax import parse_command
-from citizen_lookup.services.citizen_records import find_citizen_for_sender
+from citizen_lookup.services.citizens.records import find_citizen_for_sender
 from citizen_lookup.services.lookup import answer
 from tests.helpers import OWNER_ID, OWNER_PHONE, STRANGER_PHONE, add_citizen, runtime_of
 

@@ -60,7 +60,7 @@ def test_a_reply_the_provider_keeps_refusing_is_reported_with_its_state(
     result = _simulate(cli, served)
     assert result.exit_code == 1
     assert (
-        f"(reply failed after 1 attempt(s) to generic at {fake_provider.url}/mt: "
+        f"(reply failed after 1 attempt to generic at {fake_provider.url}/mt: "
         "provider answered HTTP 400; `queue retry-failed` sends it again)"
     ) in result.stderr
 
@@ -82,7 +82,7 @@ def test_a_reply_still_retrying_is_not_blamed_on_a_missing_worker(
     monkeypatch.setattr("citizen_lookup.queue.retry_policy", _slow_retry)
     result = _simulate(cli, served, "--wait", "1")
     assert result.exit_code == 1
-    assert "the reply is pending after 1 attempt(s) to generic at" in result.output
+    assert "the reply is pending after 1 attempt to generic at" in result.output
     assert "(provider answered HTTP 503)" in result.output
     assert "is a worker running" not in result.output
 

@@ -15,24 +15,27 @@ import json
 import struct
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.audit_files import log_verifier, read_text_file, witness_verifier
-from citizen_lookup.cli.output import clean
-from citizen_lookup.models import AuditEvent
+from citizen_lookup.cli.output import clean, counted
+from citizen_lookup.cli.times import local_time
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.audit import CheckpointError, history
+from citizen_lookup.services.audit import CheckpointError, history, search
 from citizen_lookup.services.audit.cosignature import split_note
 from citizen_lookup.services.audit.merkle import leaf_hash
 from citizen_lookup.services.audit.proofs import ProofError, inclusion_proof, verify_inclusion
 from citizen_lookup.services.audit.sequencer import latest_tree_head
 from citizen_lookup.services.audit.trail import CONTENT_FIELDS, tree_entry
 from citizen_lookup.services.audit.tree import StoredTree, TreeUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from citizen_lookup.models import AuditEvent
 
 FORMAT = "citizen-lookup/audit-inclusion-proof/v1"
 
@@ -46,8 +49,7 @@ def _event(session: Session, event: str) -> AuditEvent:
             "an event is its seq (as `audit search` shows) or #ID (its intake id)",
             param_hint="EVENT",
         )
-    column = AuditEvent.id if by_id else AuditEvent.seq
-    row = session.scalar(select(AuditEvent).where(column == int(number)))
+    row = search.event(session, int(number), by_id=by_id)
     if row is None:
         raise click.ClickException(f"no audit event {clean(text)} (purged, or never written)")
     if row.seq is None:
@@ -123,7 +125,7 @@ def prove(runtime: Runtime, event: str, checkpoint_file: Path | None, output: Pa
             detail={"seq": seq, "tree_size": signed.size},
         )
     click.echo(
-        f"inclusion proof of event {seq} in the tree of {signed.size} events written to "
+        f"inclusion proof of event {seq} in the tree of {counted(signed.size, 'event')} written to "
         f"{clean(str(output))}"
     )
 
@@ -196,17 +198,21 @@ def verify_proof(
     cosigned_by = _cosigners(note, witnesses, problems)
     needed = len(witnesses) if quorum is None else quorum
     if len(cosigned_by) < needed:
-        problems.append(f"cosigned by {len(cosigned_by)} of the {needed} witnesses required")
+        problems.append(
+            f"cosigned by {len(cosigned_by)} of the {counted(needed, 'witness', 'witnesses')} "
+            "required"
+        )
     if problems or signed is None:
         for problem in problems:
             click.echo(f"proof FAILED: {clean(problem)}", err=True)
         raise SystemExit(1)
     event = document["event"]
-    when = signed.time.isoformat() if signed.time else "(no time line)"
+    when = local_time(signed.time, "seconds") if signed.time else "(no time line)"
     click.echo(
-        f"proof OK: event {seq} (#{event_id}, {clean(str(event.get('occurred_at')))}, "
+        f"proof OK: event {seq} (#{event_id}, {_shown_time(event.get('occurred_at'))}, "
         f"{clean(str(event.get('event_type')))}, outcome {clean(str(event.get('outcome')))}) "
-        f"is leaf {index} of the tree of {signed.size} events that {clean(signed.origin)} "
+        f"is leaf {index} of the tree of {counted(signed.size, 'event')} that "
+        f"{clean(signed.origin)} "
         f"signed at {when}"
         + (f", cosigned by {', '.join(clean(w) for w in cosigned_by)}" if cosigned_by else "")
     )
@@ -233,3 +239,11 @@ def _cosigners(note: str, witnesses: list[Any], problems: list[str]) -> list[str
         except CheckpointError as exc:
             problems.append(str(exc))
     return names
+
+
+def _shown_time(value: Any) -> str:
+    """The proof's event time (UTC, as the file keeps it) in Vietnam time, as shown elsewhere."""
+    try:
+        return local_time(str(value), "seconds")
+    except ValueError:
+        return clean(str(value))

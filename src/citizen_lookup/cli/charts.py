@@ -10,9 +10,15 @@ WIDTH_IN, HEIGHT_IN, DPI = 10, 5, 100  # a 1000 x 500 pixel PNG (an SVG of 720 x
 
 
 def stacked_bars(
-    path: Path, title: str, keys: list[str], series: list[str], values: dict[str, dict[str, int]]
+    path: Path,
+    title: str,
+    keys: list[str],
+    series: list[str],
+    values: dict[str, dict[str, int]],
+    legend: str | None = "outcome",
 ) -> None:
-    """One bar per key, stacked by series (outcome), written as PNG or SVG by extension."""
+    """One bar per key, stacked by series (outcome), written as PNG or SVG by extension; the
+    legend, titled ``legend``, is left out when that is ``None``."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -35,7 +41,7 @@ def stacked_bars(
     axes.set_title(title)
     axes.set_ylabel("count")
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 2.5 lookups
-    if series:
-        axes.legend(title="outcome", fontsize="small")
+    if series and legend is not None:
+        axes.legend(title=legend, fontsize="small")
     figure.tight_layout()
     figure.savefig(path, format=path.suffix.lower().lstrip("."), dpi=DPI)

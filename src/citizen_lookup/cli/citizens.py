@@ -6,7 +6,6 @@ import gc
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import click
@@ -15,15 +14,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.output import counted
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.citizen_files import ImportFileError, read_rows
-from citizen_lookup.services.citizens import (
+from citizen_lookup.services.citizens.files import ImportFileError, read_rows
+from citizen_lookup.services.citizens.imports import (
     CitizenRow,
     ImportReport,
     RowError,
     store_citizens,
     validated,
 )
-from citizen_lookup.services.limits import VIETNAM
 
 SHOWN_REJECTIONS = 50
 EXIT_REJECTED, EXIT_UNREADABLE, EXIT_DATABASE = 1, 2, 3
@@ -71,18 +69,6 @@ def _rare_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*threshold)
-
-
-def vietnam_moment(value: str | None) -> datetime | None:
-    """--since as a moment: a date is its midnight in Vietnam, a time without an offset is
-    Vietnam time (the zone every admin command shows)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD) or ISO time") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=VIETNAM)
 
 
 def check_rows(
@@ -174,7 +160,8 @@ def import_(runtime: Runtime, file: Path) -> None:
 @click.argument("id_number")
 @click.option(
     "--since",
-    help="From this date (YYYY-MM-DD) or ISO time, in Vietnam time unless it has an offset.",
+    help="From this date (YYYY-MM-DD) or ISO time, in Vietnam time (+07:00) unless it has an "
+    "offset.",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
@@ -182,19 +169,16 @@ def import_(runtime: Runtime, file: Path) -> None:
 @pass_runtime
 def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str) -> None:
     """Every lookup of one ID in the audit trail (a data-subject request); itself audited."""
-    from sqlalchemy import or_, select
-
-    from citizen_lookup.cli.audit import echo_json
-    from citizen_lookup.cli.connections_review import local_time
+    from citizen_lookup.cli.audit_search import echo_json
     from citizen_lookup.cli.output import clean
+    from citizen_lookup.cli.times import local_iso, moment_option
     from citizen_lookup.domain.identity import (
         InvalidIdNumber,
         is_old_id_number,
         mask_id_number,
         parse_id_number,
     )
-    from citizen_lookup.models import Citizen
-    from citizen_lookup.services.audit import reports
+    from citizen_lookup.services.audit import search
 
     digits = "".join(ch for ch in id_number if not ch.isspace())
     if not is_old_id_number(digits):
@@ -202,19 +186,11 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
             parse_id_number(digits, runtime.provinces, abroad_range=runtime.abroad_range)
         except InvalidIdNumber as exc:
             raise click.BadParameter(str(exc), param_hint="ID_NUMBER") from exc
-    start = vietnam_moment(since)
+    start = moment_option(since, "--since")
     with runtime.session_factory() as session:
-        # Lookups made with the citizen's old 9-digit number count too, and the other way round.
-        numbers = {digits}
-        citizen = session.scalar(
-            select(Citizen).where(or_(Citizen.id_number == digits, Citizen.old_id_number == digits))
-        )
-        if citizen is not None:
-            numbers |= {n for n in (citizen.id_number, citizen.old_id_number) if n}
-        hashes = [runtime.audit.keyed_hash(n) for n in sorted(numbers)]
         rows = [
             {
-                "time": local_time(event.occurred_at, "seconds").replace(" ", "T"),
+                "time": local_iso(event.occurred_at),
                 "connection": event.connection,
                 "channel": event.channel,
                 "sender": event.sender_masked,
@@ -226,7 +202,8 @@ def access_report(runtime: Runtime, id_number: str, since: str | None, fmt: str)
                 "sealed": event.seq is not None,
                 "fields": (event.fields_disclosed or "").replace(",", ", "),
             }
-            for event in reports.accesses(session, hashes, start)
+            # Lookups made with the citizen's old 9-digit number count too, and the other way.
+            for event in search.citizen_accesses(session, runtime.audit, digits, start)
         ]
     with runtime.session_factory.begin() as session:
         runtime.audit.append(

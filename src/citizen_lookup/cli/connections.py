@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from redis.exceptions import RedisError
-from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
-from citizen_lookup.cli.connections_review import describe_change, local_time, publish, report
-from citizen_lookup.models import Connection
+from citizen_lookup.cli.connections_review import list_, publish, report, show
 from citizen_lookup.providers import PROVIDERS, provider_class
 from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services import connection_review as review
 from citizen_lookup.services import connections as service
-from citizen_lookup.services.send_control import CircuitBreaker
 from citizen_lookup.settings import is_development
 
 
@@ -227,6 +221,8 @@ def set_option(runtime: Runtime, slug: str, option: str, reason: str) -> None:
             session, runtime.audit, slug, name, value, actor=current_actor(), reason=reason
         )
     click.echo(f"connection {slug}: {name} = {value}")
+
+
 @group.command("update")
 @click.argument("slug")
 @click.option("--max-tps", type=float, help="Messages per second across all workers; 0: no limit.")
@@ -252,21 +248,6 @@ def update(runtime: Runtime, slug: str, max_tps: float | None, max_in_flight: in
         f"connection {slug}: max tps {tps if tps is not None else 'no limit'}, "
         f"max in flight {in_flight if in_flight is not None else f'{default} (default)'}"
     )
-
-
-def _circuits(runtime: Runtime, slugs: list[str]) -> dict[str, dict[str, Any]]:
-    """Each connection's circuit as the workers share it in Redis ({} if Redis is down)."""
-    breaker = CircuitBreaker(
-        runtime.redis,
-        runtime.settings.redis_prefix,
-        threshold=runtime.settings.circuit_failure_threshold,
-        cooldown=runtime.settings.circuit_cooldown_seconds,
-        probe_lease=runtime.settings.send_lease_seconds,
-    )
-    try:
-        return {slug: circuit.as_json() for slug, circuit in breaker.read(slugs).items()}
-    except RedisError:
-        return {}
 
 
 @group.command("approve")
@@ -332,107 +313,5 @@ def reencrypt(runtime: Runtime) -> None:
     click.echo(f"{resealed} of {total} connections resealed with the first key")
 
 
-LIST_WIDTH = 80
-
-
-def _list_lines(rows: list[dict[str, Any]], width: int = LIST_WIDTH) -> list[str]:
-    """A plain table within ``width`` columns: slugs whole, the focal point's name takes the rest.
-
-    A CIRCUIT column appears when a connection's circuit is not closed (then the focal point's
-    name gives it room); `connections show` has the rest (language, focal title, phone and
-    e-mail, assessment, the circuit's reason).
-    """
-    circuits = [(row.get("circuit") or {}).get("state", "closed") for row in rows]
-    with_circuit = any(state != "closed" for state in circuits)
-    header: tuple[str, ...] = ("SLUG", "KIND", "STATE", "SINCE", "CODE")
-    header += ("CIRCUIT", "FOCAL POINT") if with_circuit else ("FOCAL POINT",)
-    table = [
-        (
-            row["slug"],
-            row["kind"],
-            row["state"],
-            row["state_changed_at"][:10],
-            row["short_code"] or "",
-            *((circuit,) if with_circuit else ()),
-            row["focal_point"]["name"],
-        )
-        for row, circuit in zip(rows, circuits, strict=True)
-    ]
-    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header) - 1)]
-    room = max(width - sum(widths) - 2 * len(widths), 8 if with_circuit else 12)
-
-    def fit(text: str) -> str:
-        return text if len(text) <= room else text[: room - 1].rstrip() + "~"
-
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
-        + "  "
-        + fit(line[-1])
-        for line in [header, *table]
-    ]
-
-
-@group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
-@pass_runtime
-def list_(runtime: Runtime, as_json: bool) -> None:
-    """List connections (one line each, within 80 columns)."""
-    with runtime.session_factory() as session:
-        rows = [
-            service.describe(c)
-            for c in session.scalars(select(Connection).order_by(Connection.slug))
-        ]
-    circuits = _circuits(runtime, [row["slug"] for row in rows])
-    for row in rows:
-        row["circuit"] = circuits.get(row["slug"])
-    if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
-        return
-    if not rows:
-        click.echo("no connections yet (connections add SLUG --kind KIND ...)")
-        return
-    for line in _list_lines(rows):
-        click.echo(line.rstrip())
-
-
-@group.command("show")
-@click.argument("slug")
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
-@pass_runtime
-def show(runtime: Runtime, slug: str, as_json: bool) -> None:
-    """Show one connection (secrets masked), its state history and its last 30 days."""
-    with runtime.session_factory() as session:
-        row = service.describe(service.get_connection(session, slug))
-        history = [change.as_json() for change in review.state_history(session, slug)]
-        counts = review.recent_counts(session, slug, days=RECENT_DAYS)
-    row["circuit"] = _circuits(runtime, [slug]).get(slug)
-    if as_json:
-        row = {**row, "state_history": history, f"last_{RECENT_DAYS}_days": counts}
-        click.echo(json.dumps(row, ensure_ascii=False, indent=2))
-        return
-    for key, value in row.items():
-        if isinstance(value, dict):
-            click.echo(f"{key}:")
-            for sub, item in value.items():
-                click.echo(f"  {sub}: {item if item is not None else ''}")
-        elif key == "allowed_networks":
-            click.echo(f"{key}: {', '.join(value) if value else '(none set: any source)'}")
-        elif key in TIMES:
-            click.echo(f"{key}: {local_time(value)}")
-        else:
-            click.echo(f"{key}: {value if value is not None else ''}")
-    click.echo("state history (Vietnam time):")
-    for change in history:
-        click.echo(f"  {describe_change(change)}")
-    click.echo(f"messages, last {RECENT_DAYS} days, by outcome:")
-    for event_type, outcomes in counts.items():
-        listed = ", ".join(f"{outcome or '-'} {n}" for outcome, n in outcomes.items())
-        click.echo(f"  {event_type}: {listed}")
-    if not counts:
-        click.echo("  none")
-
-
-RECENT_DAYS = 30
-TIMES = ("state_changed_at", "created_at")  # shown in Vietnam time, as the history is
-group.add_command(publish)
-group.add_command(report)
+for command in (list_, show, publish, report):
+    group.add_command(command)

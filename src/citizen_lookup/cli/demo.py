@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import select
 
 from citizen_lookup.cli import current_actor, pass_runtime
 from citizen_lookup.cli.citizens import audit_import, echo_report, load_with_progress
-from citizen_lookup.models import Connection
 from citizen_lookup.runtime import Runtime
-from citizen_lookup.services.citizens import CitizenRow, RowError
-from citizen_lookup.services.connections import FocalPoint, create_connection
-from citizen_lookup.services.demo import generate_citizens
+from citizen_lookup.services.citizens.imports import CitizenRow, RowError
+from citizen_lookup.services.demo import DEMO_SLUG, generate_citizens
+from citizen_lookup.services.demo import ensure_demo_connection as ensure_demo_connection_in
 
-DEMO_SLUG = "demo"
-DEMO_ASSESSMENT = "DEMO-LOCAL"
-DEMO_FOCAL = FocalPoint("Demo Operator", "Local demo", "+842430000000", "demo@example.invalid")
+if TYPE_CHECKING:
+    from citizen_lookup.models import Connection
+
 SHOWN_CITIZENS = 3
 
 
@@ -30,43 +28,17 @@ def group() -> None:
 
 
 def ensure_demo_connection(runtime: Runtime) -> tuple[Connection, bool]:
-    """The `demo` generic connection, created active (and audited) if missing; (it, created).
-
-    Its replies go to this deployment's own /demo/mt: seeded again under another public base URL
-    (scripts/run on another PORT), it is pointed there, and the change audited.
-    """
+    """The `demo` connection, made if missing, its replies pointed at this deployment's /demo/mt
+    (see :func:`citizen_lookup.services.demo.ensure_demo_connection`)."""
     settings = runtime.settings
-    mt_url = f"{settings.public_base_url.rstrip('/')}/demo/mt"
     with runtime.session_factory.begin() as session:
-        found = session.execute(
-            select(Connection).where(Connection.slug == DEMO_SLUG)
-        ).scalar_one_or_none()
-        if found is not None:
-            if found.outbound_url != mt_url:
-                runtime.audit.append(
-                    session,
-                    "connection.updated",
-                    actor=current_actor(),
-                    connection=DEMO_SLUG,
-                    outcome="ok",
-                    detail={"outbound_url": {"from": found.outbound_url, "to": mt_url}},
-                )
-                found.outbound_url = mt_url
-            return found, False
-        connection = create_connection(
+        return ensure_demo_connection_in(
             session,
             runtime.audit,
-            slug=DEMO_SLUG,
-            kind="generic",
-            focal=DEMO_FOCAL,
-            actor=current_actor(),
+            mt_url=f"{settings.public_base_url.rstrip('/')}/demo/mt",
             short_code=settings.short_code,
-            language="vi",
-            credentials={"secret": secrets.token_hex(32)},
-            outbound_url=mt_url,
-            assessment=DEMO_ASSESSMENT,
+            actor=current_actor(),
         )
-        return connection, True
 
 
 @group.command("seed")

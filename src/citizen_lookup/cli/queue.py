@@ -10,6 +10,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from citizen_lookup.cli import current_actor, pass_runtime
+from citizen_lookup.cli.output import counted
 from citizen_lookup.queue import all_queues
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.sweeper import reopen_failed, sweep_unqueued
@@ -95,7 +96,10 @@ def retry_failed(runtime: Runtime) -> None:
     for registry, job_ids in ids_by_registry:
         for job_id in job_ids:
             registry.requeue(job_id)
-    click.echo(f"requeued {len(ids)} failed jobs ({reopened} failed replies will be sent again)")
+    click.echo(
+        f"requeued {counted(len(ids), 'failed job')} "
+        f"({counted(reopened, 'failed reply', 'failed replies')} will be sent again)"
+    )
 
 
 @group.command("sweep")
@@ -104,4 +108,4 @@ def retry_failed(runtime: Runtime) -> None:
 def sweep(runtime: Runtime, older_than: int | None) -> None:
     """Queue stored messages that no job holds (after Redis was down)."""
     count = sweep_unqueued(runtime, older_than_seconds=older_than)
-    click.echo(f"queued {count} stored messages")
+    click.echo(f"queued {counted(count, 'stored message')}")

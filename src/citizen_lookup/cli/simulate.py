@@ -13,22 +13,25 @@ import secrets
 import sys
 import textwrap
 import time
-from typing import Any
 
 import click
 import requests
-from sqlalchemy import select
 
 from citizen_lookup.cli import pass_runtime
+from citizen_lookup.cli.output import counted
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
 from citizen_lookup.domain.text import gsm7_units
-from citizen_lookup.models import InboundMessageRecord, InboundState, OutboundMessageRecord
 from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import Provider, UssdScreen
 from citizen_lookup.providers.urls import webhook_url
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.services.connections import get_connection
-from citizen_lookup.services.ussd import MAX_SCREEN_UNITS, ussd_message_prefix
+from citizen_lookup.services.reply_status import (
+    ReplyStatus,
+    reply_status,
+    ussd_result_message_id,
+)
+from citizen_lookup.services.ussd import MAX_SCREEN_UNITS
 
 FINAL = ("sent", "delivered", "failed")
 
@@ -89,46 +92,29 @@ def _wait_for_reply(
 ) -> None:
     """Print the reply stored for inbound ``message_id`` once it is sent; exit with its state."""
     deadline = time.monotonic() + wait
-    row = None
+    status = None
     while time.monotonic() < deadline:
         with runtime.session_factory() as session:
-            row = session.execute(
-                select(
-                    InboundMessageRecord.state,
-                    OutboundMessageRecord.state,
-                    OutboundMessageRecord.body,
-                    OutboundMessageRecord.attempts,
-                    OutboundMessageRecord.last_error,
-                    OutboundMessageRecord.provider_message_id,
-                )
-                .outerjoin(
-                    OutboundMessageRecord,
-                    OutboundMessageRecord.inbound_id == InboundMessageRecord.id,
-                )
-                .where(
-                    InboundMessageRecord.connection_id == connection_id,
-                    InboundMessageRecord.provider_message_id == message_id,
-                )
-            ).one_or_none()
-        if row is not None:
-            inbound_state, outbound_state, body, attempts, last_error, provider_id = row
-            if outbound_state in FINAL:
-                click.echo(body)
-                if outbound_state == "failed":
+            status = reply_status(session, connection_id, message_id)
+        if status is not None:
+            if status.outbound_state in FINAL:
+                click.echo(status.body)
+                if status.outbound_state == "failed":
                     click.echo(
-                        f"(reply failed after {attempts} attempt(s) to {where}: {last_error}; "
-                        "`queue retry-failed` sends it again)",
+                        f"(reply failed after {counted(status.attempts or 0, 'attempt')} to "
+                        f"{where}: {status.last_error}; `queue retry-failed` sends it again)",
                         err=True,
                     )
                     sys.exit(1)
+                provider_id = status.provider_message_id
                 handed = f", provider id {provider_id}" if provider_id else ""
-                click.echo(f"(reply {outbound_state}: handed to {where}{handed})", err=True)
+                click.echo(f"(reply {status.outbound_state}: handed to {where}{handed})", err=True)
                 sys.exit(0)
-            if outbound_state is None and inbound_state == InboundState.DONE:
+            if status.done_without_reply:
                 click.echo("(no reply: this sender is over its daily limit)", err=True)
                 sys.exit(0)
         time.sleep(0.2)
-    raise click.ClickException(_not_yet(row, where, wait))
+    raise click.ClickException(_not_yet(status, where, wait))
 
 
 def reply_destination(kind: str, outbound_url: str | None) -> str:
@@ -138,11 +124,12 @@ def reply_destination(kind: str, outbound_url: str | None) -> str:
     return f"the {kind} provider's own API"
 
 
-def _not_yet(row: Any, where: str, wait: float) -> str:
+def _not_yet(status: ReplyStatus | None, where: str, wait: float) -> str:
     """Why no reply is final after ``wait`` seconds, from the stored rows."""
-    if row is None:
+    if status is None:
         return f"no stored message after {wait:.0f} s (the webhook answered 200)"
-    inbound_state, outbound_state, _, attempts, last_error, _ = row
+    inbound_state, outbound_state = status.inbound_state, status.outbound_state
+    attempts, last_error = status.attempts or 0, status.last_error
     if outbound_state is None:
         return (
             f"the message is stored ({inbound_state}) but no worker has answered it within "
@@ -150,7 +137,7 @@ def _not_yet(row: Any, where: str, wait: float) -> str:
         )
     error = f" ({last_error})" if last_error else ""
     return (
-        f"the reply is {outbound_state} after {attempts} attempt(s) to {where}{error}; "
+        f"the reply is {outbound_state} after {counted(attempts, 'attempt')} to {where}{error}; "
         "the worker retries it with backoff (`citizen-lookup queue status`)"
     )
 
@@ -219,14 +206,7 @@ def ussd(
         history.append(entry)
     if result_by_sms and history:
         with runtime.session_factory() as session:
-            message_id = session.scalar(
-                select(InboundMessageRecord.provider_message_id).where(
-                    InboundMessageRecord.connection_id == connection_id,
-                    InboundMessageRecord.provider_message_id.startswith(
-                        ussd_message_prefix(session_id), autoescape=True
-                    ),
-                )
-            )
+            message_id = ussd_result_message_id(session, connection_id, session_id)
         if message_id is not None:  # none when the walk ended without a result
             _wait_for_reply(runtime, connection_id, message_id, wait, where)
 

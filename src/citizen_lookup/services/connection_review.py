@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.models import AuditEvent, Connection, ConnectionState
 from citizen_lookup.services.audit import VerifyResult
-from citizen_lookup.services.connections import get_connection
+from citizen_lookup.services.connections import describe, get_connection
 from citizen_lookup.services.limits import VIETNAM
 
 STATE_EVENTS = (
@@ -142,6 +142,11 @@ def recent_counts(session: Session, slug: str, days: int = 30) -> dict[str, dict
             continue
         grouped.setdefault(event_type, {})[outcome] = count
     return grouped
+
+
+def described_connections(session: Session) -> list[dict[str, Any]]:
+    """Every connection as operators see it (secrets masked), by slug."""
+    return [describe(c) for c in session.scalars(select(Connection).order_by(Connection.slug))]
 
 
 def _since(connection: Connection, history: list[StateChange]) -> datetime:

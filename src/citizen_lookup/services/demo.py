@@ -11,10 +11,17 @@ number space. Same seed and same ``today``, same rows; birth dates do not depend
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 
-from citizen_lookup.services.citizens import CitizenRow
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from citizen_lookup.models import Connection
+from citizen_lookup.services.audit import AuditTrail
+from citizen_lookup.services.citizens.imports import CitizenRow
+from citizen_lookup.services.connections import FocalPoint, create_connection
 from citizen_lookup.services.demo_places import (
     COMMUNES,
     DISTRICTS,
@@ -218,3 +225,46 @@ def as_raw(row: CitizenRow) -> dict[str, str]:
         elif name != "notes":
             raw[name] = "" if value is None else str(value)  # date's str is YYYY-MM-DD
     return raw
+
+
+# -- the demo connection --------------------------------------------------------------------------
+DEMO_SLUG = "demo"
+DEMO_ASSESSMENT = "DEMO-LOCAL"
+DEMO_FOCAL = FocalPoint("Demo Operator", "Local demo", "+842430000000", "demo@example.invalid")
+
+
+def ensure_demo_connection(
+    session: Session, audit: AuditTrail, *, mt_url: str, short_code: str, actor: str
+) -> tuple[Connection, bool]:
+    """The `demo` generic connection, created active (and audited) if missing; (it, created).
+
+    Its replies go to ``mt_url``, this deployment's own /demo/mt: seeded again under another
+    public base URL (scripts/run on another PORT), it is pointed there, and the change audited.
+    """
+    found = session.scalar(select(Connection).where(Connection.slug == DEMO_SLUG))
+    if found is not None:
+        if found.outbound_url != mt_url:
+            audit.append(
+                session,
+                "connection.updated",
+                actor=actor,
+                connection=DEMO_SLUG,
+                outcome="ok",
+                detail={"outbound_url": {"from": found.outbound_url, "to": mt_url}},
+            )
+            found.outbound_url = mt_url
+        return found, False
+    connection = create_connection(
+        session,
+        audit,
+        slug=DEMO_SLUG,
+        kind="generic",
+        focal=DEMO_FOCAL,
+        actor=actor,
+        short_code=short_code,
+        language="vi",
+        credentials={"secret": secrets.token_hex(32)},
+        outbound_url=mt_url,
+        assessment=DEMO_ASSESSMENT,
+    )
+    return connection, True

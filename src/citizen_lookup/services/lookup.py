@@ -20,7 +20,7 @@ from citizen_lookup.domain.phones import mask_msisdn
 from citizen_lookup.domain.syntax import Command, CommandKind, parse_command
 from citizen_lookup.domain.text import ReplyDoesNotFit, abbreviate, fit_reply
 from citizen_lookup.services.audit import AuditTrail
-from citizen_lookup.services.citizen_records import (
+from citizen_lookup.services.citizens.records import (
     CitizenRecord,
     find_citizen_for_sender,
     on_read_database,

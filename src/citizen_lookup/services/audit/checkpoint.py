@@ -106,6 +106,7 @@ class CheckpointVerifier:
             raise CheckpointError("not a signed note (no blank line before the signatures)")
         body, signatures = note[: split + 1], note[split + 2 :]
         verified = False
+        other_ids: list[str] = []  # our name, another key: signed by a key we were not given
         for line in signatures.splitlines():
             if not line.startswith(SIGNATURE_PREFIX):
                 raise CheckpointError("malformed signature line")
@@ -117,6 +118,8 @@ class CheckpointVerifier:
             except ValueError as exc:
                 raise CheckpointError("malformed signature line") from exc
             if len(blob) != 68 or blob[:4] != self.key_id:
+                if len(blob) == 68:
+                    other_ids.append(blob[:4].hex())
                 continue
             try:
                 self.public_key.verify(blob[4:], body.encode())
@@ -124,6 +127,11 @@ class CheckpointVerifier:
                 raise CheckpointError("the checkpoint's signature is not valid") from exc
             verified = True
             break
+        if not verified and other_ids:
+            raise CheckpointError(
+                f"the checkpoint is signed by {self.name} with key ID {', '.join(other_ids)}, "
+                f"not the key ID {self.key_id.hex()} of the public key given (another key)"
+            )
         if not verified:
             raise CheckpointError(f"the checkpoint carries no signature by {self.name}")
         return parse_body(body)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select, text
 from sqlalchemy.orm import Session
 
 from citizen_lookup.models import AuditEvent
@@ -24,12 +24,16 @@ class Count:
 
 
 def _day(session: Session) -> ColumnElement[Any]:
+    """The event's date in Vietnam time (UTC+7 all year: no daylight saving), as every admin
+    command shows moments."""
     if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", AuditEvent.occurred_at), "YYYY-MM-DD")
-    return func.substr(AuditEvent.occurred_at, 1, 10)
+        local = func.timezone("UTC", AuditEvent.occurred_at) + text("interval '7 hours'")
+        return func.to_char(local, "YYYY-MM-DD")
+    return func.date(AuditEvent.occurred_at, "+7 hours")
 
 
-def _window(query: Select[Any], since: datetime | None, until: datetime | None) -> Select[Any]:
+def window(query: Select[Any], since: datetime | None, until: datetime | None) -> Select[Any]:
+    """``query`` kept to events from ``since`` to ``until`` (inclusive), either left open."""
     if since is not None:
         query = query.where(AuditEvent.occurred_at >= since)
     if until is not None:
@@ -45,7 +49,8 @@ def counts(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[Count]:
-    """Events counted by ``by`` (day, connection, outcome or channel) and outcome."""
+    """Events counted by ``by`` (day in Vietnam time, connection, outcome or channel) and
+    outcome (by outcome: each count's ``outcome`` is its ``key``)."""
     if by not in GROUPS:
         raise ValueError(f"cannot count by {by!r}")
     key = _day(session) if by == "day" else getattr(AuditEvent, by)
@@ -53,7 +58,7 @@ def counts(
     query = select(func.coalesce(key, "-"), outcome, func.count()).group_by(key, outcome)
     if event_type:
         query = query.where(AuditEvent.event_type == event_type)
-    rows = session.execute(_window(query, since, until)).all()
+    rows = session.execute(window(query, since, until)).all()
     return sorted(
         (Count(str(k), str(o), int(n)) for k, o, n in rows), key=lambda c: (c.key, c.outcome)
     )
@@ -77,4 +82,4 @@ def accesses(
         )
         .order_by(AuditEvent.id)
     )
-    yield from session.scalars(_window(query, since, None).execution_options(yield_per=1000))
+    yield from session.scalars(window(query, since, None).execution_options(yield_per=1000))

@@ -29,10 +29,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from citizen_lookup import models
-from citizen_lookup.services.citizen_files import FIELDS
+from citizen_lookup.services.citizens.files import FIELDS
 
-if TYPE_CHECKING:  # citizens.py imports this module
-    from citizen_lookup.services.citizens import CitizenRow
+if TYPE_CHECKING:  # imports.py imports this module
+    from citizen_lookup.services.citizens.imports import CitizenRow
 
 CITIZENS, PHONES, HEALTH, TAX, SOCIAL = (
     cast(sa.Table, model.__table__)

@@ -1,6 +1,6 @@
 """Bulk import of citizen records (SPEC section 9): validate rows, read CSV or JSONL, upsert.
 
-Rows are validated here and written in batches by :mod:`citizen_store` (COPY straight into the
+Rows are validated here and written in batches by :mod:`store` (COPY straight into the
 tables on PostgreSQL, executemany on SQLite). The writing of one batch runs on a second thread
 while the next batch is read, validated and turned into COPY text, so the database's work and
 ours overlap: the driver releases the GIL while it waits on the server.
@@ -25,8 +25,8 @@ from citizen_lookup.domain.phones import (
     InvalidMsisdn,
     normalize_msisdn,
 )
-from citizen_lookup.services.citizen_files import FIELDS, MALFORMED
-from citizen_lookup.services.citizen_store import (
+from citizen_lookup.services.citizens.files import FIELDS, MALFORMED
+from citizen_lookup.services.citizens.store import (
     CITIZEN_COLUMNS,
     CITIZENS,
     LINKS,
