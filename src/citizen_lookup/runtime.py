@@ -29,6 +29,7 @@ from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext, ProviderSession
 from citizen_lookup.read_replica import ReadReplica
 from citizen_lookup.redis_connection import connect as connect_redis
+from citizen_lookup.services.admission import Gate
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.audit.cosigning import (
@@ -186,6 +187,11 @@ class Runtime:
             self.audit.guard,
             timeout=self.settings.audit_witness_timeout_seconds,
         )
+
+    @cached_property
+    def gate(self) -> Gate:
+        """Admits providers' requests to connections (the webhooks ask it first)."""
+        return Gate(self.credentials_cipher, self.provider_context)
 
     @cached_property
     def refusals(self) -> RefusalCounter:

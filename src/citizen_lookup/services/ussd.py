@@ -224,17 +224,40 @@ def step(
             sender=sender,
             detail={"ussd_result": connection.ussd_result},
         )
-    audit.append(
+    detail = {"step": state.steps if state else 0, **result.detail}
+    _audit_step(session, ctx, connection, request, sender, result.outcome, detail)
+    return result
+
+
+def busy_step(
+    session: Session, ctx: UssdContext, connection: Connection, request: UssdRequest, sender: str
+) -> UssdScreen:
+    """The answer to a step when Redis cannot be reached (sessions and limits live there, so
+    no step can be answered correctly): the busy screen, audited; the caller commits."""
+    _audit_step(session, ctx, connection, request, sender, "unavailable")
+    short_code = connection.short_code or ctx.short_code
+    return busy_screen(ctx.decision.lookup.templates, connection.language, short_code)
+
+
+def _audit_step(
+    session: Session,
+    ctx: UssdContext,
+    connection: Connection,
+    request: UssdRequest,
+    sender: str,
+    outcome: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    ctx.decision.lookup.audit.append(
         session,
         "ussd.step",
         connection=connection.slug,
         channel="ussd",
         provider_message_id=request.session_id[:128],
         sender=sender,
-        outcome=result.outcome,
-        detail={"step": state.steps if state else 0, **result.detail},
+        outcome=outcome,
+        detail=detail,
     )
-    return result
 
 
 def _take_step(
