@@ -42,7 +42,6 @@ from redis.exceptions import RedisError
 from citizen_lookup.domain.text import is_gsm7
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
     InboundMessage,
     OutboundSms,
@@ -50,6 +49,13 @@ from citizen_lookup.providers.base import (
     Provider,
     SendResult,
     SimulatedRequest,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
+    lower,
     optional_field,
     required_field,
 )
@@ -139,6 +145,7 @@ def sdk_auth(api_key: str, signature_secret: str, method: str) -> Any:
     return Auth(api_key=api_key, signature_secret=signature_secret, signature_method=method)
 
 
+@register
 class VonageProvider(Provider):
     kind = "vonage"
     required_credentials = ("api_key", "api_secret", "signature_secret")
@@ -146,6 +153,20 @@ class VonageProvider(Provider):
     optional_credentials = ("signature_method",)
     inbound_methods = ("GET", "POST")
     status_methods = ("GET", "POST")
+    inbound_fields = InboundFields(
+        message_id=Field("messageId", MAX_ID),
+        sender=Field("msisdn", MAX_NUMBER),
+        text=Field("text", MAX_TEXT),
+        recipient=Field("to", MAX_NUMBER),
+        checked=tuple(
+            Field(name, MAX_ID)
+            for name in ("type", "keyword", "message-timestamp", "api-key", "nonce")
+        ),
+    )
+    status_fields = StatusFields(
+        message_id=Field("messageId", MAX_ID), status=Field("status", MAX_SHORT_FIELD), fold=lower
+    )
+    statuses = STATUS
 
     # -- authentication -------------------------------------------------------------------------
     def check_credentials(self, request: Request) -> None:
@@ -175,27 +196,19 @@ class VonageProvider(Provider):
         return sdk_auth(self.credential("api_key"), self.credential("signature_secret"), method)
 
     # -- inbound --------------------------------------------------------------------------------
-    def parse_inbound(self, request: Request) -> InboundMessage:
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
         params, problem = request_params(request)
         if problem:
             raise MalformedPayload(problem)
-        message_id = required_field(params, "messageId", max_length=MAX_ID)
-        sender = required_field(params, "msisdn", max_length=MAX_NUMBER)
-        text = required_field(params, "text", max_length=MAX_TEXT, allow_empty=True)
-        recipient = optional_field(params, "to", max_length=MAX_NUMBER)
-        for name in ("type", "keyword", "message-timestamp", "api-key", "nonce"):
-            optional_field(params, name, max_length=MAX_ID)
-        message = InboundMessage(
-            provider_message_id=message_id,
-            sender=sender,
-            recipient=recipient or self.connection.short_code or "",
-            text=text,
-        )
-        if optional_field(params, "concat", max_length=MAX_SHORT_FIELD) != "true":
+        return params
+
+    def inbound_message(self, request: Request, values: Mapping[str, object]) -> InboundMessage:
+        message = super().inbound_message(request, values)
+        if optional_field(values, "concat", max_length=MAX_SHORT_FIELD) != "true":
             return message
-        ref = required_field(params, "concat-ref", max_length=MAX_SHORT_FIELD)
-        total = _part_number(params, "concat-total")
-        part = _part_number(params, "concat-part")
+        ref = required_field(values, "concat-ref", max_length=MAX_SHORT_FIELD)
+        total = _part_number(values, "concat-total")
+        part = _part_number(values, "concat-part")
         if not 1 <= part <= total:
             raise MalformedPayload("field 'concat-part' is not within 'concat-total'")
         return self._reassemble(message, ref, total, part)
@@ -248,18 +261,13 @@ class VonageProvider(Provider):
         return Response("", status=200, mimetype="text/plain")
 
     # -- delivery reports -----------------------------------------------------------------------
-    def parse_status(self, request: Request) -> DeliveryReport:
-        params, problem = request_params(request)
-        if problem:
-            raise MalformedPayload(problem)
-        message_id = required_field(params, "messageId", max_length=MAX_ID)
-        raw = required_field(params, "status", max_length=MAX_SHORT_FIELD).strip().lower()
-        error_code = optional_field(params, "err-code", max_length=MAX_SHORT_FIELD)
-        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
-        error = None
-        if status is DeliveryStatus.FAILED:
-            error = f"{raw} (err-code {error_code})" if error_code else raw
-        return DeliveryReport(provider_message_id=message_id, status=status, error=error)
+    def status_error(
+        self, values: Mapping[str, object], raw: str, status: DeliveryStatus
+    ) -> str | None:
+        error_code = optional_field(values, "err-code", max_length=MAX_SHORT_FIELD)
+        if status is not DeliveryStatus.FAILED:
+            return None
+        return f"{raw} (err-code {error_code})" if error_code else raw
 
     def ack_status(self) -> Response:
         return self.ack_inbound()
@@ -301,7 +309,7 @@ class VonageProvider(Provider):
         return SimulatedRequest("POST", url, headers, urlencode(params).encode())
 
 
-def _part_number(params: Mapping[str, Any], name: str) -> int:
+def _part_number(params: Mapping[str, object], name: str) -> int:
     value = required_field(params, name, max_length=MAX_SHORT_FIELD)
     if not _PART_NUMBER.fullmatch(value) or not 1 <= int(value) <= 255:
         raise MalformedPayload(f"field {name!r} is not a part number")
