@@ -103,8 +103,6 @@ class Runtime:
             signature_tolerance=settings.signature_tolerance_seconds,
             # One pooled HTTP session per process, so sends reuse connections to providers.
             session=ProviderSession(),
-            redis=lambda: self.redis,
-            redis_prefix=settings.redis_prefix,
         )
         self.lookup_context = LookupContext(
             templates=self.templates,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -180,10 +180,6 @@ class ProviderCases:
         """The connection's outbound URL that points at the fake provider."""
         return server_url + "/mt"
 
-    def redis_factory(self) -> Callable[[], Any] | None:
-        """What the provider's context gives for Redis (kinds that keep state override it)."""
-        return None
-
     # -- encoding from the declaration -----------------------------------------------------------
     def encode(self, pairs: list[tuple[str, Any]]) -> bytes:
         """A body in the kind's format; a key may repeat (duplicated fields)."""
@@ -258,7 +254,6 @@ class ProviderCases:
             public_base_url=PUBLIC_BASE_URL,
             http_timeout=http_timeout,
             session=session,
-            redis=self.redis_factory(),
         )
         return build_provider(connection or self.connection(), context)
 

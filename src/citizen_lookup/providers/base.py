@@ -1,7 +1,7 @@
 """What every provider adapter does, and the HTTP flow they share.
 
 A provider module maps one telecom provider's vocabulary to ours: it authenticates a request,
-parses it into an :class:`InboundMessage` or a
+parses it into an :class:`InboundMessage` (or a :class:`MessagePart` of a longer one) or a
 :class:`DeliveryReport`, builds the acknowledgement the provider expects, and sends our reply
 through the provider's API. It declares where its fields are (``inbound_fields``,
 ``status_fields``) and this class reads them; it keeps no state and answers no HTTP error.
@@ -14,13 +14,12 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 import requests
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException
 
 # Re-exported: a kind speaks of USSD steps in these words.
 from citizen_lookup.domain.ussd import UssdRequest as UssdRequest
@@ -45,6 +44,7 @@ from citizen_lookup.providers.messages import Channel as Channel
 from citizen_lookup.providers.messages import DeliveryReport as DeliveryReport
 from citizen_lookup.providers.messages import DeliveryStatus as DeliveryStatus
 from citizen_lookup.providers.messages import InboundMessage as InboundMessage
+from citizen_lookup.providers.messages import MessagePart as MessagePart
 from citizen_lookup.providers.messages import OutboundSms as OutboundSms
 from citizen_lookup.providers.messages import SendResult as SendResult
 from citizen_lookup.providers.messages import SimulatedRequest as SimulatedRequest
@@ -89,10 +89,6 @@ class ProviderContext:
     http_timeout: float = 10.0
     signature_tolerance: int = 300  # seconds, for timestamped signatures
     session: requests.Session | None = field(default=None, compare=False)
-    #: the process's Redis, opened on first call: short-lived state (parts of a long SMS)
-    redis: Callable[[], Any] | None = field(default=None, compare=False)
-    #: the deployment's prefix of Redis keys, so providers' keys sit beside everything else's
-    redis_prefix: str = "citizen-lookup"
 
 
 class Provider(ABC):
@@ -162,9 +158,11 @@ class Provider(ABC):
     #: where this kind's inbound SMS keeps each field
     inbound_fields: ClassVar[InboundFields]
 
-    def parse_inbound(self, request: Request) -> InboundMessage:
-        """Parse an inbound SMS or raise :class:`MalformedPayload`."""
-        return self.inbound_message(request, self.inbound_values(request))
+    def parse_inbound(self, request: Request) -> InboundMessage | MessagePart:
+        """Parse an inbound SMS (or one part of a longer one) or raise :class:`MalformedPayload`."""
+        values = self.inbound_values(request)
+        message = self.inbound_message(request, values)
+        return self.message_part(values, message) or message
 
     def inbound_values(self, request: Request) -> Mapping[str, object]:
         """The inbound request's fields by name (a UTF-8 form, unless the kind says otherwise)."""
@@ -185,6 +183,13 @@ class Provider(ABC):
             recipient=recipient or self.connection.short_code or "",
             text=self.inbound_text(request, values) if text is None else text,
         )
+
+    def message_part(
+        self, values: Mapping[str, object], message: InboundMessage
+    ) -> MessagePart | None:
+        """Which part of a longer message ``message`` is (kinds with concatenated MO); None when
+        it is whole."""
+        return None
 
     def message_id(self, values: Mapping[str, object], field: Field) -> str:
         """The provider's id of a message or of our reply (a kind may check its format)."""
@@ -368,15 +373,3 @@ def register(cls: ProviderClass) -> ProviderClass:
     """Class decorator: serve connections of ``cls.kind`` with ``cls``."""
     PROVIDERS[cls.kind] = cls
     return cls
-
-
-class PartKept(HTTPException):
-    """One part of a longer message, kept until the other parts arrive.
-
-    Raised by ``parse_inbound`` in place of a message: the request is answered with
-    ``response`` (the kind's acknowledgement, or a 503 asking the provider to retry when the
-    part could not be kept), and nothing is stored until the last part completes the message.
-    """
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response=response)

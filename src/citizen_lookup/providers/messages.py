@@ -75,3 +75,19 @@ class SimulatedRequest:
 @dataclass(frozen=True)
 class SendResult:
     provider_message_id: str
+
+
+@dataclass(frozen=True)
+class MessagePart:
+    """One part of a longer message, as a kind with concatenated MO sends it: kept until the
+    other parts arrive, then joined into one message (``services/parts.py``)."""
+
+    message: InboundMessage  # this part as the provider sent it: its own id and text
+    ref: str  # the reference the sender's phone gave the whole message
+    total: int  # how many parts the whole message has
+    number: int  # which one this is, from 1
+    max_length: int  # the longest the joined text may be
+
+    @property
+    def sender(self) -> str:
+        return self.message.sender

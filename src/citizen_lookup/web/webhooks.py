@@ -26,6 +26,7 @@ from citizen_lookup.metrics import (
     WEBHOOK_REQUESTS,
     WEBHOOK_SECONDS,
 )
+from citizen_lookup.providers.messages import MessagePart
 from citizen_lookup.providers.urls import WEBHOOK_PREFIX, webhook_rule
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
@@ -33,6 +34,7 @@ from citizen_lookup.services import ussd
 from citizen_lookup.services.admission import Admitted
 from citizen_lookup.services.connection_checks import valid_slug
 from citizen_lookup.services.inbound import record_delivery_report, store_inbound
+from citizen_lookup.services.parts import reassemble
 from citizen_lookup.services.refusals import (
     CREDENTIALS_UNAVAILABLE,
     RATE_LIMITED,
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix=WEBHOOK_PREFIX)
 #: what a provider is told to wait when this process cannot open a connection's credentials
 CREDENTIALS_RETRY_AFTER = "60"
+#: what a provider is told to wait when a part of a long message cannot be kept
+PART_RETRY_AFTER = "30"
 
 
 class Refused(Exception):
@@ -217,8 +221,21 @@ def _from_phone(parse: Callable[[Request], Parsed]) -> tuple[Parsed, str]:
 
 def inbound_sms(slug: str) -> Response:
     connection, provider = _gate(slug, "sms")
-    message, sender = _from_phone(provider.parse_inbound)
+    parsed, sender = _from_phone(provider.parse_inbound)
     runtime = current_runtime()
+    if isinstance(parsed, MessagePart):
+        try:
+            message = reassemble(
+                runtime.redis, runtime.settings.redis_prefix, connection.kind, slug, parsed
+            )
+        except RedisError:
+            return _part_not_kept()
+        except MalformedPayload as exc:
+            raise Refused(400, "malformed", str(exc)) from exc
+        if message is None:
+            return provider.ack_inbound()  # kept until the other parts arrive
+    else:
+        message = parsed
     stored = store_inbound(
         request_session(),
         runtime.audit,
@@ -234,6 +251,14 @@ def inbound_sms(slug: str) -> Response:
         INBOUND_STORED.labels(connection.kind).inc()
         _enqueue(stored.inbound_id)
     return provider.ack_inbound()
+
+
+def _part_not_kept() -> Response:
+    """503 with Retry-After: the part could not be kept (Redis), so it must be sent again."""
+    response = jsonify({"error": "unavailable", "message": "cannot keep a message part now"})
+    response.status_code = 503
+    response.headers["Retry-After"] = PART_RETRY_AFTER
+    return response
 
 
 def _enqueue(inbound_id: int) -> None:
