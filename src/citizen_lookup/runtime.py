@@ -136,7 +136,7 @@ class Runtime:
         return Queue(self.settings.queue_name, connection=self.redis)
 
     @cached_property
-    def limiter(self) -> DailyLimiter:
+    def lookup_limiter(self) -> DailyLimiter:
         prefix = self.settings.redis_prefix
         return DailyLimiter(self.redis, prefix, self.settings.daily_limit_per_msisdn)
 
@@ -155,9 +155,9 @@ class Runtime:
         """What :func:`services.lookup.decide` needs, shared by the SMS job and USSD."""
         return DecisionContext(
             lookup=self.lookup_context,
-            rate=self.rate_limiter,
-            lookups=self.limiter,
-            help=self.help_limiter,
+            rate_limiter=self.rate_limiter,
+            lookup_limiter=self.lookup_limiter,
+            help_limiter=self.help_limiter,
         )
 
     @cached_property
