@@ -98,6 +98,22 @@ JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 
 
+class QueryKeyCases:
+    """For kinds whose secret rides in the query string of the URL they are given (``?key=``):
+    sign and forge put it there. Mixed in before :class:`ProviderCases`."""
+
+    #: the connection's secret, as its ``key``
+    query_key: ClassVar[str]
+
+    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
+        if auth == "none":
+            return request
+        return request.with_query({"key": self.query_key if auth == "good" else "wrong-key"})
+
+    def forge(self, request: RawRequest, value: str) -> RawRequest:
+        return request.with_query({"key": value})
+
+
 class ProviderCases:
     """The shared cases; subclasses fill in the class attributes (the wire declaration) and hooks."""
 
