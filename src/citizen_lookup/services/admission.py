@@ -16,9 +16,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
-from flask import Request
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
@@ -29,6 +28,9 @@ from citizen_lookup.providers import build_provider
 from citizen_lookup.providers.base import Provider, ProviderContext
 from citizen_lookup.services.connection_checks import valid_slug
 from citizen_lookup.services.refusals import CREDENTIALS_UNAVAILABLE
+
+if TYPE_CHECKING:  # the request as the adapters read it; this module does not touch HTTP
+    from flask import Request
 
 log = logging.getLogger(__name__)
 
