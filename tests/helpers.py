@@ -31,6 +31,11 @@ GENERIC_SECRET = "generic-test-secret-0123456789"
 # A Fernet key for test apps (a fixed, public test value: it seals only test credentials).
 TEST_CREDENTIALS_KEY = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMhISE="
 FOCAL = FocalPoint("Nguyen Van Dau Moi", "Truong phong", "+842439999999", "daumoi@example.vn")
+#: FOCAL as ``connections add`` takes it, with an assessment (the connection starts active)
+FOCAL_ARGS = (
+    "--focal-name", FOCAL.name, "--focal-title", FOCAL.title,
+    "--focal-phone", FOCAL.phone, "--focal-email", FOCAL.email, "--assessment", "ATTT-E2E",
+)  # fmt: skip
 
 
 @dataclass

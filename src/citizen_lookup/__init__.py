@@ -31,10 +31,10 @@ def create_app(
     which database and Redis it uses. ``clock`` (the real UTC time by default) stamps what
     arrives; tests pass one they can move.
     """
-    from citizen_lookup import db, logging_setup, startup
+    from citizen_lookup import logging_setup, startup
     from citizen_lookup.runtime import EXTENSION, Runtime, utc_now
     from citizen_lookup.settings import check_start, load_settings
-    from citizen_lookup.web import demo, health, webhooks
+    from citizen_lookup.web import demo, health, sessions, webhooks
 
     settings = load_settings(overrides, signing=command)
     if serving or command:
@@ -49,7 +49,7 @@ def create_app(
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
-    db.init_app(app)
+    sessions.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(webhooks.bp)
     if settings.embedded_database:

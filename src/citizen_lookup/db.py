@@ -1,7 +1,7 @@
 """The database engine and session lifecycle.
 
 Services take a ``Session`` argument and never open one: the web app opens one per request
-(:func:`request_session`), jobs and CLI commands use ``with session_factory.begin()``.
+(``web/sessions.py``), jobs and CLI commands use ``with session_factory.begin()``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,21 +99,3 @@ def make_session_factory(
 ) -> sessionmaker[Session]:
     """Sessions on ``engine``; ``info`` travels with each (the credentials cipher, say)."""
     return sessionmaker(engine, expire_on_commit=False, info=info or {})
-
-
-def request_session() -> Session:
-    """The session of the current request, opened on first use and closed at teardown."""
-    if "db_session" not in g:
-        g.db_session = current_app.extensions["citizen_lookup"].session_factory()
-    session: Session = g.db_session
-    return session
-
-
-def _close_session(_exc: BaseException | None) -> None:
-    session: Session | None = g.pop("db_session", None)
-    if session is not None:
-        session.close()
-
-
-def init_app(app: Flask) -> None:
-    app.teardown_appcontext(_close_session)

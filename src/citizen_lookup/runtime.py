@@ -29,6 +29,7 @@ from citizen_lookup.exceptions import ConfigurationError
 from citizen_lookup.providers.base import ProviderContext, ProviderSession
 from citizen_lookup.read_replica import ReadReplica
 from citizen_lookup.redis_connection import connect as connect_redis
+from citizen_lookup.services.admission import Gate
 from citizen_lookup.services.audit import AuditTrail, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
 from citizen_lookup.services.audit.cosigning import (
@@ -102,8 +103,6 @@ class Runtime:
             signature_tolerance=settings.signature_tolerance_seconds,
             # One pooled HTTP session per process, so sends reuse connections to providers.
             session=ProviderSession(),
-            redis=lambda: self.redis,
-            redis_prefix=settings.redis_prefix,
         )
         self.lookup_context = LookupContext(
             templates=self.templates,
@@ -137,7 +136,7 @@ class Runtime:
         return Queue(self.settings.queue_name, connection=self.redis)
 
     @cached_property
-    def limiter(self) -> DailyLimiter:
+    def lookup_limiter(self) -> DailyLimiter:
         prefix = self.settings.redis_prefix
         return DailyLimiter(self.redis, prefix, self.settings.daily_limit_per_msisdn)
 
@@ -156,9 +155,9 @@ class Runtime:
         """What :func:`services.lookup.decide` needs, shared by the SMS job and USSD."""
         return DecisionContext(
             lookup=self.lookup_context,
-            rate=self.rate_limiter,
-            lookups=self.limiter,
-            help=self.help_limiter,
+            rate_limiter=self.rate_limiter,
+            lookup_limiter=self.lookup_limiter,
+            help_limiter=self.help_limiter,
         )
 
     @cached_property
@@ -186,6 +185,11 @@ class Runtime:
             self.audit.guard,
             timeout=self.settings.audit_witness_timeout_seconds,
         )
+
+    @cached_property
+    def gate(self) -> Gate:
+        """Admits providers' requests to connections (the webhooks ask it first)."""
+        return Gate(self.credentials_cipher, self.provider_context)
 
     @cached_property
     def refusals(self) -> RefusalCounter:

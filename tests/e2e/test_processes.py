@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from citizen_lookup.providers.urls import webhook_path
-from tests.helpers import OWNER_ID, OWNER_PHONE, free_port, service_env
+from tests.helpers import FOCAL_ARGS, OWNER_ID, OWNER_PHONE, free_port, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -121,18 +121,7 @@ def stack(tmp_path, pg_url, real_redis, fake_provider):
         "So 12 Duong Tran Phu Phuong Dien Bien Quan Ba Dinh Ha Noi\n"
     )
     cli("citizens", "import", str(csv_file))
-    focal = [
-        "--focal-name",
-        "Tran Thi Binh",
-        "--focal-title",
-        "Truong phong",
-        "--focal-phone",
-        "+842439999999",
-        "--focal-email",
-        "binh@example.vn",
-        "--assessment",
-        "ATTT-E2E",
-    ]
+    focal = FOCAL_ARGS
     cli(
         "connections",
         "add",

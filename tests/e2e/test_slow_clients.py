@@ -21,7 +21,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from citizen_lookup.providers.generic import sign
-from tests.helpers import FOCAL, OWNER_ID, free_port, service_env
+from tests.helpers import FOCAL_ARGS, OWNER_ID, free_port, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -73,10 +73,7 @@ def web(
         )
         assert result.returncode == 0, result.stderr + result.stdout
 
-    focal = [
-        "--focal-name", FOCAL.name, "--focal-title", FOCAL.title,
-        "--focal-phone", FOCAL.phone, "--focal-email", FOCAL.email, "--assessment", "ATTT-E2E",
-    ]  # fmt: skip
+    focal = FOCAL_ARGS
     cli("db", "upgrade")
     cli(
         "connections", "add", "gw", "--kind", "generic", *focal,

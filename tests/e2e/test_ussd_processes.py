@@ -14,23 +14,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.test_processes import running_service
-from tests.helpers import OWNER_ID, OWNER_PHONE, STRANGER_PHONE, free_port, service_env
+from tests.helpers import FOCAL_ARGS, OWNER_ID, OWNER_PHONE, STRANGER_PHONE, free_port, service_env
 
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
-FOCAL = [
-    "--focal-name",
-    "Tran Thi Binh",
-    "--focal-title",
-    "Truong phong",
-    "--focal-phone",
-    "+842439999999",
-    "--focal-email",
-    "binh@example.vn",
-    "--assessment",
-    "ATTT-E2E",
-]
 
 
 @pytest.fixture
@@ -68,13 +56,13 @@ def ussd_stack(tmp_path, pg_url, real_redis, fake_provider):
     )
     ok("citizens", "import", str(csv_file))
     ok(
-        "connections", "add", "at", "--kind", "africastalking", *FOCAL,
+        "connections", "add", "at", "--kind", "africastalking", *FOCAL_ARGS,
         "--credential", "username=cl", "--credential", "api_key=at-api-key-e2e",
         "--credential", "secret=at-secret-e2e", "--outbound-url", fake_provider.url,
         "--allow", "127.0.0.0/8",
     )  # fmt: skip
     ok(
-        "connections", "add", "gen", "--kind", "generic", *FOCAL,
+        "connections", "add", "gen", "--kind", "generic", *FOCAL_ARGS,
         "--credential", "secret=generic-e2e-secret-0123456789", "--ussd-result", "sms",
         "--outbound-url", f"{fake_provider.url}/mt",
     )  # fmt: skip

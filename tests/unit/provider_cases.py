@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -96,6 +96,22 @@ class InboundCase:
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+
+
+class QueryKeyCases:
+    """For kinds whose secret rides in the query string of the URL they are given (``?key=``):
+    sign and forge put it there. Mixed in before :class:`ProviderCases`."""
+
+    #: the connection's secret, as its ``key``
+    query_key: ClassVar[str]
+
+    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
+        if auth == "none":
+            return request
+        return request.with_query({"key": self.query_key if auth == "good" else "wrong-key"})
+
+    def forge(self, request: RawRequest, value: str) -> RawRequest:
+        return request.with_query({"key": value})
 
 
 class ProviderCases:
@@ -180,10 +196,6 @@ class ProviderCases:
         """The connection's outbound URL that points at the fake provider."""
         return server_url + "/mt"
 
-    def redis_factory(self) -> Callable[[], Any] | None:
-        """What the provider's context gives for Redis (kinds that keep state override it)."""
-        return None
-
     # -- encoding from the declaration -----------------------------------------------------------
     def encode(self, pairs: list[tuple[str, Any]]) -> bytes:
         """A body in the kind's format; a key may repeat (duplicated fields)."""
@@ -258,7 +270,6 @@ class ProviderCases:
             public_base_url=PUBLIC_BASE_URL,
             http_timeout=http_timeout,
             session=session,
-            redis=self.redis_factory(),
         )
         return build_provider(connection or self.connection(), context)
 

@@ -85,7 +85,7 @@ def test_burst_over_the_connection_rate_gets_one_busy_reply_and_keeps_the_daily_
     ]
     # the dropped messages did not use the sender's daily quota: 3 more lookups still allowed
     assert (
-        runtime_of(app).limiter.check(
+        runtime_of(app).lookup_limiter.check(
             runtime_of(app).audit.keyed_hash("+84912345678"), "probe", NOON
         )
         is LimitVerdict.ALLOWED

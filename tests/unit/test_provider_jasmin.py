@@ -22,6 +22,7 @@ from provider_cases import (
     FakeProviderServer,
     InboundCase,
     ProviderCases,
+    QueryKeyCases,
     RawRequest,
 )
 
@@ -159,7 +160,8 @@ def octet_case(label: str, expected: Any, octets: bytes, coding: int, **kw: Any)
     return InboundCase(label, expected, raw=thrower_request(thrower_form(octets, coding)), **kw)
 
 
-class TestJasmin(ProviderCases):
+class TestJasmin(QueryKeyCases, ProviderCases):
+    query_key = SECRET
     provider_class = JasminProvider
     credentials: ClassVar[dict[str, str]] = {
         "username": USERNAME,
@@ -203,14 +205,6 @@ class TestJasmin(ProviderCases):
     wire_status_fields = (("id", 100), ("message_status", 32))
     status_ack_body = b"ACK/Jasmin"
     query_credential_needs_utf8 = True
-
-    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
-        if auth == "none":
-            return request
-        return request.with_query({"key": SECRET if auth == "good" else "wrong-key"})
-
-    def forge(self, request: RawRequest, value: str) -> RawRequest:
-        return request.with_query({"key": value})
 
     def inbound_fields(self) -> dict[str, str]:
         return {name: value.decode() for name, value in thrower_strings().items()}

@@ -11,10 +11,10 @@ from provider_cases import (
     INBOUND_PATH,
     OUTBOUND,
     STATUS_PATH,
-    Auth,
     FakeProviderServer,
     InboundCase,
     ProviderCases,
+    QueryKeyCases,
     RawRequest,
 )
 
@@ -72,7 +72,8 @@ def utf16_query(text: str, fields: dict[str, str]) -> str:
     return f"{others}&text={quote_from_bytes(encoded)}&keyword={keyword}"
 
 
-class TestKannel(ProviderCases):
+class TestKannel(QueryKeyCases, ProviderCases):
+    query_key = SECRET
     provider_class = KannelProvider
     credentials: ClassVar[dict[str, str]] = {
         "username": USERNAME,
@@ -109,14 +110,6 @@ class TestKannel(ProviderCases):
     # The key is read from the query's bytes (UCS-2 texts come as UTF-16 there): a query that
     # is not UTF-8 fails on its fields instead (400).
     query_credential_needs_utf8 = False
-
-    def sign(self, request: RawRequest, auth: Auth = "good") -> RawRequest:
-        if auth == "none":
-            return request
-        return request.with_query({"key": SECRET if auth == "good" else "wrong-key"})
-
-    def forge(self, request: RawRequest, value: str) -> RawRequest:
-        return request.with_query({"key": value})
 
     def inbound_fields(self) -> dict[str, str]:
         return escapes()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from enum import IntEnum
 
-from .text import abbreviate, to_gsm7
+from citizen_lookup.domain.text import abbreviate, to_gsm7
 
 
 class Level(IntEnum):

@@ -6,7 +6,7 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .text import strip_diacritics
+from citizen_lookup.domain.text import strip_diacritics
 
 # A real command is a few dozen characters; the cap keeps hostile messages cheap to parse.
 MAX_PARSED_CHARS = 500

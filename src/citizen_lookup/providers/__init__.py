@@ -1,26 +1,28 @@
-"""The provider registry: a connection's ``kind`` names the adapter class that serves it."""
+"""The provider registry: a connection's ``kind`` names the adapter class that serves it.
+
+Each kind's module registers its class (``@register``); a kind is one line of :data:`KINDS`.
+"""
 
 from __future__ import annotations
 
-from citizen_lookup.exceptions import ConfigurationError
-from citizen_lookup.providers.africastalking import AfricasTalkingProvider
-from citizen_lookup.providers.base import ConnectionLike, Provider, ProviderContext
-from citizen_lookup.providers.generic import GenericProvider
-from citizen_lookup.providers.jasmin import JasminProvider
-from citizen_lookup.providers.kannel import KannelProvider
-from citizen_lookup.providers.twilio import TwilioProvider
-from citizen_lookup.providers.vnmo import VnmoProvider
-from citizen_lookup.providers.vonage import VonageProvider
+from importlib import import_module
 
-PROVIDERS: dict[str, type[Provider]] = {
-    VnmoProvider.kind: VnmoProvider,
-    TwilioProvider.kind: TwilioProvider,
-    GenericProvider.kind: GenericProvider,
-    AfricasTalkingProvider.kind: AfricasTalkingProvider,
-    JasminProvider.kind: JasminProvider,
-    KannelProvider.kind: KannelProvider,
-    VonageProvider.kind: VonageProvider,
-}
+from citizen_lookup.exceptions import ConfigurationError
+from citizen_lookup.providers.base import PROVIDERS as PROVIDERS
+from citizen_lookup.providers.base import ConnectionLike, Provider, ProviderContext
+
+#: the modules of ``citizen_lookup.providers`` that hold a kind, one a line
+KINDS = (
+    "vnmo",
+    "twilio",
+    "generic",
+    "africastalking",
+    "jasmin",
+    "kannel",
+    "vonage",
+)
+for _module in KINDS:
+    import_module(f"{__name__}.{_module}")
 
 
 def provider_class(kind: str) -> type[Provider]:

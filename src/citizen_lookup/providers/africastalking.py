@@ -18,6 +18,7 @@ import base64
 import binascii
 import hmac
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +27,6 @@ from flask import Request, Response
 
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
     InboundMessage,
     OutboundSms,
@@ -35,6 +35,12 @@ from citizen_lookup.providers.base import (
     SimulatedRequest,
     UssdRequest,
     UssdScreen,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
     optional_field,
     required_field,
 )
@@ -74,11 +80,25 @@ MAX_USSD_TEXT = 500
 MAX_REASON = 100
 
 
+@register
 class AfricasTalkingProvider(Provider):
     kind = "africastalking"
     required_credentials = ("username", "api_key", "secret")
     secret_credentials = ("api_key", "secret")
     supports_ussd = True
+    inbound_fields = InboundFields(
+        message_id=Field("id", MAX_MESSAGE_ID),
+        sender=Field("from", MAX_NUMBER),
+        text=Field("text", MAX_TEXT),
+        recipient=Field("to", MAX_NUMBER),
+        checked=(Field("date", MAX_ID), Field("linkId", MAX_LINK_ID)),
+    )
+    status_fields = StatusFields(
+        message_id=Field("id", MAX_ID),
+        status=Field("status", MAX_ID),
+        error=Field("failureReason", MAX_REASON),
+    )
+    statuses = STATUS
 
     # -- authentication -------------------------------------------------------------------------
     def check_credentials(self, request: Request) -> None:
@@ -101,35 +121,21 @@ class AfricasTalkingProvider(Provider):
             raise AuthenticationFailed("?key= does not match the connection's secret")
 
     # -- inbound SMS ----------------------------------------------------------------------------
-    def parse_inbound(self, request: Request) -> InboundMessage:
-        form = _form(request)
-        message_id = required_field(form, "id", max_length=MAX_MESSAGE_ID)
-        sender = required_field(form, "from", max_length=MAX_NUMBER)
-        text = required_field(form, "text", max_length=MAX_TEXT, allow_empty=True)
-        recipient = optional_field(form, "to", max_length=MAX_NUMBER)
-        optional_field(form, "date", max_length=MAX_ID)
-        link_id = optional_field(form, "linkId", max_length=MAX_LINK_ID)
-        if LINK_SEPARATOR in message_id:
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
+        return _form(request)
+
+    def inbound_message(self, request: Request, values: Mapping[str, object]) -> InboundMessage:
+        message = super().inbound_message(request, values)
+        link_id = optional_field(values, "linkId", max_length=MAX_LINK_ID)
+        if LINK_SEPARATOR in message.provider_message_id:
             raise MalformedPayload(f"field 'id' must not contain {LINK_SEPARATOR!r}")
-        return InboundMessage(
-            provider_message_id=f"{message_id}{LINK_SEPARATOR}{link_id}" if link_id else message_id,
-            sender=sender,
-            recipient=recipient or self.connection.short_code or "",
-            text=text,
-        )
+        if not link_id:
+            return message
+        linked = f"{message.provider_message_id}{LINK_SEPARATOR}{link_id}"
+        return replace(message, provider_message_id=linked)
 
     def ack_inbound(self) -> Response:
         return Response("", status=200, mimetype="text/plain")
-
-    # -- delivery reports -----------------------------------------------------------------------
-    def parse_status(self, request: Request) -> DeliveryReport:
-        form = _form(request)
-        message_id = required_field(form, "id", max_length=MAX_ID)
-        raw = required_field(form, "status", max_length=MAX_ID).strip()
-        reason = optional_field(form, "failureReason", max_length=MAX_REASON)
-        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
-        error = (reason or raw) if status is DeliveryStatus.FAILED else None
-        return DeliveryReport(provider_message_id=message_id, status=status, error=error)
 
     # -- USSD -----------------------------------------------------------------------------------
     def parse_ussd(self, request: Request) -> UssdRequest:

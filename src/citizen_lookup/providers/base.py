@@ -1,27 +1,25 @@
 """What every provider adapter does, and the HTTP flow they share.
 
 A provider module maps one telecom provider's vocabulary to ours: it authenticates a request,
-parses it into an :class:`InboundMessage` or a :class:`DeliveryReport`, builds the acknowledgement
-the provider expects, and sends our reply through the provider's API. The web layer owns the rest
-(connection state, storage, queueing, audit), so a new kind is one module and one registry line.
+parses it into an :class:`InboundMessage` (or a :class:`MessagePart` of a longer one) or a
+:class:`DeliveryReport`, builds the acknowledgement the provider expects, and sends our reply
+through the provider's API. It declares where its fields are (``inbound_fields``,
+``status_fields``) and this class reads them; it keeps no state and answers no HTTP error.
+Services own the rest (connection state, storage, parts, queueing, audit), so a new kind is one
+module, registered with :func:`register`, and one line in the registry's list of modules.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 import requests
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException
 
 # Re-exported: a kind speaks of USSD steps in these words.
 from citizen_lookup.domain.ussd import UssdRequest as UssdRequest
@@ -32,73 +30,27 @@ from citizen_lookup.exceptions import (
     MalformedPayload,
     SendError,
 )
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
+    optional_field,
+    required_field,
+    utf8_form,
+)
 
-
-class Channel(StrEnum):
-    SMS = "sms"
-    USSD = "ussd"
-
-
-class DeliveryStatus(StrEnum):
-    ACCEPTED = "accepted"  # the provider took it; not yet on the handset
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class InboundMessage:
-    """One inbound SMS as the provider reported it, in our own words."""
-
-    provider_message_id: str
-    sender: str  # the MSISDN exactly as the provider reported it; normalised by the caller
-    recipient: str  # the short code or number the citizen wrote to
-    text: str
-    channel: Channel = Channel.SMS
-
-    def __post_init__(self) -> None:
-        # Fields are checked as they are read (optional_field), but a kind may decode its text
-        # afterwards (hex, UTF-16, an SMPP alphabet): whatever it made is held to the same rule
-        # here, so no kind can hand storage a value the database refuses.
-        for name in ("provider_message_id", "sender", "recipient", "text"):
-            if not storable_text(getattr(self, name)):
-                raise MalformedPayload(f"the message's {name} is not valid text")
-
-
-@dataclass(frozen=True)
-class DeliveryReport:
-    """A provider's report on one of our replies."""
-
-    provider_message_id: str  # the id the provider gave our outbound message when we sent it
-    status: DeliveryStatus
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class OutboundSms:
-    """A reply to send."""
-
-    reply_id: str  # our own id of the outbound message; unique, usable as an idempotency key
-    to: str  # E.164
-    sender: str  # short code or sending number
-    text: str
-    in_reply_to: str  # the provider's id of the inbound message this answers
-    status_callback_url: str  # where the provider should send delivery reports
-
-
-@dataclass(frozen=True)
-class SimulatedRequest:
-    """An inbound request built and signed exactly as the provider would send it."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-
-
-@dataclass(frozen=True)
-class SendResult:
-    provider_message_id: str
+# Re-exported: what every kind reads and writes, and how it sends.
+from citizen_lookup.providers.messages import Channel as Channel
+from citizen_lookup.providers.messages import DeliveryReport as DeliveryReport
+from citizen_lookup.providers.messages import DeliveryStatus as DeliveryStatus
+from citizen_lookup.providers.messages import InboundMessage as InboundMessage
+from citizen_lookup.providers.messages import MessagePart as MessagePart
+from citizen_lookup.providers.messages import OutboundSms as OutboundSms
+from citizen_lookup.providers.messages import SendResult as SendResult
+from citizen_lookup.providers.messages import SimulatedRequest as SimulatedRequest
+from citizen_lookup.providers.transport import MAX_RETRY_AFTER as MAX_RETRY_AFTER
+from citizen_lookup.providers.transport import ProviderSession as ProviderSession
+from citizen_lookup.providers.transport import retry_after_seconds
 
 
 class ConnectionLike(Protocol):
@@ -137,10 +89,6 @@ class ProviderContext:
     http_timeout: float = 10.0
     signature_tolerance: int = 300  # seconds, for timestamped signatures
     session: requests.Session | None = field(default=None, compare=False)
-    #: the process's Redis, opened on first call: short-lived state (parts of a long SMS)
-    redis: Callable[[], Any] | None = field(default=None, compare=False)
-    #: the deployment's prefix of Redis keys, so providers' keys sit beside everything else's
-    redis_prefix: str = "citizen-lookup"
 
 
 class Provider(ABC):
@@ -207,18 +155,84 @@ class Provider(ABC):
         return f"{url}?{query}" if query else url
 
     # -- inbound --------------------------------------------------------------------------------
-    @abstractmethod
-    def parse_inbound(self, request: Request) -> InboundMessage:
-        """Parse an inbound SMS or raise :class:`MalformedPayload`."""
+    #: where this kind's inbound SMS keeps each field
+    inbound_fields: ClassVar[InboundFields]
+
+    def parse_inbound(self, request: Request) -> InboundMessage | MessagePart:
+        """Parse an inbound SMS (or one part of a longer one) or raise :class:`MalformedPayload`."""
+        values = self.inbound_values(request)
+        message = self.inbound_message(request, values)
+        return self.message_part(values, message) or message
+
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
+        """The inbound request's fields by name (a UTF-8 form, unless the kind says otherwise)."""
+        return utf8_form(request)
+
+    def inbound_message(self, request: Request, values: Mapping[str, object]) -> InboundMessage:
+        """The message ``values`` hold, read as :attr:`inbound_fields` says."""
+        table = self.inbound_fields
+        message_id = self.message_id(values, table.message_id)
+        sender = _required(values, table.sender)
+        text = _required(values, table.text, allow_empty=True) if table.text else None
+        recipient = _optional(values, table.recipient)
+        for checked in table.checked:
+            _optional(values, checked)
+        return InboundMessage(
+            provider_message_id=message_id,
+            sender=sender,
+            recipient=recipient or self.connection.short_code or "",
+            text=self.inbound_text(request, values) if text is None else text,
+        )
+
+    def message_part(
+        self, values: Mapping[str, object], message: InboundMessage
+    ) -> MessagePart | None:
+        """Which part of a longer message ``message`` is (kinds with concatenated MO); None when
+        it is whole."""
+        return None
+
+    def message_id(self, values: Mapping[str, object], field: Field) -> str:
+        """The provider's id of a message or of our reply (a kind may check its format)."""
+        return _required(values, field)
+
+    def inbound_text(self, request: Request, values: Mapping[str, object]) -> str:
+        """The text, for a kind whose table names no text field (it decodes the text itself)."""
+        raise NotImplementedError(f"kind {self.kind!r} names no text field")
 
     def ack_inbound(self) -> Response:
         """The answer the provider expects once the message is stored."""
         return Response("", status=200)
 
     # -- delivery reports -----------------------------------------------------------------------
-    @abstractmethod
+    #: where this kind's delivery report keeps the reply's id and status
+    status_fields: ClassVar[StatusFields]
+    #: this kind's statuses, as :attr:`StatusFields.fold` writes them; others are unknown
+    statuses: ClassVar[Mapping[str, DeliveryStatus]] = {}
+
     def parse_status(self, request: Request) -> DeliveryReport:
         """Parse a delivery report or raise :class:`MalformedPayload`."""
+        values = self.status_values(request)
+        table = self.status_fields
+        message_id = self.message_id(values, table.message_id)
+        raw = table.fold(_required(values, table.status))
+        status = self.delivery_status(raw)
+        error = self.status_error(values, raw, status)
+        return DeliveryReport(provider_message_id=message_id, status=status, error=error)
+
+    def status_values(self, request: Request) -> Mapping[str, object]:
+        """The report's fields by name (read as inbound messages are, unless the kind says)."""
+        return self.inbound_values(request)
+
+    def delivery_status(self, raw: str) -> DeliveryStatus:
+        return self.statuses.get(raw, DeliveryStatus.UNKNOWN)
+
+    def status_error(
+        self, values: Mapping[str, object], raw: str, status: DeliveryStatus
+    ) -> str | None:
+        """What a failed report says went wrong: the error field's text, else the status."""
+        error_field = self.status_fields.error
+        error = _optional(values, error_field) if error_field else None
+        return (error or raw) if status is DeliveryStatus.FAILED else None
 
     def ack_status(self) -> Response:
         return Response("", status=200)
@@ -342,137 +356,20 @@ class Provider(ABC):
         return self.send_request("POST", url, **kwargs)
 
 
-#: a provider's Retry-After is honoured up to this many seconds (a larger one is this long)
-MAX_RETRY_AFTER = 3600.0
+def _required(values: Mapping[str, object], field: Field, *, allow_empty: bool = False) -> str:
+    return required_field(values, field.name, max_length=field.max_length, allow_empty=allow_empty)
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """A response's ``Retry-After`` in seconds (delta-seconds or an HTTP date), if it has one."""
-    value = (response.headers.get("Retry-After") or "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            return None
-        seconds = (moment - datetime.now(UTC)).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+def _optional(values: Mapping[str, object], field: Field) -> str | None:
+    return optional_field(values, field.name, max_length=field.max_length)
 
 
-class ProviderSession(requests.Session):
-    """A ``requests.Session`` that reads the proxy and CA settings of the environment once per
-    URL, not once per request.
-
-    With ``trust_env`` (kept: an operator may route MTs through ``HTTPS_PROXY``), every request
-    looked up the proxy variables and ``no_proxy`` again: 3% of a worker's CPU. The environment
-    of a running process does not change, so the answer for a URL is kept (a restart reads it
-    again). Settings given per request still win, as in requests.
-    """
-
-    _MAX_URLS = 256
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
-
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        key = (url, tuple(sorted((proxies or {}).items())), stream, verify, cert)
-        merged = self._environment.get(key)
-        if merged is None:
-            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            if len(self._environment) >= self._MAX_URLS:
-                self._environment.clear()
-            self._environment[key] = merged
-        return {**merged, "proxies": dict(merged["proxies"])}
+ProviderClass = TypeVar("ProviderClass", bound=type[Provider])
+#: every kind's adapter class, by kind (filled by :func:`register` as the kinds' modules load)
+PROVIDERS: dict[str, type[Provider]] = {}
 
 
-def utf8_form(request: Request) -> Mapping[str, str]:
-    """The request's form, or :class:`MalformedPayload` naming the encoding if it is not UTF-8.
-
-    Werkzeug drops every field of a form body that is not UTF-8, which would read as missing
-    fields; the raw body is checked first so the answer says what is wrong.
-    """
-    if request.mimetype == "application/x-www-form-urlencoded":
-        try:
-            request.get_data(cache=True).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise MalformedPayload("form body is not UTF-8") from exc
-    return request.form
-
-
-# -- field access for parsers: one wording for every kind's 400s, and never the value itself ------
-def optional_field(values: Mapping[str, object], name: str, *, max_length: int) -> str | None:
-    """A string field of a form or JSON object, or None when absent."""
-    value = values.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise MalformedPayload(f"field {name!r} must be a string")
-    if len(value) > max_length:
-        raise MalformedPayload(f"field {name!r} is longer than {max_length} characters")
-    if not storable_text(value):
-        raise MalformedPayload(f"field {name!r} is not valid text")
-    return value
-
-
-def required_field(
-    values: Mapping[str, object], name: str, *, max_length: int, allow_empty: bool = False
-) -> str:
-    """A string field that must be present (and non-empty unless ``allow_empty``)."""
-    value = optional_field(values, name, max_length=max_length)
-    if value is None or (not value and not allow_empty):
-        raise MalformedPayload(f"missing required field {name!r}")
-    return value
-
-
-def storable_text(value: str) -> bool:
-    """Whether ``value`` can be stored as text: no NUL, no lone surrogate.
-
-    PostgreSQL refuses both (lone surrogates come from JSON escapes, NUL from anywhere): they
-    are turned away as a 400 rather than failing at storage as a 503 the provider retries.
-    """
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-# -- helpers for gateway kinds ---------------------------------------------------------------------
-def check_query_secret(request: Request, secret: str, name: str = "key") -> None:
-    """Raise :class:`AuthenticationFailed` unless the query's ``name`` is ``secret``.
-
-    For gateways (Kannel, Jasmin, ...) that can only be given a URL to call: the secret is part
-    of it. Compared in constant time; a query that is not UTF-8 cannot carry it.
-    """
-    try:
-        given = request.args.get(name)
-    except UnicodeDecodeError as exc:
-        raise AuthenticationFailed("query string is not UTF-8") from exc
-    if not given:
-        raise AuthenticationFailed(f"missing {name!r} in the query string")
-    if not hmac.compare_digest(given.encode(), secret.encode()):
-        raise AuthenticationFailed(f"{name!r} in the query string does not match")
-
-
-class PartKept(HTTPException):
-    """One part of a longer message, kept until the other parts arrive.
-
-    Raised by ``parse_inbound`` in place of a message: the request is answered with
-    ``response`` (the kind's acknowledgement, or a 503 asking the provider to retry when the
-    part could not be kept), and nothing is stored until the last part completes the message.
-    """
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response=response)
+def register(cls: ProviderClass) -> ProviderClass:
+    """Class decorator: serve connections of ``cls.kind`` with ``cls``."""
+    PROVIDERS[cls.kind] = cls
+    return cls

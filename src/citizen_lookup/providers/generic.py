@@ -20,15 +20,20 @@ from flask import Request, Response
 
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
-    InboundMessage,
     OutboundSms,
     Provider,
     SendResult,
     SimulatedRequest,
     UssdRequest,
     UssdScreen,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
+    lower,
     optional_field,
     required_field,
 )
@@ -122,11 +127,22 @@ def _json_object(request: Request) -> Mapping[str, object]:
     return document
 
 
+@register
 class GenericProvider(Provider):
     kind = "generic"
     required_credentials = ("secret",)
     secret_credentials = ("secret",)
     requires_outbound_url = True
+    inbound_fields = InboundFields(
+        message_id=Field("id", MAX_ID),
+        sender=Field("from", MAX_NUMBER),
+        text=Field("text", MAX_TEXT),
+        recipient=Field("to", MAX_NUMBER),
+    )
+    status_fields = StatusFields(
+        message_id=Field("id", MAX_ID), status=Field("status", MAX_ID), fold=lower
+    )
+    statuses = STATUS
 
     def check_headers(self, request: Request) -> None:
         # A request without a well-formed signature header is refused before its body is read,
@@ -141,32 +157,16 @@ class GenericProvider(Provider):
             tolerance=self.context.signature_tolerance,
         )
 
-    def parse_inbound(self, request: Request) -> InboundMessage:
-        document = _json_object(request)
-        message_id = required_field(document, "id", max_length=MAX_ID)
-        sender = required_field(document, "from", max_length=MAX_NUMBER)
-        text = required_field(document, "text", max_length=MAX_TEXT, allow_empty=True)
-        recipient = optional_field(document, "to", max_length=MAX_NUMBER)
-        return InboundMessage(
-            provider_message_id=message_id,
-            sender=sender,
-            recipient=recipient or self.connection.short_code or "",
-            text=text,
-        )
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
+        return _json_object(request)
 
     def ack_inbound(self) -> Response:
         return Response(ACCEPTED_JSON, status=200, mimetype="application/json")
 
-    def parse_status(self, request: Request) -> DeliveryReport:
-        document = _json_object(request)
-        message_id = required_field(document, "id", max_length=MAX_ID)
-        raw = required_field(document, "status", max_length=MAX_ID).strip().lower()
-        error = optional_field(document, "error", max_length=MAX_ERROR)
-        return DeliveryReport(
-            provider_message_id=message_id,
-            status=STATUS.get(raw, DeliveryStatus.UNKNOWN),
-            error=error or None,
-        )
+    def status_error(
+        self, values: Mapping[str, object], raw: str, status: DeliveryStatus
+    ) -> str | None:
+        return optional_field(values, "error", max_length=MAX_ERROR) or None  # whatever the status
 
     def ack_status(self) -> Response:
         return self.ack_inbound()

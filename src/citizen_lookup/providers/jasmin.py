@@ -30,17 +30,22 @@ from flask import Request, Response
 from citizen_lookup.domain.text import is_gsm7
 from citizen_lookup.exceptions import MalformedPayload, SendError
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
-    InboundMessage,
     OutboundSms,
     Provider,
     ProviderOption,
     SendResult,
     SimulatedRequest,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
     check_query_secret,
     optional_field,
     required_field,
+    upper,
 )
 from citizen_lookup.providers.smpp_text import (
     BINARY_CODINGS,
@@ -81,6 +86,7 @@ MAX_SHORT_FIELD = 32
 RECEIPT_FIELDS = ("connector", "id_smsc", "sub", "dlvrd", "subdate", "donedate", "err")
 
 
+@register
 class JasminProvider(Provider):
     kind = "jasmin"
     required_credentials = ("username", "password", "secret")
@@ -88,6 +94,19 @@ class JasminProvider(Provider):
     inbound_methods = ("GET", "POST")  # the connector's method
     status_methods = ("GET", "POST")  # the MT's dlr-method
     requires_outbound_url = True  # Jasmin runs on the integrator's side: no public default
+    inbound_fields = InboundFields(
+        message_id=Field("id", MAX_ID),
+        sender=Field("from", MAX_NUMBER),
+        text=None,  # in `binary` (hex, in the data coding) or `content`: see inbound_text
+        recipient=Field("to", MAX_NUMBER),
+        checked=tuple(
+            Field(name, MAX_SHORT_FIELD) for name in ("origin-connector", "priority", "validity")
+        ),
+    )
+    status_fields = StatusFields(
+        message_id=Field("id", MAX_ID), status=Field("message_status", MAX_SHORT_FIELD), fold=upper
+    )
+    statuses = STATUS
     options: ClassVar[Mapping[str, ProviderOption]] = {
         "default_alphabet": ProviderOption(
             choices=tuple(DefaultAlphabet),
@@ -102,16 +121,13 @@ class JasminProvider(Provider):
         check_query_secret(request, self.credential("secret"))
 
     # -- inbound --------------------------------------------------------------------------------
-    def parse_inbound(self, request: Request) -> InboundMessage:
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
+        return _utf8_fields(_raw_fields(request), skip=("coding", "content"))
+
+    def inbound_text(self, request: Request, values: Mapping[str, object]) -> str:
         raw = _raw_fields(request)
-        fields = _utf8_fields(raw, skip=("coding", "content"))
-        message_id = required_field(fields, "id", max_length=MAX_ID)
-        sender = required_field(fields, "from", max_length=MAX_NUMBER)
-        recipient = optional_field(fields, "to", max_length=MAX_NUMBER)
-        for name in ("origin-connector", "priority", "validity"):
-            optional_field(fields, name, max_length=MAX_SHORT_FIELD)
         coding = _data_coding(raw.get("coding"))
-        binary = optional_field(fields, "binary", max_length=MAX_BINARY)
+        binary = optional_field(values, "binary", max_length=MAX_BINARY)
         if binary is not None:
             text = self._decode(_octets(binary), coding)
         else:
@@ -122,12 +138,7 @@ class JasminProvider(Provider):
             text = required_field(content, "content", max_length=MAX_CONTENT, allow_empty=True)
         if len(text) > MAX_CONTENT:
             raise MalformedPayload(f"the message is longer than {MAX_CONTENT} characters")
-        return InboundMessage(
-            provider_message_id=message_id,
-            sender=sender,
-            recipient=recipient or self.connection.short_code or "",
-            text=text,
-        )
+        return text
 
     def _decode(self, octets: bytes, coding: int) -> str:
         alphabet = DefaultAlphabet(self.option("default_alphabet"))
@@ -140,22 +151,26 @@ class JasminProvider(Provider):
         return Response(ACK, status=200, mimetype="text/plain")
 
     # -- delivery reports -----------------------------------------------------------------------
-    def parse_status(self, request: Request) -> DeliveryReport:
+    def status_values(self, request: Request) -> Mapping[str, object]:
         # The level 2 receipt's `text` (the start of our reply, as the SMSC quotes it) is not read.
         read = ("id", "message_status", "level", *RECEIPT_FIELDS)
-        fields = _utf8_fields(_raw_fields(request), only=read)
-        message_id = required_field(fields, "id", max_length=MAX_ID)
-        raw = required_field(fields, "message_status", max_length=MAX_SHORT_FIELD).strip().upper()
-        optional_field(fields, "level", max_length=MAX_SHORT_FIELD)
-        details = {name: optional_field(fields, name, max_length=MAX_ID) for name in RECEIPT_FIELDS}
+        return _utf8_fields(_raw_fields(request), only=read)
+
+    def delivery_status(self, raw: str) -> DeliveryStatus:
         status = STATUS.get(raw)
         if status is None:
             # Any other SMPP command status is an error code: the SMSC refused the message.
             status = DeliveryStatus.FAILED if raw.startswith("ESME_") else DeliveryStatus.UNKNOWN
-        error = None
-        if status is DeliveryStatus.FAILED:
-            error = f"{raw} (err {details['err']})" if details["err"] else raw
-        return DeliveryReport(provider_message_id=message_id, status=status, error=error)
+        return status
+
+    def status_error(
+        self, values: Mapping[str, object], raw: str, status: DeliveryStatus
+    ) -> str | None:
+        optional_field(values, "level", max_length=MAX_SHORT_FIELD)
+        details = {name: optional_field(values, name, max_length=MAX_ID) for name in RECEIPT_FIELDS}
+        if status is not DeliveryStatus.FAILED:
+            return None
+        return f"{raw} (err {details['err']})" if details["err"] else raw
 
     def ack_status(self) -> Response:
         return self.ack_inbound()

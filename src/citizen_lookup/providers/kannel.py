@@ -25,15 +25,17 @@ from flask import Request, Response
 from citizen_lookup.domain.text import is_gsm7
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
-    InboundMessage,
     OutboundSms,
     Provider,
     SendResult,
     SimulatedRequest,
-    optional_field,
-    required_field,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
 )
 
 SENDSMS_PATH = "/cgi-bin/sendsms"
@@ -58,6 +60,7 @@ MAX_TEXT = 1600
 MAX_SHORT_FIELD = 32
 
 
+@register
 class KannelProvider(Provider):
     kind = "kannel"
     required_credentials = ("username", "password", "secret")
@@ -65,6 +68,19 @@ class KannelProvider(Provider):
     inbound_methods = ("GET", "POST")  # get-url or post-url
     status_methods = ("GET", "POST")  # smsbox calls a dlr-url with GET
     requires_outbound_url = True  # Kannel runs on the integrator's side: no public default
+    inbound_fields = InboundFields(
+        message_id=Field("id", MAX_ID),
+        sender=Field("from", MAX_NUMBER),
+        text=Field("text", MAX_TEXT),
+        recipient=Field("to", MAX_NUMBER),
+        checked=tuple(
+            Field(name, MAX_SHORT_FIELD) for name in ("time", "keyword", "coding", "charset")
+        ),
+    )
+    status_fields = StatusFields(
+        message_id=Field("id", MAX_ID), status=Field("type", MAX_SHORT_FIELD)
+    )
+    statuses = STATUS
 
     # -- authentication -------------------------------------------------------------------------
     def check_credentials(self, request: Request) -> None:
@@ -75,35 +91,17 @@ class KannelProvider(Provider):
             raise AuthenticationFailed("'key' in the query string does not match")
 
     # -- inbound --------------------------------------------------------------------------------
-    def parse_inbound(self, request: Request) -> InboundMessage:
-        fields = _fields(request)
-        message_id = required_field(fields, "id", max_length=MAX_ID)
-        sender = required_field(fields, "from", max_length=MAX_NUMBER)
-        text = required_field(fields, "text", max_length=MAX_TEXT, allow_empty=True)
-        recipient = optional_field(fields, "to", max_length=MAX_NUMBER)
-        for name in ("time", "keyword", "coding", "charset"):
-            optional_field(fields, name, max_length=MAX_SHORT_FIELD)
-        return InboundMessage(
-            provider_message_id=message_id,
-            sender=sender,
-            recipient=recipient or self.connection.short_code or "",
-            text=text,
-        )
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
+        return _fields(request)
 
     def ack_inbound(self) -> Response:
         return Response("", status=200, mimetype="text/plain")
 
     # -- delivery reports -----------------------------------------------------------------------
-    def parse_status(self, request: Request) -> DeliveryReport:
-        fields = _fields(request)
-        reply_id = required_field(fields, "id", max_length=MAX_ID)
-        raw = required_field(fields, "type", max_length=MAX_SHORT_FIELD).strip()
-        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
-        return DeliveryReport(
-            provider_message_id=reply_id,
-            status=status,
-            error=f"dlr type {raw}" if status is DeliveryStatus.FAILED else None,
-        )
+    def status_error(
+        self, values: Mapping[str, object], raw: str, status: DeliveryStatus
+    ) -> str | None:
+        return f"dlr type {raw}" if status is DeliveryStatus.FAILED else None
 
     def ack_status(self) -> Response:
         return self.ack_inbound()

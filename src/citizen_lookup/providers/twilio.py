@@ -17,16 +17,20 @@ from twilio.rest import Client
 
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
-    InboundMessage,
     OutboundSms,
     Provider,
     SendResult,
     SimulatedRequest,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
+    lower,
     optional_field,
     required_field,
-    utf8_form,
 )
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -68,12 +72,24 @@ MAX_NUMBER = 32
 MAX_BODY = 1600  # Twilio's own limit for a message body
 
 
+@register
 class TwilioProvider(Provider):
     kind = "twilio"
     # from_number may be left out when the connection's short code is the sender
     required_credentials = ("account_sid", "auth_token")
     secret_credentials = ("auth_token",)
     optional_credentials = ("from_number",)
+    inbound_fields = InboundFields(
+        message_id=Field("MessageSid", MAX_SID),
+        sender=Field("From", MAX_NUMBER),
+        # A picture message without text has an empty Body; the parser answers it with help.
+        text=Field("Body", MAX_BODY),
+        recipient=Field("To", MAX_NUMBER),
+    )
+    status_fields = StatusFields(
+        message_id=Field("MessageSid", MAX_SID), status=Field("MessageStatus", MAX_SID), fold=lower
+    )
+    statuses = STATUS
 
     # -- authentication -------------------------------------------------------------------------
     def check_headers(self, request: Request) -> None:
@@ -94,34 +110,20 @@ class TwilioProvider(Provider):
             raise AuthenticationFailed(f"{SIGNATURE_HEADER} does not match")
 
     # -- inbound --------------------------------------------------------------------------------
-    def parse_inbound(self, request: Request) -> InboundMessage:
-        form = utf8_form(request)
-        sid = _message_sid(form)
-        sender = required_field(form, "From", max_length=MAX_NUMBER)
-        # A picture message without text has an empty Body; the parser answers it with help.
-        text = required_field(form, "Body", max_length=MAX_BODY, allow_empty=True)
-        recipient = optional_field(form, "To", max_length=MAX_NUMBER)
-        return InboundMessage(
-            provider_message_id=sid,
-            sender=sender,
-            recipient=recipient or self.connection.short_code or "",
-            text=text,
-        )
+    def message_id(self, values: Mapping[str, object], field: Field) -> str:
+        return _message_sid(values)
 
     def ack_inbound(self) -> Response:
         # Empty TwiML: Twilio sends nothing back itself; our reply goes out later via the API.
         return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
 
     # -- delivery reports -----------------------------------------------------------------------
-    def parse_status(self, request: Request) -> DeliveryReport:
-        form = utf8_form(request)
-        sid = _message_sid(form)
-        raw = required_field(form, "MessageStatus", max_length=MAX_SID).strip().lower()
-        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
-        error = None
-        if status is DeliveryStatus.FAILED:
-            error = optional_field(form, "ErrorCode", max_length=MAX_SID) or raw
-        return DeliveryReport(provider_message_id=sid, status=status, error=error)
+    def status_error(
+        self, values: Mapping[str, object], raw: str, status: DeliveryStatus
+    ) -> str | None:
+        if status is not DeliveryStatus.FAILED:
+            return None
+        return optional_field(values, "ErrorCode", max_length=MAX_SID) or raw
 
     # -- outbound -------------------------------------------------------------------------------
     def simulated_message_id(self) -> str:
@@ -200,7 +202,7 @@ class TwilioProvider(Provider):
         return http_client, False
 
 
-def _message_sid(form: Mapping[str, str]) -> str:
+def _message_sid(form: Mapping[str, object]) -> str:
     """The MessageSid, once every field is one Twilio sends and the sid is in Twilio's format.
 
     Twilio's signature concatenates names and values without separators, so text can be moved

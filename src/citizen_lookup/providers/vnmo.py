@@ -19,15 +19,18 @@ from flask import Request, Response
 
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
-    InboundMessage,
     OutboundSms,
     Provider,
     SendResult,
     SimulatedRequest,
-    optional_field,
-    required_field,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
+    upper,
     utf8_form,
 )
 
@@ -53,6 +56,7 @@ MAX_SHORT_FIELD = 32
 MAX_MESSAGE = 1600  # ten concatenated segments: more is not an SMS
 
 
+@register
 class VnmoProvider(Provider):
     kind = "vnmo"
     required_credentials = ("username", "password")
@@ -60,6 +64,18 @@ class VnmoProvider(Provider):
     inbound_methods = ("GET", "POST")
     status_methods = ("GET", "POST")
     requires_outbound_url = True
+    inbound_fields = InboundFields(
+        message_id=Field("Request_ID", MAX_ID),
+        sender=Field("User_ID", MAX_MSISDN),
+        text=Field("Message", MAX_MESSAGE),
+        recipient=Field("Service_ID", MAX_SHORT_FIELD),
+        # Checked for size only: the text itself carries the keyword the parser reads.
+        checked=(Field("Command_Code", MAX_SHORT_FIELD),),
+    )
+    status_fields = StatusFields(
+        message_id=Field("Request_ID", MAX_ID), status=Field("Status", MAX_SHORT_FIELD), fold=upper
+    )
+    statuses = STATUS
 
     # -- authentication -------------------------------------------------------------------------
     def check_credentials(self, request: Request) -> None:
@@ -73,36 +89,13 @@ class VnmoProvider(Provider):
             raise AuthenticationFailed("HTTP Basic credentials do not match the connection's")
 
     # -- inbound --------------------------------------------------------------------------------
-    def parse_inbound(self, request: Request) -> InboundMessage:
-        fields = _fields(request)
-        request_id = required_field(fields, "Request_ID", max_length=MAX_ID)
-        sender = required_field(fields, "User_ID", max_length=MAX_MSISDN)
-        text = required_field(fields, "Message", max_length=MAX_MESSAGE, allow_empty=True)
-        service_id = optional_field(fields, "Service_ID", max_length=MAX_SHORT_FIELD)
-        # Checked for size only: the text itself carries the keyword the parser reads.
-        optional_field(fields, "Command_Code", max_length=MAX_SHORT_FIELD)
-        return InboundMessage(
-            provider_message_id=request_id,
-            sender=sender,
-            recipient=service_id or self.connection.short_code or "",
-            text=text,
-        )
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
+        return _fields(request)
 
     def ack_inbound(self) -> Response:
         return Response("1", status=200, mimetype="text/plain")
 
     # -- delivery reports -----------------------------------------------------------------------
-    def parse_status(self, request: Request) -> DeliveryReport:
-        fields = _fields(request)
-        request_id = required_field(fields, "Request_ID", max_length=MAX_ID)
-        raw = required_field(fields, "Status", max_length=MAX_SHORT_FIELD).strip().upper()
-        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
-        return DeliveryReport(
-            provider_message_id=request_id,
-            status=status,
-            error=raw if status is DeliveryStatus.FAILED else None,
-        )
-
     def ack_status(self) -> Response:
         return self.ack_inbound()
 

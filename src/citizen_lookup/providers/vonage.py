@@ -15,11 +15,9 @@ a parameter name holding ``&`` or ``=``, and a value that is a JSON list or obje
 into ``_``, so what we store and answer is the one request the signature stands for.
 
 A long message arrives as parts (``concat-ref``, ``concat-total``, ``concat-part``), each its
-own webhook with its own ``messageId``, in any order and possibly more than once. Each part is
-kept in Redis (for ``PART_TTL``) and acknowledged; the part that completes the set turns into
-one message, named by the first part's ``messageId``, and takes the normal path (stored, then
-acknowledged). A part resent after that gives the same message again, which storage sees as the
-duplicate it is.
+own webhook with its own ``messageId``, in any order and possibly more than once: each is
+parsed into a :class:`MessagePart`, which ``services/parts.py`` keeps until the message is
+whole.
 
 Replies go through Vonage's documented SMS API (``POST /sms/json``), sent with our HTTP session
 rather than the SDK's client: that client always builds ``https://<host>`` (so it cannot be
@@ -37,19 +35,24 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Request, Response
-from redis.exceptions import RedisError
 
 from citizen_lookup.domain.text import is_gsm7
 from citizen_lookup.exceptions import AuthenticationFailed, MalformedPayload, SendError
 from citizen_lookup.providers.base import (
-    DeliveryReport,
     DeliveryStatus,
     InboundMessage,
+    MessagePart,
     OutboundSms,
-    PartKept,
     Provider,
     SendResult,
     SimulatedRequest,
+    register,
+)
+from citizen_lookup.providers.fields import (
+    Field,
+    InboundFields,
+    StatusFields,
+    lower,
     optional_field,
     required_field,
 )
@@ -57,8 +60,6 @@ from citizen_lookup.providers.base import (
 DEFAULT_API = "https://rest.nexmo.com"
 SIGNATURE_METHODS = ("md5", "sha1", "sha256", "sha512")  # HMAC digests, as the SDK names them
 DEFAULT_SIGNATURE_METHOD = "sha256"
-PART_TTL = 3600  # seconds a part waits for the rest of its message
-RETRY_AFTER = "30"
 
 STATUS: dict[str, DeliveryStatus] = {
     "delivered": DeliveryStatus.DELIVERED,
@@ -139,6 +140,7 @@ def sdk_auth(api_key: str, signature_secret: str, method: str) -> Any:
     return Auth(api_key=api_key, signature_secret=signature_secret, signature_method=method)
 
 
+@register
 class VonageProvider(Provider):
     kind = "vonage"
     required_credentials = ("api_key", "api_secret", "signature_secret")
@@ -146,6 +148,20 @@ class VonageProvider(Provider):
     optional_credentials = ("signature_method",)
     inbound_methods = ("GET", "POST")
     status_methods = ("GET", "POST")
+    inbound_fields = InboundFields(
+        message_id=Field("messageId", MAX_ID),
+        sender=Field("msisdn", MAX_NUMBER),
+        text=Field("text", MAX_TEXT),
+        recipient=Field("to", MAX_NUMBER),
+        checked=tuple(
+            Field(name, MAX_ID)
+            for name in ("type", "keyword", "message-timestamp", "api-key", "nonce")
+        ),
+    )
+    status_fields = StatusFields(
+        message_id=Field("messageId", MAX_ID), status=Field("status", MAX_SHORT_FIELD), fold=lower
+    )
+    statuses = STATUS
 
     # -- authentication -------------------------------------------------------------------------
     def check_credentials(self, request: Request) -> None:
@@ -175,91 +191,35 @@ class VonageProvider(Provider):
         return sdk_auth(self.credential("api_key"), self.credential("signature_secret"), method)
 
     # -- inbound --------------------------------------------------------------------------------
-    def parse_inbound(self, request: Request) -> InboundMessage:
+    def inbound_values(self, request: Request) -> Mapping[str, object]:
         params, problem = request_params(request)
         if problem:
             raise MalformedPayload(problem)
-        message_id = required_field(params, "messageId", max_length=MAX_ID)
-        sender = required_field(params, "msisdn", max_length=MAX_NUMBER)
-        text = required_field(params, "text", max_length=MAX_TEXT, allow_empty=True)
-        recipient = optional_field(params, "to", max_length=MAX_NUMBER)
-        for name in ("type", "keyword", "message-timestamp", "api-key", "nonce"):
-            optional_field(params, name, max_length=MAX_ID)
-        message = InboundMessage(
-            provider_message_id=message_id,
-            sender=sender,
-            recipient=recipient or self.connection.short_code or "",
-            text=text,
-        )
-        if optional_field(params, "concat", max_length=MAX_SHORT_FIELD) != "true":
-            return message
-        ref = required_field(params, "concat-ref", max_length=MAX_SHORT_FIELD)
-        total = _part_number(params, "concat-total")
-        part = _part_number(params, "concat-part")
+        return params
+
+    def message_part(
+        self, values: Mapping[str, object], message: InboundMessage
+    ) -> MessagePart | None:
+        if optional_field(values, "concat", max_length=MAX_SHORT_FIELD) != "true":
+            return None
+        ref = required_field(values, "concat-ref", max_length=MAX_SHORT_FIELD)
+        total = _part_number(values, "concat-total")
+        part = _part_number(values, "concat-part")
         if not 1 <= part <= total:
             raise MalformedPayload("field 'concat-part' is not within 'concat-total'")
-        return self._reassemble(message, ref, total, part)
-
-    def _reassemble(
-        self, message: InboundMessage, ref: str, total: int, part: int
-    ) -> InboundMessage:
-        """The whole message once ``part`` completes it; until then :class:`PartKept`."""
-        if self.context.redis is None:
-            raise PartKept(_unavailable())
-        key = (
-            f"{self.context.redis_prefix}:vonage-parts:"
-            f"{self.connection.slug}:{message.sender}:{ref}:{total}"
-        )
-        value = json.dumps([message.provider_message_id, message.text])
-        try:
-            redis = self.context.redis()
-            kept, done = redis.hmget(key, [str(part), "done"])
-            if (
-                done is not None
-                and kept is not None
-                and json.loads(kept)[0] != (message.provider_message_id)
-            ):
-                redis.delete(key)  # the sender's phone reused the reference for a new message
-            pipe = redis.pipeline(transaction=True)
-            pipe.hset(key, str(part), value)
-            pipe.expire(key, PART_TTL)
-            pipe.hgetall(key)
-            stored: dict[bytes, bytes] = pipe.execute()[-1]
-            done = stored.pop(b"done", None)
-            parts = {int(number): json.loads(kept_part) for number, kept_part in stored.items()}
-            if done is None and set(parts) != set(range(1, total + 1)):
-                raise PartKept(self.ack_inbound())
-            text = "".join(parts[number][1] for number in range(1, total + 1))
-            whole_id = parts[1][0]
-            if done is None:
-                redis.hset(key, "done", whole_id)
-        except RedisError:
-            raise PartKept(_unavailable()) from None
-        if len(text) > MAX_TEXT:
-            raise MalformedPayload(f"the joined message is longer than {MAX_TEXT} characters")
-        return InboundMessage(
-            provider_message_id=whole_id,
-            sender=message.sender,
-            recipient=message.recipient,
-            text=text,
-        )
+        return MessagePart(message, ref, total, part, max_length=MAX_TEXT)
 
     def ack_inbound(self) -> Response:
         return Response("", status=200, mimetype="text/plain")
 
     # -- delivery reports -----------------------------------------------------------------------
-    def parse_status(self, request: Request) -> DeliveryReport:
-        params, problem = request_params(request)
-        if problem:
-            raise MalformedPayload(problem)
-        message_id = required_field(params, "messageId", max_length=MAX_ID)
-        raw = required_field(params, "status", max_length=MAX_SHORT_FIELD).strip().lower()
-        error_code = optional_field(params, "err-code", max_length=MAX_SHORT_FIELD)
-        status = STATUS.get(raw, DeliveryStatus.UNKNOWN)
-        error = None
-        if status is DeliveryStatus.FAILED:
-            error = f"{raw} (err-code {error_code})" if error_code else raw
-        return DeliveryReport(provider_message_id=message_id, status=status, error=error)
+    def status_error(
+        self, values: Mapping[str, object], raw: str, status: DeliveryStatus
+    ) -> str | None:
+        error_code = optional_field(values, "err-code", max_length=MAX_SHORT_FIELD)
+        if status is not DeliveryStatus.FAILED:
+            return None
+        return f"{raw} (err-code {error_code})" if error_code else raw
 
     def ack_status(self) -> Response:
         return self.ack_inbound()
@@ -301,19 +261,11 @@ class VonageProvider(Provider):
         return SimulatedRequest("POST", url, headers, urlencode(params).encode())
 
 
-def _part_number(params: Mapping[str, Any], name: str) -> int:
+def _part_number(params: Mapping[str, object], name: str) -> int:
     value = required_field(params, name, max_length=MAX_SHORT_FIELD)
     if not _PART_NUMBER.fullmatch(value) or not 1 <= int(value) <= 255:
         raise MalformedPayload(f"field {name!r} is not a part number")
     return int(value)
-
-
-def _unavailable() -> Response:
-    """503 with Retry-After: the part could not be kept, so Vonage must send it again."""
-    body = json.dumps({"error": "unavailable", "message": "cannot keep a message part now"})
-    return Response(
-        body, status=503, mimetype="application/json", headers={"Retry-After": RETRY_AFTER}
-    )
 
 
 def _sent_message_id(content: bytes) -> str:

@@ -66,9 +66,9 @@ class DecisionContext:
     """What a decision needs besides the database: the lookup's context and the limiters."""
 
     lookup: LookupContext
-    rate: ConnectionRateLimiter  # per connection, per second of arrival
-    lookups: DailyLimiter  # messages that name an ID, per sender per day
-    help: DailyLimiter  # help and unrecognised text, per sender per day
+    rate_limiter: ConnectionRateLimiter  # per connection, per second of arrival
+    lookup_limiter: DailyLimiter  # messages that name an ID, per sender per day
+    help_limiter: DailyLimiter  # help and unrecognised text, per sender per day
 
 
 GRANTED = ("granted", "no_record")
@@ -104,7 +104,7 @@ def decide(
         parse_command(text_or_command) if isinstance(text_or_command, str) else text_or_command
     )
     templates = ctx.lookup.templates
-    verdict = ctx.rate.check(connection, message_key, arrived_at)
+    verdict = ctx.rate_limiter.check(connection, message_key, arrived_at)
     if verdict is not LimitVerdict.ALLOWED:
         text = ""
         if verdict is LimitVerdict.OVER_LIMIT:
@@ -112,7 +112,7 @@ def decide(
         return _limited(session, ctx, command, text, f"rate_{verdict.value}")
 
     names_id = command.id_number is not None
-    limiter = ctx.lookups if names_id else ctx.help
+    limiter = ctx.lookup_limiter if names_id else ctx.help_limiter
     verdict = limiter.check(ctx.lookup.audit.keyed_hash(sender), message_key, arrived_at)
     if verdict is LimitVerdict.ALLOWED:
         return answer(session, command, sender, language, ctx.lookup)

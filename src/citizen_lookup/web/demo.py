@@ -13,11 +13,11 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from citizen_lookup.db import request_session
 from citizen_lookup.exceptions import AuthenticationFailed
-from citizen_lookup.models import OutboundMessageRecord
 from citizen_lookup.providers.generic import SIGNATURE_HEADER, verify_signature
 from citizen_lookup.runtime import current_runtime
+from citizen_lookup.services.demo_mt import generic_reply
+from citizen_lookup.web.sessions import request_session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("demo", __name__, url_prefix="/demo")
@@ -32,13 +32,12 @@ def demo_mt() -> tuple[Response, int]:
         reply_id = str(json.loads(body)["id"])
     except (ValueError, KeyError, TypeError, RecursionError):
         return jsonify(BAD_REQUEST), 400
-    known = reply_id.isascii() and reply_id.isdigit() and len(reply_id) <= 18
-    reply = request_session().get(OutboundMessageRecord, int(reply_id)) if known else None
-    if reply is None or reply.connection.kind != "generic":
+    reply = generic_reply(request_session(), reply_id)
+    if reply is None:
         return jsonify(BAD_REQUEST), 400
     try:
         verify_signature(
-            reply.connection.credentials.get("secret", ""),
+            reply.secret,
             body,
             request.headers.get(SIGNATURE_HEADER),
             tolerance=current_runtime().settings.signature_tolerance_seconds,
@@ -46,5 +45,5 @@ def demo_mt() -> tuple[Response, int]:
         )
     except AuthenticationFailed:
         return jsonify(BAD_REQUEST), 400
-    log.info("demo MT accepted: reply %s of %s", reply_id, reply.connection.slug)
+    log.info("demo MT accepted: reply %s of %s", reply_id, reply.connection)
     return jsonify({"id": f"demo-{reply_id}", "status": "accepted"}), 200

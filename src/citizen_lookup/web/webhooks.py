@@ -11,46 +11,43 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, TypeVar
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Request, Response, jsonify, request
 from redis.exceptions import RedisError
-from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from citizen_lookup.db import request_session
 from citizen_lookup.domain.phones import InvalidMsisdn, normalize_msisdn
-from citizen_lookup.exceptions import (
-    AuthenticationFailed,
-    CredentialsUnavailable,
-    MalformedPayload,
-)
+from citizen_lookup.exceptions import MalformedPayload
 from citizen_lookup.metrics import (
     ENQUEUE_FAILURES,
     INBOUND_STORED,
     WEBHOOK_REQUESTS,
     WEBHOOK_SECONDS,
 )
-from citizen_lookup.models import Connection, ConnectionState
-from citizen_lookup.providers import build_provider
-from citizen_lookup.providers.base import Provider
+from citizen_lookup.providers.messages import MessagePart
 from citizen_lookup.providers.urls import WEBHOOK_PREFIX, webhook_rule
 from citizen_lookup.queue import enqueue_inbound
 from citizen_lookup.runtime import current_runtime
 from citizen_lookup.services import ussd
-from citizen_lookup.services.connections import valid_slug
+from citizen_lookup.services.admission import Admitted
+from citizen_lookup.services.connection_checks import valid_slug
 from citizen_lookup.services.inbound import record_delivery_report, store_inbound
+from citizen_lookup.services.parts import reassemble
 from citizen_lookup.services.refusals import (
     CREDENTIALS_UNAVAILABLE,
     RATE_LIMITED,
     write_due_summaries,
 )
+from citizen_lookup.web.sessions import request_session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix=WEBHOOK_PREFIX)
 #: what a provider is told to wait when this process cannot open a connection's credentials
 CREDENTIALS_RETRY_AFTER = "60"
+#: what a provider is told to wait when a part of a long message cannot be kept
+PART_RETRY_AFTER = "30"
 
 
 class Refused(Exception):
@@ -136,19 +133,23 @@ def _buffer_chunked_body(limit: int) -> None:
     environ["wsgi.input_terminated"] = True
 
 
-_CONNECTIONS = cast(Table, Connection.__table__)
-_CONNECTION_BY_SLUG = select(_CONNECTIONS).where(_CONNECTIONS.c.slug == bindparam("slug"))
+#: the HTTP status of each reason a connection refuses a request for
+STATUS: dict[str, int] = {
+    "unknown_connection": 404,
+    "method_not_allowed": 405,
+    "authentication_failed": 403,
+    "pending": 403,
+    "terminated": 410,
+    "suspended": 503,
+    CREDENTIALS_UNAVAILABLE: 503,
+}
 
 
-def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
+def _gate(slug: str, route: str) -> Admitted:
     """The connection and its provider, if this request may go on; raises :class:`Refused`.
 
-    Authentication comes before the connection's state, so a request that cannot authenticate
-    learns only that the slug exists (slugs are public: they are in the published register),
-    never whether the connection is pending, suspended or terminated. Signature headers are
-    checked before the body is read. The connection's credentials are opened only once every
-    check that needs none has passed (slug, size, method, source network, signature header):
-    a process that cannot open them answers 503, and the checks before cost it nothing.
+    The checks that need neither the database nor the connection come first (the source's
+    budget of refusals, the size), then the connection's own (``services/admission.py``).
     """
     runtime = current_runtime()
     refusals = runtime.refusals
@@ -160,67 +161,21 @@ def _gate(slug: str, route: str) -> tuple[Connection, Provider]:
     limit = runtime.settings.max_body_bytes
     if (request.content_length or 0) > limit or len(request.query_string) > limit:
         raise Refused(413, "too_large", f"request body over {limit} bytes")
-    row = request_session().execute(_CONNECTION_BY_SLUG, {"slug": slug}).one_or_none()
-    if row is None:
-        raise Refused(404, "unknown_connection", "no such connection")
-    # A plain row and a detached object, not an ORM load: read on every request, the row is
-    # current (a suspension applies to the next request), and the ORM's identity map and
-    # load events cost more than the query. Its credentials are opened on first use.
-    connection = Connection.detached(runtime.credentials_cipher, **row._mapping)
-    provider = build_provider(connection, runtime.provider_context)
-    methods = provider.inbound_methods if route == "sms" else provider.status_methods
-    if request.method not in methods:
-        raise Refused(
-            405, "method_not_allowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)}
-        )
-    try:
-        # What Provider.authenticate does, in two halves around opening the credentials.
-        provider.check_source_network(request)
-        provider.check_headers(request)
-        _open_credentials(connection)
-        _buffer_chunked_body(limit)
-        provider.check_credentials(request)
-    except AuthenticationFailed as exc:
-        raise Refused(403, "authentication_failed", "authentication failed") from exc
-    state = connection.state
-    if state == ConnectionState.TERMINATED:
-        raise Refused(410, "terminated", "this connection has been terminated")
-    if state == ConnectionState.PENDING:
-        raise Refused(403, "pending", "this connection awaits its security assessment")
-    if state == ConnectionState.SUSPENDED:
-        retry_after = str(runtime.settings.retry_after_seconds)
-        raise Refused(
-            503, "suspended", "this connection is suspended", {"Retry-After": retry_after}
-        )
-    return connection, provider
-
-
-def _open_credentials(connection: Connection) -> None:
-    """Open the connection's credentials, or refuse with 503 when this process cannot.
-
-    Credentials sealed under a key this process lacks (a key rotation done on some processes
-    and not others) are the deployment's fault: the provider is told to retry later and nothing
-    is lost. One error line per connection and minute in each process, without a traceback.
-    """
-    try:
-        connection.credentials  # noqa: B018
-    except CredentialsUnavailable as exc:
-        # connection slug -> the minute this app last logged it (a few dozen connections)
-        logged: dict[str, int] = current_app.extensions.setdefault(_CREDENTIALS_LOGGED, {})
-        minute = int(time.time() // 60)
-        if logged.get(connection.slug) != minute:
-            logged[connection.slug] = minute
-            log.error("connection %s: requests answered 503: %s", connection.slug, exc)
-        raise Refused(
-            503,
-            CREDENTIALS_UNAVAILABLE,
-            "this connection cannot be served now; retry later",
-            {"Retry-After": CREDENTIALS_RETRY_AFTER},
-            our_fault=True,
-        ) from None
-
-
-_CREDENTIALS_LOGGED = "citizen_lookup.webhooks.credentials_logged"
+    answer = runtime.gate.admit(
+        request_session(), slug, route, request, read_body=lambda: _buffer_chunked_body(limit)
+    )
+    if isinstance(answer, Admitted):
+        return answer
+    headers = {}
+    if answer.allow:
+        headers["Allow"] = ", ".join(answer.allow)
+    if answer.reason == "suspended":
+        headers["Retry-After"] = str(runtime.settings.retry_after_seconds)
+    elif answer.reason == CREDENTIALS_UNAVAILABLE:
+        headers["Retry-After"] = CREDENTIALS_RETRY_AFTER
+    raise Refused(
+        STATUS[answer.reason], answer.reason, answer.message, headers, our_fault=answer.our_fault
+    )
 
 
 def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], Response]:
@@ -247,15 +202,40 @@ def _guarded(route: str, handler: Callable[[str], Response]) -> Callable[[str], 
     return view
 
 
-def inbound_sms(slug: str) -> Response:
-    connection, provider = _gate(slug, "sms")
+class _FromPhone(Protocol):
+    @property
+    def sender(self) -> str: ...
+
+
+Parsed = TypeVar("Parsed", bound=_FromPhone)
+
+
+def _from_phone(parse: Callable[[Request], Parsed]) -> tuple[Parsed, str]:
+    """What the provider sent and its sender in E.164, or a 400."""
     try:
-        message = provider.parse_inbound(request)
-        sender = normalize_msisdn(message.sender)
+        parsed = parse(request)
+        return parsed, normalize_msisdn(parsed.sender)
     except (MalformedPayload, InvalidMsisdn) as exc:
         raise Refused(400, "malformed", str(exc)) from exc
 
+
+def inbound_sms(slug: str) -> Response:
+    connection, provider = _gate(slug, "sms")
+    parsed, sender = _from_phone(provider.parse_inbound)
     runtime = current_runtime()
+    if isinstance(parsed, MessagePart):
+        try:
+            message = reassemble(
+                runtime.redis, runtime.settings.redis_prefix, connection.kind, slug, parsed
+            )
+        except RedisError:
+            return _part_not_kept()
+        except MalformedPayload as exc:
+            raise Refused(400, "malformed", str(exc)) from exc
+        if message is None:
+            return provider.ack_inbound()  # kept until the other parts arrive
+    else:
+        message = parsed
     stored = store_inbound(
         request_session(),
         runtime.audit,
@@ -271,6 +251,14 @@ def inbound_sms(slug: str) -> Response:
         INBOUND_STORED.labels(connection.kind).inc()
         _enqueue(stored.inbound_id)
     return provider.ack_inbound()
+
+
+def _part_not_kept() -> Response:
+    """503 with Retry-After: the part could not be kept (Redis), so it must be sent again."""
+    response = jsonify({"error": "unavailable", "message": "cannot keep a message part now"})
+    response.status_code = 503
+    response.headers["Retry-After"] = PART_RETRY_AFTER
+    return response
 
 
 def _enqueue(inbound_id: int) -> None:
@@ -303,36 +291,18 @@ def ussd_step(slug: str) -> Response:
     connection, provider = _gate(slug, "ussd")
     if not provider.supports_ussd:
         raise Refused(404, "no_ussd", f"connections of kind {connection.kind!r} have no USSD")
-    try:
-        step_request = provider.parse_ussd(request)
-        sender = normalize_msisdn(step_request.sender)
-    except (MalformedPayload, InvalidMsisdn) as exc:
-        raise Refused(400, "malformed", str(exc)) from exc
-
+    step_request, sender = _from_phone(provider.parse_ussd)
     runtime = current_runtime()
     session = request_session()
     context = runtime.ussd_context
     try:
         result = ussd.step(session, context, connection, step_request, sender, runtime.clock())
     except RedisError:
-        # Sessions and limits live in Redis: without it no step can be answered correctly.
         session.rollback()
         log.warning("Redis unreachable: USSD step answered with the busy screen")
-        runtime.audit.append(
-            session,
-            "ussd.step",
-            connection=connection.slug,
-            channel="ussd",
-            provider_message_id=step_request.session_id[:128],
-            sender=sender,
-            outcome="unavailable",
-        )
+        screen = ussd.busy_step(session, context, connection, step_request, sender)
         session.commit()
-        return provider.answer_ussd(
-            ussd.busy_screen(
-                runtime.templates, connection.language, connection.short_code or context.short_code
-            )
-        )
+        return provider.answer_ussd(screen)
     session.commit()
     if result.enqueue_inbound_id is not None:
         _enqueue(result.enqueue_inbound_id)
