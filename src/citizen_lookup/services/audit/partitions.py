@@ -131,6 +131,22 @@ def add_seq_index(connection: Connection, name: str) -> None:
     connection.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS {name}_seq_key ON {name} (seq)"))
 
 
+def by_month(connection: Connection, times: list[datetime]) -> list[tuple[str, list[int]]]:
+    """The sequencer's seal update, split by month on a partitioned table: (the SQL condition
+    that prunes the statement to one month, the indexes of ``times`` in it); one group of all
+    with no condition otherwise."""
+    if not is_partitioned(connection):
+        return [("", list(range(len(times))))]
+    groups: dict[datetime, list[int]] = {}
+    for index, moment in enumerate(times):
+        groups.setdefault(month_start(moment), []).append(index)
+    return [
+        (f" AND e.occurred_at >= {_literal(start)} AND e.occurred_at < {_literal(end)}", indexes)
+        for start, indexes in groups.items()
+        for end in (add_months(start, 1),)
+    ]
+
+
 def missing_months(connection: Connection, now: datetime, ahead: int = AHEAD) -> list[datetime]:
     """The month starts from ``now``'s month to ``ahead`` months after it without a partition,
     and any month with rows in the default partition."""
