@@ -12,8 +12,8 @@ events and for the current month and the three after it; the sequencer makes the
 (``services/audit/partitions.py``). The primary key becomes ``(id, occurred_at)`` and ``seq``
 unique within each month (PostgreSQL allows no unique constraint without the partition key).
 
-The copy rewrites the table under an exclusive lock: writers wait for it (about a minute per
-few million events, see docs/scaling.md); run it in a quiet hour.
+The copy rewrites the table under an exclusive lock: writers wait for it (its time at 1 and 2
+million events is in docs/scaling.md); run it in a quiet hour.
 """
 
 from collections.abc import Sequence
