@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from citizen_lookup.cli import (
+    audit_partitions,
     audit_proofs,
     audit_search,
     audit_witness,
@@ -313,3 +314,4 @@ for command in (audit_search.search, audit_search.export, audit_search.stats):
 group.add_command(audit_proofs.prove)
 group.add_command(audit_proofs.verify_proof)
 group.add_command(audit_witness.group)
+group.add_command(audit_partitions.partitions_command)

@@ -317,7 +317,7 @@ def seal_batch(
     _trust_after_commit(session, guard, old)
 
     pending = session.execute(
-        select(AuditEvent.id, AuditEvent.leaf_hash)
+        select(AuditEvent.id, AuditEvent.leaf_hash, AuditEvent.occurred_at)
         .where(AuditEvent.seq.is_(None))
         .order_by(AuditEvent.id)
         .limit(batch_size)
@@ -328,16 +328,17 @@ def seal_batch(
     new = old.copy()
     seq = head.seq
     changes: list[dict[str, Any]] = []
+    times: list[datetime] = []
     leaves: list[bytes] = []
     nodes: list[tuple[int, int, bytes]] = []
-    for event_id, stored in pending:
+    for event_id, stored, at in pending:
         seq += 1
         leaf = leaf_hash(tree_entry(seq, event_id, stored))
         leaves.append(leaf)
         new.append_recording(leaf, nodes)
-        changes.append(
-            {"b_id": event_id, "b_seq": seq, "b_seal": trail.seal_hash(seq, event_id, stored)}
-        )
+        seal = trail.seal_hash(seq, event_id, stored)
+        changes.append({"b_id": event_id, "b_seq": seq, "b_seal": seal})
+        times.append(at)
     root = new.root()
     proof = consistency_proof(old.size, new.size, BatchTree(old, leaves).subtree)
     try:
@@ -347,7 +348,7 @@ def seal_batch(
 
     now = datetime.now(UTC)
     note = signer.sign(Checkpoint(trail.origin, new.size, root, now))
-    _write_seals(session, changes)
+    _write_seals(session, changes, times)
     if nodes:
         session.execute(
             insert(AuditTreeNode),
@@ -394,21 +395,26 @@ def _trust_after_commit(session: Session, guard: SequencerGuard, frontier: Front
     event.listen(session, "after_soft_rollback", rolled_back, once=True)
 
 
-def _write_seals(session: Session, changes: list[dict[str, Any]]) -> None:
+def _write_seals(session: Session, changes: list[dict[str, Any]], times: list[datetime]) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        # One statement for the whole batch (executemany would be one round trip each).
-        session.execute(
-            text(
-                "UPDATE audit_events AS e SET seq = v.seq, seal = v.seal FROM "
-                "unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), "
-                "CAST(:seals AS varchar[])) AS v(id, seq, seal) WHERE e.id = v.id"
-            ),
-            {
-                "ids": [c["b_id"] for c in changes],
-                "seqs": [c["b_seq"] for c in changes],
-                "seals": [c["b_seal"] for c in changes],
-            },
-        )
+        from citizen_lookup.services.audit.partitions import by_month
+
+        # One statement for the whole batch (executemany would be one round trip each); on a
+        # table partitioned by month, one per month, each pruned to its partition (otherwise
+        # PostgreSQL hashes every partition to join the batch: a whole-table read per batch).
+        for within, group in by_month(session.connection(), times):
+            session.execute(
+                text(
+                    "UPDATE audit_events AS e SET seq = v.seq, seal = v.seal FROM "  # noqa: S608
+                    "unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), "
+                    f"CAST(:seals AS varchar[])) AS v(id, seq, seal) WHERE e.id = v.id{within}"
+                ),
+                {
+                    "ids": [changes[i]["b_id"] for i in group],
+                    "seqs": [changes[i]["b_seq"] for i in group],
+                    "seals": [changes[i]["b_seal"] for i in group],
+                },
+            )
         return
     table = AuditEvent.__table__
     session.connection().execute(

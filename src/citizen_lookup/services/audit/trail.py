@@ -33,19 +33,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.identity import mask_id_number
 from citizen_lookup.domain.phones import mask_msisdn
-from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead, AuditTreeHead
+from citizen_lookup.models import AuditCheckpoint, AuditEvent, AuditHead
 from citizen_lookup.services.audit.checkpoint import (
-    Checkpoint,
     CheckpointError,
     CheckpointSigner,
     CheckpointVerifier,
 )
-from citizen_lookup.services.audit.merkle import Frontier, leaf_hash
 
 if TYPE_CHECKING:
     from citizen_lookup.services.audit.cosignature import CosignatureVerifier
@@ -264,9 +262,11 @@ class AuditTrail:
         A process's first call rebuilds the tree from every sealed event and checks it against
         the latest signed checkpoint before taking the sequencer's lock (see ``sequencer.py``).
         """
+        from citizen_lookup.services.audit.partitions import MAINTENANCE
         from citizen_lookup.services.audit.sequencer import prime
 
         signer = signer or self.signer
+        MAINTENANCE.maybe_run(session_factory)  # months ahead, at most hourly
         if self.guard.trusted is None:
             with session_factory() as session:
                 prime(self, session, signer)
@@ -340,77 +340,11 @@ class AuditTrail:
         signer: CheckpointSigner | None = None,
     ) -> int:
         """Delete sealed events older than ``before``, keeping the tree's frontier at that point
-        and a signed checkpoint of it, so `verify` goes on from there; returns the count."""
-        signer = signer or self.signer
-        if session.get_bind().dialect.name == "postgresql":
-            # Wait for the sequencer's lock (re-entrant: the sealing below takes it again).
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
-        self.seal(session, signer)  # everything written so far is sealed before the cut
-        head = session.get(AuditHead, HEAD_ID)
-        assert head is not None
-        last = session.execute(
-            select(AuditEvent.seq, AuditEvent.leaf_hash)
-            .where(AuditEvent.occurred_at < before, AuditEvent.seq.is_not(None))
-            .order_by(AuditEvent.seq.desc())
-            .limit(1)
-        ).one_or_none()
-        if last is None or last.seq is None:
-            return 0
-        previous = session.scalar(
-            select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1)
-        )
-        if previous is not None and previous.tree_size is not None:
-            frontier = Frontier.from_hex(previous.tree_size, json.loads(previous.frontier or "[]"))
-            start = previous.seq
-        else:
-            frontier, start = Frontier(), head.base_seq
-        entries = session.execute(
-            select(AuditEvent.seq, AuditEvent.id, AuditEvent.leaf_hash)
-            .where(AuditEvent.seq > start, AuditEvent.seq <= last.seq)
-            .order_by(AuditEvent.seq)
-            .execution_options(yield_per=5000)
-        )
-        for seq, event_id, leaf in entries:
-            assert seq is not None  # selected by seq
-            frontier.append_leaf_hash(leaf_hash(tree_entry(seq, event_id, leaf)))
-        count = (
-            session.scalar(
-                select(func.count()).select_from(AuditEvent).where(AuditEvent.seq <= last.seq)
-            )
-            or 0
-        )
-        note = signer.sign(
-            Checkpoint(self.origin, frontier.size, frontier.root(), datetime.now(UTC))
-        )
-        session.add(
-            AuditCheckpoint(
-                seq=last.seq,
-                hash=last.leaf_hash,
-                purged_before=before,
-                events_purged=count,
-                signature=None,
-                tree_size=frontier.size,
-                frontier=json.dumps(frontier.to_hex()),
-                note=note,
-            )
-        )
-        session.execute(delete(AuditEvent).where(AuditEvent.seq <= last.seq))
-        # Kept checkpoints inside the purged part can no longer be checked against events; the
-        # trail's first one stays (verify reports when the trail began).
-        first = session.scalar(select(func.min(AuditTreeHead.id)))
-        session.execute(
-            delete(AuditTreeHead).where(
-                AuditTreeHead.tree_size < frontier.size, AuditTreeHead.id != first
-            )
-        )
-        self.append(
-            session,
-            "audit.purge",
-            actor=actor,
-            outcome="ok",
-            detail={"before": timestamp(before), "events_purged": count, "through_seq": last.seq},
-        )
-        return count
+        and a signed checkpoint of it, so `verify` goes on from there; returns the count.
+        Whole months are dropped where the table is partitioned (see ``purge.py``)."""
+        from citizen_lookup.services.audit.purge import purge
+
+        return purge(self, session, before, actor, signer or self.signer)
 
     # -- reading --------------------------------------------------------------------------------
     def lookups_of(self, session: Session, id_number: str, limit: int) -> Iterator[AuditEvent]:
