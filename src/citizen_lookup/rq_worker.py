@@ -48,6 +48,7 @@ from typing import Any, cast
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.job import Job, JobStatus
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import now, utcformat
@@ -56,6 +57,7 @@ from sqlalchemy import select
 from citizen_lookup.metrics import SENDS_IN_FLIGHT
 from citizen_lookup.models import Connection
 from citizen_lookup.queue import connection_queue_name, slug_of_queue
+from citizen_lookup.rq_scheduler import Scheduler
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.sending import sending_for
 from citizen_lookup.services.send_control import Circuit, CircuitState
@@ -110,6 +112,35 @@ class Worker(SimpleWorker):
                 self._redis_gone("its heartbeat", exc)
             return
         super().heartbeat(timeout, pipeline)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's own, with a scheduler process that dies with this one (``rq_scheduler``)."""
+        self.scheduler = scheduler = Scheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+        if not scheduler.acquired_locks:
+            return
+        if not burst:
+            scheduler.start()
+            return
+        try:
+            scheduler.register_birth()
+            scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+        finally:
+            scheduler.release_locks()  # type: ignore[no-untyped-call]
+            scheduler.register_death()
 
     def _restart_a_dead_scheduler(self) -> None:
         """RQ's scheduler (a process of its own) exits on a lost Redis connection, and RQ starts
