@@ -34,7 +34,7 @@ WORKER = textwrap.dedent(
     from redis import Redis
     from rq import Queue
     from sqlalchemy import create_engine, text
-    from citizen_lookup.rq_worker import Worker
+    from citizen_lookup.rq_base import Worker
 
     engine = create_engine(sys.argv[1])
     connection = engine.connect()
