@@ -37,7 +37,6 @@ the worker dies, however it dies.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -66,7 +65,7 @@ PARENT_WATCH_EVERY = 0.5
 def _exit_with_parent(parent_pid: int) -> None:
     """Be killed as soon as the process ``parent_pid`` (which forked this one) ends."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None)  # this process's own symbols, libc's among them (no lookup)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
             if os.getppid() != parent_pid:  # it died before we asked
                 os._exit(1)
