@@ -17,9 +17,13 @@ reports, from the provider's side:
 
 With ``--pg-every S`` the drill also stops PostgreSQL for ``--pg-down`` seconds every S seconds
 (webhooks answer 503 meanwhile and the drill resends, as providers do; workers and gunicorn must
-recover without a restart). It never stops the machine's shared server: it starts a private
-cluster (initdb and pg_ctl from /usr/lib/postgresql/*/bin, as the postgres user when run as
-root) on a free loopback port in a temp folder, and stops and starts that one.
+recover without a restart). With ``--pg-outages N`` it stops it exactly N times instead, spread
+over the messages: the k-th outage begins when message k*M/(N+1) is due, and the messages from
+there on wait for it to begin, so every outage happens, and meets messages, however slow the
+machine (the end-to-end test asserts a number of outages). It never stops the machine's shared
+server: it starts a private cluster (initdb and pg_ctl from /usr/lib/postgresql/*/bin, as the
+postgres user when run as root) on a free loopback port in a temp folder, and stops and starts
+that one.
 
 Usage: scripts/drill [--messages 5000] [--rate 60] [--workers 2] [--pg-every 20 --pg-down 5] ...
 (exit 1 unless lost = 0, duplicated = 0 and the audit chain verifies)
@@ -255,7 +259,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     postgres = None
     args.pg_every = getattr(args, "pg_every", 0.0)
     args.pg_down = getattr(args, "pg_down", 5.0)
-    if args.pg_every:
+    outages = Outages.spread(getattr(args, "pg_outages", 0), args.messages)
+    if args.pg_every or outages.at:
         # Outages need a server the drill may stop: a private cluster, never the shared one.
         postgres = PrivatePostgres()
         postgres.start()
@@ -313,12 +318,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stop_faults = threading.Event()
         fault_thread = threading.Thread(
             target=inject_faults,
-            args=(args, stack, redis, postgres, faults, stop_faults),
+            args=(args, stack, redis, postgres, outages, faults, stop_faults),
             daemon=True,
         )
         fault_thread.start()
         started = time.monotonic()
-        outcome = send_all(args, web_port, citizens)
+        outcome = send_all(args, web_port, citizens, outages)
         send_seconds = time.monotonic() - started
         stop_faults.set()
         fault_thread.join()
@@ -361,16 +366,51 @@ def wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+@dataclass
+class Outages:
+    """PostgreSQL outages driven by the messages: outage k begins once message ``at[k]`` is due,
+    and that message and the later ones wait until it has begun."""
+
+    at: list[int]
+    due: list[threading.Event]
+    begun: list[threading.Event]
+
+    @classmethod
+    def spread(cls, count: int, messages: int) -> Outages:
+        at = [k * messages // (count + 1) for k in range(1, count + 1)] if count > 0 else []
+        events = [(threading.Event(), threading.Event()) for _ in at]
+        return cls(at, [d for d, _ in events], [b for _, b in events])
+
+    def before_sending(self, message: int) -> None:
+        for k, first in enumerate(self.at):
+            if message >= first:
+                self.due[k].set()
+                self.begun[k].wait(OUTAGE_WAIT)
+
+    def next_due(self) -> int | None:
+        """The outage to begin now, if one is due (in order, one at a time)."""
+        for k, begun in enumerate(self.begun):
+            if not begun.is_set():
+                return k if self.due[k].is_set() else None
+        return None
+
+
+#: seconds a message waits at most for its outage to begin (the fault thread is stuck otherwise)
+OUTAGE_WAIT = 300.0
+
+
 def inject_faults(
     args: argparse.Namespace,
     stack: Stack,
     redis: Redis,
     postgres: PrivatePostgres | None,
+    outages: Outages,
     faults: dict[str, int],
     stop: threading.Event,
 ) -> None:
     """SIGKILL a worker every --kill-every s, restart Redis every --redis-every s, and stop
-    PostgreSQL for --pg-down s every --pg-every s (its private cluster)."""
+    PostgreSQL (its private cluster) for --pg-down s every --pg-every s or as each of
+    --pg-outages falls due."""
     rng = random.Random(args.seed)
     next_kill = time.monotonic() + rng.uniform(0.5, args.kill_every)
     next_redis = time.monotonic() + args.redis_every
@@ -393,12 +433,15 @@ def inject_faults(
             redis.start()
             faults["redis_restart"] += 1
             next_redis = time.monotonic() + args.redis_every
-        if postgres is not None and now >= next_pg:
+        outage = outages.next_due()
+        if postgres is not None and (now >= next_pg or outage is not None):
             postgres.stop()  # webhooks answer 503 meanwhile; the sender resends
+            if outage is not None:
+                outages.begun[outage].set()  # the messages held for it go out now, into it
             time.sleep(args.pg_down)
             postgres.start()
             faults["postgres_outage"] += 1
-            next_pg = time.monotonic() + args.pg_every
+            next_pg = time.monotonic() + (args.pg_every or float("inf"))
 
 
 @dataclass
@@ -408,8 +451,11 @@ class SendOutcome:
     non_200: dict[int, int]
 
 
-def send_all(args: argparse.Namespace, web_port: int, citizens: list[Any]) -> SendOutcome:
-    """Send --messages at --rate per second, resending on any failure as a provider would."""
+def send_all(
+    args: argparse.Namespace, web_port: int, citizens: list[Any], outages: Outages
+) -> SendOutcome:
+    """Send --messages at --rate per second, resending on any failure as a provider would
+    (and holding each message due after an outage's start until it has begun)."""
     url = f"http://127.0.0.1:{web_port}/webhooks/drill/sms"
     acknowledged: set[str] = set()
     attempts = 0
@@ -440,6 +486,7 @@ def send_all(args: argparse.Namespace, web_port: int, citizens: list[Any]) -> Se
         delay = start + i / args.rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        outages.before_sending(i)
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         for _ in range(200):
@@ -556,6 +603,12 @@ def main() -> int:
         type=float,
         default=0.0,
         help="seconds between PostgreSQL outages (0: none); runs a private cluster to stop",
+    )
+    parser.add_argument(
+        "--pg-outages",
+        type=int,
+        default=0,
+        help="PostgreSQL outages, exactly this many, spread over the messages (a private cluster)",
     )
     parser.add_argument("--pg-down", type=float, default=5.0, help="seconds PostgreSQL stays down")
     parser.add_argument("--drain-timeout", type=float, default=300.0)

@@ -1,10 +1,7 @@
 """The RQ worker the service runs: RQ's non-forking worker, sending like a gateway.
 
-:class:`Worker` is RQ's ``SimpleWorker`` with fewer heartbeats. RQ's worker renews its own
-registration in Redis (three commands, not pipelined) before each dequeue, after it, and after
-each job: six round trips per message, 7% of a worker's CPU in ``scripts/profile worker --gil``.
-The registration lives ``worker_ttl + 60`` seconds (480 by default), so renewing it once a
-second instead loses nothing; the heartbeats RQ sends with a job still all go out.
+:class:`Worker` (``rq_base``) is RQ's ``SimpleWorker`` with fewer heartbeats, surviving Redis
+going away, with a scheduler that dies with it.
 
 :class:`SendingWorker` runs many jobs at once. A reply's job spends nearly all its time waiting
 on the provider (100–800 ms for a real API, against a few ms of our own work), so one job at a
@@ -23,15 +20,6 @@ isolation lives:
 
 Job timeouts: RQ's are signals (the main thread only); a sender's time is bounded by the HTTP
 timeout instead, and its reply by its lease.
-
-Redis going away (a Sentinel failover, a restart) is survived where RQ only survives it while
-waiting for a job: RQ's ``work`` loop quits on a Redis error raised anywhere else (recording a
-finished job, its own heartbeat or state, the suspension check, maintenance), and the process
-exits. Here those errors are logged and the loop goes on; the next dequeue waits for Redis with
-a back-off, and the connection (through the Sentinels, if so configured) finds the new primary.
-What such an error may leave undone in Redis is safe to lose: the database holds each message's
-state, a job whose outcome was not recorded did its work idempotently, and the sweeper queues a
-message that no job holds.
 """
 
 from __future__ import annotations
@@ -43,11 +31,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import now, utcformat
@@ -56,98 +42,46 @@ from sqlalchemy import select
 from citizen_lookup.metrics import SENDS_IN_FLIGHT
 from citizen_lookup.models import Connection
 from citizen_lookup.queue import connection_queue_name, slug_of_queue
+from citizen_lookup.rq_base import REDIS_GONE, Worker
 from citizen_lookup.runtime import Runtime
 from citizen_lookup.sending import sending_for
 from citizen_lookup.services.send_control import Circuit, CircuitState
 
 log = logging.getLogger(__name__)
 
-#: seconds between two renewals of the worker's registration outside of a job's start
-HEARTBEAT_EVERY = 1.0
-REDIS_GONE = (RedisConnectionError, RedisTimeoutError)
 #: the longest wait between two tries of a dequeue while Redis is unreachable
 REDIS_GONE_WAIT = 5.0
 #: seconds between two reads of the connections (new ones get a queue; limits may change)
 CONNECTIONS_EVERY = 5.0
-#: seconds one blocking dequeue waits before the queues' eligibility is looked at again
+#: seconds to wait before the queues' eligibility is looked at again, when none may be served
 DEQUEUE_WAIT = 0.25
-#: seconds a blocking dequeue waits while sends are out (one coming back may free a turn)
-BUSY_WAIT = 0.05
+#: seconds between two looks at queues that may be served but are empty (a sender coming back
+#: ends the wait sooner)
+POLL_WAIT = 0.05
 #: jobs taken from one queue at a time at most (then the next connection's turn)
 DEQUEUE_BATCH = 8
-# The first job of the first non-empty queue in KEYS (in turn order), in one round trip without
-# blocking: {queue key, job id}, or nothing.
-POP_FIRST = """
-for _, key in ipairs(KEYS) do
-  local job_id = redis.call('LPOP', key)
-  if job_id then return {key, job_id} end
+# The first jobs of the first non-empty queue in KEYS (in turn order), taken off it and marked
+# started in one step, so that no job is ever off its queue and still marked queued (a worker
+# killed in between left such a job looking queued for ever, and the sweeper never queued its
+# message again). ARGV: the jobs' key prefix, the status, the start time, then how many each
+# queue may give. Returns {queue key, job id, ...}, or nothing.
+TAKE = """
+for i, key in ipairs(KEYS) do
+  local ids = redis.call('LPOP', key, tonumber(ARGV[3 + i]))
+  if ids then
+    local taken = {key}
+    for _, job_id in ipairs(ids) do
+      local job = ARGV[1] .. job_id
+      if redis.call('EXISTS', job) == 1 then
+        redis.call('HSET', job, 'status', ARGV[2], 'started_at', ARGV[3])
+      end
+      taken[#taken + 1] = job_id
+    end
+    return taken
+  end
 end
 return false
 """
-
-
-class Worker(SimpleWorker):
-    _renewed_at = float("-inf")
-
-    def _redis_gone(self, during: str, exc: Exception) -> None:
-        self.log.warning(
-            "Worker %s: Redis unreachable during %s (%s); carrying on",
-            self.name,
-            during,
-            type(exc).__name__,
-        )
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        if timeout is None and pipeline is None:
-            moment = time.monotonic()
-            if moment - self._renewed_at < HEARTBEAT_EVERY:
-                return
-            self._renewed_at = moment
-            try:
-                super().heartbeat(timeout, pipeline)
-                self._restart_a_dead_scheduler()
-            except REDIS_GONE as exc:
-                self._redis_gone("its heartbeat", exc)
-            return
-        super().heartbeat(timeout, pipeline)
-
-    def _restart_a_dead_scheduler(self) -> None:
-        """RQ's scheduler (a process of its own) exits on a lost Redis connection, and RQ starts
-        it again only at its next maintenance (a minute): scheduled retries would wait that long
-        after a failover. Started again here, within a second of Redis answering."""
-        scheduler = self.scheduler
-        process = scheduler._process if scheduler is not None else None
-        if scheduler is not None and process is not None and not process.is_alive():
-            scheduler.acquire_locks(auto_start=True)
-
-    def execute_job(self, job: Any, queue: Any) -> Any:
-        try:
-            return super().execute_job(job, queue)
-        except REDIS_GONE as exc:
-            self._redis_gone(f"the bookkeeping of job {job.id}", exc)
-            return None
-
-    def set_state(self, state: str, pipeline: Any = None) -> None:
-        if pipeline is not None:
-            super().set_state(state, pipeline)
-            return
-        try:
-            super().set_state(state)
-        except REDIS_GONE as exc:
-            self._state = state  # what RQ keeps in the process, as it would have
-            self._redis_gone("the record of its state", exc)
-
-    def check_for_suspension(self, burst: bool) -> None:
-        try:
-            super().check_for_suspension(burst)
-        except REDIS_GONE as exc:
-            self._redis_gone("the suspension check", exc)
-
-    def run_maintenance_tasks(self) -> None:
-        try:
-            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
-        except REDIS_GONE as exc:
-            self._redis_gone("maintenance", exc)
 
 
 class NoDeathPenalty(BaseDeathPenalty):
@@ -190,7 +124,7 @@ class SendingWorker(Worker):
         self._probing: set[str] = set()
         self._skipped_full = False
         self._ready: deque[tuple[Job, Queue]] = deque()
-        self._pop_first = runtime.redis.register_script(POP_FIRST)
+        self._take_script = runtime.redis.register_script(TAKE)
         self._queues_read_at = time.monotonic()
 
     def _enter_app(self) -> None:
@@ -313,29 +247,34 @@ class SendingWorker(Worker):
                 if burst and not self._busy and not self._skipped_full and not self._probing:
                     return None
                 continue
-            keys = [queue.key for queue in eligible]
-            popped = self._pop_first(keys=keys)
-            if not popped:
+            taken = self._take_script(
+                keys=[queue.key for queue in eligible],
+                args=[
+                    Job.redis_job_namespace_prefix,
+                    JobStatus.STARTED.value,
+                    utcformat(now()),
+                    *(self._room(queue) for queue in eligible),
+                ],
+            )
+            if not taken:
                 if (
                     not self._busy
                     and not self._skipped_full
                     and (burst or self._idle(idle_since, max_idle_time))
                 ):
                     return None
-                # Nothing to take now: wait for a message on a queue that may be served, but
-                # briefly while sends are out (one coming back frees its connection's turn).
-                popped = self.connection.blpop(keys, BUSY_WAIT if self._busy else DEQUEUE_WAIT)
-                if not popped:
-                    self._probing.clear()  # a probe granted for an empty queue is not needed
-                    continue
-            else:
-                idle_since = time.monotonic()
-            queue_key, job_id = (
-                part.decode() if isinstance(part, bytes) else part for part in popped
-            )
+                # Nothing to take now: look again shortly (a send coming back, which may free a
+                # connection's turn, ends the wait at once). Not a blocking pop: a job popped
+                # that way would be off its queue, and not marked, until the next round trip.
+                with self._changed:
+                    self._changed.wait(POLL_WAIT)
+                self._probing.clear()  # a probe granted for an empty queue is not needed
+                continue
+            idle_since = time.monotonic()
+            queue_key, *job_ids = (p.decode() if isinstance(p, bytes) else p for p in taken)
             queue = self._same_queue(queue_key)
             self.reorder_queues(reference_queue=queue)
-            self._take(queue, job_id)
+            self._fetch(queue, job_ids)
             if self._ready:
                 return self._ready.popleft()
 
@@ -343,33 +282,22 @@ class SendingWorker(Worker):
     def _idle(since: float, max_idle_time: int | None) -> bool:
         return max_idle_time is not None and time.monotonic() - since > max_idle_time
 
-    def _take(self, queue: Queue, first_id: str) -> None:
-        """Fetch the popped job and, while this process has room for that connection, the next
-        few of its queue too: one LPOP and one pipeline for them all, not a round trip each
-        (the main thread's dequeue is the one serial part of a worker)."""
-        slug = slug_of_queue(self.base_name, queue.name)
+    def _room(self, queue: Queue) -> int:
+        """How many jobs of ``queue`` one take may have: while this process has room for its
+        connection, a few (one script and one pipeline for them all, not a round trip each:
+        the main thread's dequeue is the one serial part of a worker)."""
         room = self.concurrency - self._busy
+        slug = slug_of_queue(self.base_name, queue.name)
         if slug is not None:
             share = self._limits.get(slug, self.default_max_in_flight)
             room = 1 if slug in self._probing else min(room, share - self._in_flight[slug])
-        ids = [first_id]
-        more = min(room, DEQUEUE_BATCH) - 1
-        if more > 0:
-            popped = cast(list[bytes], self.connection.lpop(queue.key, more) or [])
-            ids += [job_id.decode() for job_id in popped]
+        return max(1, min(room, DEQUEUE_BATCH))
+
+    def _fetch(self, queue: Queue, ids: list[str]) -> None:
+        """Load the jobs just taken (marked started as they were: if this process is killed
+        before running them, the sweeper queues their messages again after their timeout)."""
         version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
         jobs = Job.fetch_many(ids, connection=self.connection, serializer=self.serializer)
-        # Taken off the queue, they are this process's: marked started at once, so that if it
-        # is killed before running them the sweeper queues them again after their timeout (a
-        # job still marked queued but in no queue would look held forever).
-        with self.connection.pipeline() as pipe:
-            for job in jobs:
-                if job is not None:
-                    pipe.hset(
-                        job.key,
-                        mapping={"status": JobStatus.STARTED, "started_at": utcformat(now())},
-                    )
-            pipe.execute()
         for job in jobs:
             if job is not None:  # a job whose hash is gone (deleted meanwhile) is skipped
                 job.redis_server_version = version

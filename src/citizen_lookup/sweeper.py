@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from rq import Queue
-from rq.exceptions import NoSuchJobError
+from rq.executions import ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
-from rq.utils import utcparse
+from rq.utils import as_text, utcparse
 from sqlalchemy import select
 
 from citizen_lookup.models import (
@@ -99,13 +100,23 @@ def _live(
         if not leases_expired and started + timedelta(seconds=limit + 10) > now:
             held.add(inbound_id)
             continue
-        try:
-            job = Job.fetch(job_id, connection=runtime.redis)
-        except NoSuchJobError:
-            continue
         # Its dead worker's record of it goes, or RQ's maintenance would fail the job queued anew.
-        StartedJobRegistry(queue=queues[origin]).remove_executions(job)
+        _forget_executions(runtime, queues[origin], job_id)
     return held
+
+
+def _forget_executions(runtime: Runtime, queue: Queue, job_id: str) -> None:
+    """Take a dead worker's executions of ``job_id`` out of its queue's started registry.
+
+    From the job's list of execution ids alone: RQ's ``remove_executions`` reads each execution's
+    own record too, and raises once that record has expired (a minute before the list's entry
+    does), which failed every sweep for that minute, holding back every other message too.
+    """
+    executions = ExecutionRegistry(job_id=job_id, connection=runtime.redis)
+    ids = [as_text(i) for i in cast(list[bytes], runtime.redis.zrange(executions.key, 0, -1))]
+    if ids:
+        started = StartedJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+        runtime.redis.zrem(started.key, *(f"{job_id}:{i}" for i in ids))
 
 
 def requeue_expired_leases(runtime: Runtime, batch: int = 1000) -> int:

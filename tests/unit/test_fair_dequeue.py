@@ -5,13 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from citizen_lookup.models import Connection
 from citizen_lookup.queue import slug_of_queue
 from citizen_lookup.rq_worker import SendingWorker
 from citizen_lookup.services.send_control import CircuitState
-from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
+from tests.helpers import (
+    OWNER_ID,
+    add_citizen,
+    add_connection,
+    generic_sms,
+    message_queue,
+    runtime_of,
+)
 
 
 def _worker(app: Any, client: Any, flood: int, then: int, concurrency: int = 1) -> SendingWorker:
@@ -90,3 +98,40 @@ def test_an_open_circuit_holds_its_messages_until_one_probe_after_the_cool_down(
     assert circuits.read(["flood"])["flood"].state is CircuitState.HALF_OPEN
     worker.sending._forget_view()
     assert _next(worker) is None  # the probe is out: nothing more until it comes back
+
+
+def test_jobs_a_worker_dies_holding_are_marked_started_as_they_leave_their_queue(
+    app, client, monkeypatch
+) -> None:
+    """A worker killed between taking jobs off a queue and marking them started left them
+    looking queued (in no queue): the sweeper took them for waiting, for ever. Taking and
+    marking are one step now: a worker that dies right after it leaves them started, and the
+    sweeper queues their messages again once their timeout has passed."""
+    from datetime import UTC, datetime, timedelta
+
+    from rq.job import Job, JobStatus
+    from rq.utils import utcformat
+
+    from citizen_lookup.queue import inbound_job_id
+    from citizen_lookup.sweeper import sweep_unqueued
+
+    worker = _worker(app, client, flood=3, then=0, concurrency=2)
+    runtime = runtime_of(app)
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("SIGKILL")  # the process ends here: nothing after the take runs
+
+    monkeypatch.setattr(Job, "fetch_many", killed)
+    with pytest.raises(SystemExit):
+        worker.dequeue_job_and_maintain_ttl(None)
+    monkeypatch.undo()
+    taken = [inbound_job_id(n) for n in (1, 2)]  # its room: two senders
+    assert message_queue(runtime, "flood").job_ids == [inbound_job_id(3)]
+    for job_id in taken:
+        job = Job.fetch(job_id, connection=runtime.redis)
+        assert job.get_status() == JobStatus.STARTED
+        long_ago = datetime.now(UTC) - timedelta(seconds=runtime.settings.job_timeout_seconds + 60)
+        runtime.redis.hset(job.key, "started_at", utcformat(long_ago))  # its timeout has passed
+    with app.app_context():
+        assert sweep_unqueued(runtime, older_than_seconds=0) == 2
+    assert sorted(message_queue(runtime, "flood").job_ids) == sorted([inbound_job_id(3), *taken])

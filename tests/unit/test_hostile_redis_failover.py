@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 from rq.job import Job
 
-from citizen_lookup import rq_worker
+from citizen_lookup import rq_base
 
 done: list[int] = []
 
@@ -42,7 +42,7 @@ def test_a_redis_error_while_rq_records_a_job_does_not_stop_the_worker(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Job, "heartbeat", flaky)
-    worker = rq_worker.Worker([queue], connection=fake_redis)
+    worker = rq_base.Worker([queue], connection=fake_redis)
     worker.work(burst=True)
     assert done == [0, 1, 2]  # the worker went on to the next jobs
 
@@ -54,8 +54,8 @@ def test_a_redis_error_in_the_workers_own_bookkeeping_does_not_stop_it(
     done.clear()
     queue = Queue("q", connection=fake_redis)
     queue.enqueue(record, 7)
-    worker = rq_worker.Worker([queue], connection=fake_redis)
-    real = getattr(rq_worker.SimpleWorker, step)
+    worker = rq_base.Worker([queue], connection=fake_redis)
+    real = getattr(rq_base.SimpleWorker, step)
     calls = iter([True, True])
 
     def gone(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -63,7 +63,7 @@ def test_a_redis_error_in_the_workers_own_bookkeeping_does_not_stop_it(
             raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(rq_worker.SimpleWorker, step, gone)
+    monkeypatch.setattr(rq_base.SimpleWorker, step, gone)
     worker.last_cleaned_at = None  # maintenance is due at once
     worker.work(burst=True)
     assert done == [7]
