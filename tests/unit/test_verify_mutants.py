@@ -9,6 +9,7 @@ to any field of any answer is noticed. The trail's clock is the test's: the lag 
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -407,6 +408,23 @@ def test_the_latest_purge_checkpoint_is_the_one_checked(app, clock, damage):
     assert fields(_verify(runtime)) == expected(**PURGED)
     _sql(runtime, statement)
     assert fields(_verify(runtime)) == expected(first_bad_seq=11, kind=kind, problem=problem)
+
+
+def test_a_purge_frontier_of_the_right_size_but_another_root_is_rewritten(app, clock):
+    runtime, _ = _purged_twice(app, clock)
+    with runtime.session_factory.begin() as session:
+        stored = session.execute(
+            text("SELECT frontier FROM audit_checkpoints WHERE seq = 10")
+        ).scalar_one()
+        nodes = json.loads(stored)
+        nodes[-1] = "00" * 32  # one subtree's hash changed: the same size, another root
+        session.execute(
+            text("UPDATE audit_checkpoints SET frontier = :f WHERE seq = 10"),
+            {"f": json.dumps(nodes)},
+        )
+    assert fields(_verify(runtime)) == expected(
+        first_bad_seq=11, kind="rewritten", problem="the purge checkpoint does not match its tree"
+    )
 
 
 def test_a_checkpoint_given_from_before_the_purge_is_truncation(app, clock):
