@@ -40,13 +40,20 @@ PACKAGE = "src/citizen_lookup"
 # Each module (under src/citizen_lookup/) with the unit tests (tests/unit/<name>.py) that cover
 # it: its own test file first, then the route-level tests that reach it through the public
 # interface.
+# (The tests that start a pool of processes run only for runner.py: a minute each on a busy
+# machine, for every mutant.)
+AUDIT_VERIFY_TESTS = ("test_verify_mutants", "test_audit_witness")
 TARGETS: dict[str, tuple[str, ...]] = {
     "domain/text.py": ("test_reply_fitting", "test_text", "test_addresses"),
     "domain/addresses.py": ("test_addresses", "test_residence_replies"),
     "domain/phones.py": ("test_phones", "test_hostile_phone_numbers"),
     "domain/syntax.py": ("test_syntax",),
     "domain/identity.py": ("test_identity",),
-    "services/ussd.py": ("test_ussd_paths", "test_ussd", "test_hostile_ussd"),
+    "services/ussd.py": ("test_ussd_paths", "test_ussd", "test_hostile_ussd", "test_ussd_mutants"),
+    # `audit verify`, the pool that runs its chunks, and its checks against what was signed.
+    "services/audit/verify.py": AUDIT_VERIFY_TESTS,
+    "services/audit/runner.py": (*AUDIT_VERIFY_TESTS, "test_verify_parallel"),
+    "services/audit/signed.py": AUDIT_VERIFY_TESTS,
 }
 # What the scratch copy needs besides src/ and tests/: settings, reply templates, migrations.
 ALSO_COPY = ("config", "migrations", "alembic.ini")
@@ -237,7 +244,7 @@ def run_target(target: str, *, jobs: int, survivors: bool, show: bool) -> Score:
 
 def report(scores: list[Score]) -> None:
     header = (
-        f"{'file':<24}{'mutants':>9}{'killed':>8}{'survived':>10}{'equivalent':>12}"
+        f"{'file':<28}{'mutants':>9}{'killed':>8}{'survived':>10}{'equivalent':>12}"
         f"{'unchecked':>11}{'score':>9}"
     )
     print()
@@ -247,7 +254,7 @@ def report(scores: list[Score]) -> None:
     for score in scores:
         groups.setdefault(score.target.split("/")[0] + "/", []).append(score)
         row = (
-            f"{score.target:<24}{len(score.statuses):>9}{score.killed:>8}"
+            f"{score.target:<28}{len(score.statuses):>9}{score.killed:>8}"
             f"{len(score.survivors):>10}{len(score.equivalent):>12}{score.unchecked:>11}"
             f"{score.percent:>8.1f}%"
         )
@@ -263,7 +270,7 @@ def report(scores: list[Score]) -> None:
         counted = total - equivalent - unchecked
         percent = 100.0 * killed / counted if counted else 100.0
         print(
-            f"{group + ' (together)':<24}{total:>9}{killed:>8}{survived:>10}{equivalent:>12}"
+            f"{group + ' (together)':<28}{total:>9}{killed:>8}{survived:>10}{equivalent:>12}"
             f"{unchecked:>11}{percent:>8.1f}%"
         )
     if any(score.unchecked for score in scores):

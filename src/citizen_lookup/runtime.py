@@ -85,6 +85,7 @@ class Runtime:
             settings.checkpoint_origin,
             signer=self._load_checkpoint_signer,
             guard=SequencerGuard(HaltRecord(lambda: self.redis, settings.redis_prefix)),
+            clock=lambda: self.clock(),
         )
         self.templates = Templates.load(settings.config_dir, settings.reply_segments)
         provinces_path = settings.config_dir / "provinces.toml"

@@ -9,7 +9,6 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from citizen_lookup.models import AuditEvent
-from citizen_lookup.services.limits import VIETNAM
 from tests.conftest import run_worker
 from tests.helpers import (
     GENERIC_SECRET,
@@ -148,8 +147,11 @@ def test_publish_writes_the_register_of_active_connections_without_credentials(
 
 
 def test_report_gives_an_inspector_the_month_of_one_connection(
-    app, cli, client, fake_provider, monkeypatch
+    app, cli, client, fake_provider, monkeypatch, clock
 ):
+    # The last minute of a month in Vietnam (16:59 UTC): the month is the clock's, not the
+    # machine's, whatever day the suite runs.
+    clock.set_vietnam_time("2026-03-31 23:59:00")
     _lifecycle(cli, monkeypatch, slug="gw")
     add_citizen(app)
     with runtime_of(app).session_factory.begin() as session:
@@ -166,7 +168,7 @@ def test_report_gives_an_inspector_the_month_of_one_connection(
     client.post("/webhooks/gw/sms", data=b"{}")  # unsigned: refused
     run_worker(runtime_of(app), app)
 
-    month = datetime.now(VIETNAM).strftime("%Y-%m")
+    month = "2026-03"
     result = cli("connections", "report", "gw", "--month", month)
     assert result.exit_code == 0, result.output
     text = result.output
@@ -189,9 +191,15 @@ def test_report_gives_an_inspector_the_month_of_one_connection(
     earlier = cli("connections", "report", "gw", "--month", "2020-01", "--json")
     old = json.loads(earlier.output)
     assert old["volume"]["messages_received"] == 0 and old["state_changes"] == []
+    # The next month (already begun in UTC terms at 17:00) holds none of it, and starts
+    # with the connection's state at the end of March.
+    april = json.loads(cli("connections", "report", "gw", "--month", "2026-04", "--json").output)
+    assert april["volume"]["messages_received"] == 0 and april["state_changes"] == []
+    assert april["state_at_start"] == "active"
 
 
-def test_report_says_when_the_audit_trail_does_not_verify_and_exits_1(app, cli, monkeypatch):
+def test_report_says_when_the_audit_trail_does_not_verify_and_exits_1(app, cli, monkeypatch, clock):
+    clock.set_vietnam_time("2026-10-01 00:00:00")  # the first second of a month
     _lifecycle(cli, monkeypatch, slug="gw")
     with runtime_of(app).session_factory.begin() as session:
         session.execute(
@@ -199,8 +207,7 @@ def test_report_says_when_the_audit_trail_does_not_verify_and_exits_1(app, cli, 
             .where(AuditEvent.event_type == "connection.suspend")
             .values(actor="someone-else")
         )
-    month = datetime.now(VIETNAM).strftime("%Y-%m")
-    result = cli("connections", "report", "gw", "--month", month)
+    result = cli("connections", "report", "gw", "--month", "2026-10")
     assert result.exit_code == 1
     assert "Audit trail: DOES NOT VERIFY" in result.output
 

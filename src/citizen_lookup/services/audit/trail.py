@@ -143,6 +143,7 @@ class AuditTrail:
         origin: str = "citizen-lookup.local/audit",
         signer: CheckpointSigner | Callable[[], CheckpointSigner] | None = None,
         guard: SequencerGuard | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if not key:
             raise ValueError("the audit key must not be empty")
@@ -154,6 +155,8 @@ class AuditTrail:
 
             guard = SequencerGuard()
         self.guard = guard
+        # What stamps an event (the real UTC time unless the runtime injects its clock).
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     @property
     def signer(self) -> CheckpointSigner:
@@ -212,7 +215,7 @@ class AuditTrail:
         events, and the unit of work cost more than the insert itself (profile in
         docs/scaling.md).
         """
-        occurred_at = datetime.now(UTC)
+        occurred_at = self.clock()
         values: dict[str, Any] = {
             "occurred_at": occurred_at,
             "event_type": event_type,
@@ -329,7 +332,7 @@ class AuditTrail:
         oldest = self.oldest_unsealed(session)
         if oldest is None:
             return 0.0
-        return max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        return max(0.0, (self.clock() - oldest).total_seconds())
 
     # -- purge ----------------------------------------------------------------------------------
     def purge(

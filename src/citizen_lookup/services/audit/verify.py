@@ -136,6 +136,12 @@ def verify(
     if purge is not None:
         prev_hint = purge.hash
         if purge.note is not None and purge.tree_size is not None:
+            # The tree the retained trail goes on from, checked or not: without it the tree
+            # rebuilt after the purge is not the one the kept checkpoints signed.
+            try:
+                frontier = Frontier.from_hex(purge.tree_size, json.loads(purge.frontier or "[]"))
+            except (ValueError, TypeError):
+                frontier = Frontier()  # unreadable: it cannot match what was signed
             if verifier is None:
                 warnings.append("the purge checkpoint was not checked (no public key)")
             else:
@@ -149,12 +155,6 @@ def verify(
                         f"the purge checkpoint: {exc}",
                         kind="forged-checkpoint",
                     )
-                try:
-                    frontier = Frontier.from_hex(
-                        purge.tree_size, json.loads(purge.frontier or "[]")
-                    )
-                except (ValueError, TypeError):
-                    frontier = Frontier()  # unreadable: it cannot match what was signed
                 if signed.size != frontier.size or signed.root != frontier.root():
                     return VerifyResult(
                         False,

@@ -1,0 +1,63 @@
+"""`audit verify` with a pool of workers (issue 18): the same chunk boundaries, given
+checkpoints and first damage as tests/unit/test_verify_mutants.py checks in one process, and
+the unsealed events split among one, two or three workers, each checked once.
+
+Kept apart: each verify here starts a pool of processes, too slow to run for every mutant of
+verify.py (scripts/mutation runs this file for runner.py, the pool's own code)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import runtime_of
+from tests.unit.test_verify_mutants import (
+    _append,
+    _sql,
+    _verify,
+    check_chunk_boundaries,
+    check_first_damage,
+    check_given_checkpoint,
+    expected,
+    fields,
+)
+
+
+@pytest.mark.parametrize("n", [15, 16, 17, 33])
+def test_chunk_boundaries_with_two_workers(app, clock, n):
+    check_chunk_boundaries(runtime_of(app), n, workers=2)
+
+
+@pytest.mark.parametrize("size", [15, 16, 17])
+def test_a_checkpoint_given_near_a_chunk_boundary_with_two_workers(app, clock, size):
+    check_given_checkpoint(runtime_of(app), size, workers=2)
+
+
+def test_the_first_damage_is_named_when_workers_check_several_damaged_chunks(app, clock):
+    check_first_damage(runtime_of(app), workers=2)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_unsealed_events_are_split_among_workers_and_each_checked_once(app, clock, workers):
+    runtime = runtime_of(app)
+    _append(runtime, 4)
+    runtime.audit.seal_all(runtime.session_factory)
+    _append(runtime, 41, "u")  # intake ids 5..45
+    result = _verify(runtime, workers=workers, chunk=16)
+    assert fields(result) == expected(
+        ok=True,
+        checked=45,
+        last_seq=4,
+        tree_size=4,
+        unsealed=41,
+        checkpoints=1,
+        first_checkpoint_size=0,
+    )
+    # The last one edited, then the first too: each is found, the first of all named.
+    for intake_id in (45, 5):
+        _sql(runtime, f"UPDATE audit_events SET outcome = 'y' WHERE id = {intake_id}")
+        broken = _verify(runtime, workers=workers, chunk=16)
+        assert (broken.kind, broken.first_bad_id, broken.checked) == (
+            "unsealed-edited",
+            intake_id,
+            4,
+        )
