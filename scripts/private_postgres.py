@@ -30,7 +30,9 @@ class PrivatePostgres:
 
         versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         if not versions:
-            raise SystemExit("--pg-every and --pg-outages need PostgreSQL's server binaries (initdb, pg_ctl)")
+            raise SystemExit(
+                "--pg-every and --pg-outages need PostgreSQL's server binaries (initdb, pg_ctl)"
+            )
         self.bin = versions[-1].parent
         self.port = free_port()
         self.base = Path(tempfile.mkdtemp(prefix="citizen-lookup-drill-pg-"))

@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from citizen_lookup.migrate import downgrade, upgrade
 from citizen_lookup.models import AuditCheckpoint, AuditEvent
 from citizen_lookup.services.audit import partitions, purge
-from citizen_lookup.services.audit import trail as trail_module
 from tests import conftest
 from tests.helpers import runtime_of
 
@@ -27,11 +26,12 @@ def _append_at(app, moment: datetime, count: int = 1) -> None:
     """Events written as `append` writes them, at ``moment`` (events cannot be aged later:
     their time is inside their leaf hash)."""
     runtime = runtime_of(app)
-    with mock.patch.object(trail_module, "datetime") as clock:
-        clock.now.return_value = moment
-        with runtime.session_factory.begin() as session:
-            for i in range(count):
-                runtime.audit.append(session, "test.event", actor="test", detail={"i": i})
+    with (
+        mock.patch.object(runtime.audit, "clock", lambda: moment),
+        runtime.session_factory.begin() as session,
+    ):
+        for i in range(count):
+            runtime.audit.append(session, "test.event", actor="test", detail={"i": i})
 
 
 def _seal_and_verify(app) -> int:
