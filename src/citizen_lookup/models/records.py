@@ -1,17 +1,15 @@
-"""Typed ORM models. The schema itself is created and changed only by Alembic migrations."""
+"""Citizens, connections and messages."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -20,44 +18,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
-    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session, relationship
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from citizen_lookup.credentials import SESSION_INFO_KEY as CIPHER_INFO_KEY
 from citizen_lookup.credentials import CredentialsCipher
 from citizen_lookup.exceptions import ConfigurationError
-
-# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-class Base(DeclarativeBase):
-    pass
+from citizen_lookup.models.base import Base, BigId, UTCDateTime, utcnow
 
 
 # -- citizens ----------------------------------------------------------------------------------
@@ -303,131 +270,3 @@ class OutboundMessageRecord(Base):
 
     inbound: Mapped[InboundMessageRecord] = relationship(lazy="joined")
     connection: Mapped[Connection] = relationship(lazy="joined")
-
-
-# -- audit -------------------------------------------------------------------------------------
-class AuditEvent(Base):
-    """One audit event. Never holds message bodies or disclosed values.
-
-    Written by any process in the transaction of the change it records, with its own keyed
-    ``leaf_hash`` and no link to any other event; the sequencer later gives it its place
-    (``seq``) and its ``seal`` (see services/audit). ``id`` is the intake order.
-    """
-
-    __tablename__ = "audit_events"
-    __table_args__ = (
-        Index(
-            "ix_audit_events_unsealed",
-            "id",
-            sqlite_where=text("seq IS NULL"),
-            postgresql_where=text("seq IS NULL"),
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    seq: Mapped[int | None] = mapped_column(BigInteger, index=True, unique=True)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    event_type: Mapped[str] = mapped_column(String(40))
-    actor: Mapped[str | None] = mapped_column(String(100))
-    connection: Mapped[str | None] = mapped_column(String(64), index=True)
-    channel: Mapped[str | None] = mapped_column(String(8))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128))
-    sender_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    sender_masked: Mapped[str | None] = mapped_column(String(20))
-    citizen_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    citizen_masked: Mapped[str | None] = mapped_column(String(20))
-    command: Mapped[str | None] = mapped_column(String(8))
-    outcome: Mapped[str | None] = mapped_column(String(40), index=True)
-    fields_disclosed: Mapped[str | None] = mapped_column(String(200))
-    detail: Mapped[str | None] = mapped_column(Text)
-    leaf_hash: Mapped[str] = mapped_column(String(64))
-    seal: Mapped[str | None] = mapped_column(String(64))
-    # Events written before the sequencer existed keep their chained hash (version 1).
-    hash_version: Mapped[int] = mapped_column(Integer, default=2)
-    prev_hash: Mapped[str | None] = mapped_column(String(64))
-
-
-class AuditHead(Base):
-    """Where the sealed trail stands: one row, written only by the sequencer (and purge)."""
-
-    __tablename__ = "audit_head"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigId)  # last sealed seq
-    hash: Mapped[str] = mapped_column(String(64))  # its leaf hash
-    # The Merkle tree's leaves are the sealed events after ``base_seq`` (0 unless the trail was
-    # purged before it had a tree): leaf i is event base_seq + 1 + i.
-    base_seq: Mapped[int] = mapped_column(BigId, default=0)
-    tree_size: Mapped[int] = mapped_column(BigId, default=0)
-    frontier: Mapped[str] = mapped_column(Text, default="[]")
-    root: Mapped[str] = mapped_column(String(64), default="")
-    checkpoint: Mapped[str | None] = mapped_column(Text)  # the latest signed checkpoint
-    sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class AuditCheckpoint(Base):
-    """Where the trail stood when older events were purged, so `verify` can go on from there.
-
-    (A purge record; the checkpoints the sequencer signs are :class:`AuditTreeHead`.)"""
-
-    __tablename__ = "audit_checkpoints"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigId)  # last purged event
-    hash: Mapped[str] = mapped_column(String(64))  # its leaf hash
-    purged_before: Mapped[datetime] = mapped_column(UTCDateTime)
-    events_purged: Mapped[int] = mapped_column(BigId)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Version 1 (before signed checkpoints): an HMAC over the fields above.
-    signature: Mapped[str | None] = mapped_column(String(64))
-    # The tree as it stood at the purge: its frontier and the signed checkpoint of that size.
-    tree_size: Mapped[int | None] = mapped_column(BigId)
-    frontier: Mapped[str | None] = mapped_column(Text)
-    note: Mapped[str | None] = mapped_column(Text)
-
-
-class AuditTreeHead(Base):
-    """A signed checkpoint of the audit tree, kept for good (until a purge passes it).
-
-    The sequencer adds one per batch, only after proving it a consistent extension of the one
-    before (``previous_size``, the size of that one); the first checkpoint of a trail, signed
-    when the trail is created, is the only one without a predecessor.
-    """
-
-    __tablename__ = "audit_tree_heads"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    tree_size: Mapped[int] = mapped_column(BigInteger, unique=True)
-    root: Mapped[str] = mapped_column(String(64))  # hex; the signed note is what counts
-    note: Mapped[str] = mapped_column(Text)
-    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    previous_size: Mapped[int | None] = mapped_column(BigInteger)
-
-
-class AuditCosignature(Base):
-    """A witness's cosignature (C2SP tlog-cosignature/v1) of one kept checkpoint."""
-
-    __tablename__ = "audit_cosignatures"
-    __table_args__ = (UniqueConstraint("tree_head_id", "witness", "key_id"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    tree_head_id: Mapped[int] = mapped_column(
-        ForeignKey("audit_tree_heads.id", ondelete="CASCADE"), index=True
-    )
-    witness: Mapped[str] = mapped_column(String(200))  # the witness's key name
-    key_id: Mapped[str] = mapped_column(String(8))  # hex
-    line: Mapped[str] = mapped_column(Text)  # the note signature line, as the witness sent it
-    cosigned_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the time it signed
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class AuditTreeNode(Base):
-    """A stored interior node of the audit tree (heights 8, 16, 24…): the subtree of leaves
-    ``idx * 2**level`` to ``(idx + 1) * 2**level - 1``. A cache for making proofs without
-    reading every leaf; nothing trusts it (a proof made from a wrong node does not verify)."""
-
-    __tablename__ = "audit_tree_nodes"
-
-    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    hash: Mapped[str] = mapped_column(String(64))
