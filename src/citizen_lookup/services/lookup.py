@@ -16,16 +16,15 @@ from sqlalchemy.orm import Session
 
 from citizen_lookup.domain.addresses import Level, address_forms, same_address, units_of
 from citizen_lookup.domain.identity import InvalidIdNumber, mask_id_number, parse_id_number
-from citizen_lookup.domain.phones import mask_msisdn
 from citizen_lookup.domain.syntax import Command, CommandKind, parse_command
 from citizen_lookup.domain.text import ReplyDoesNotFit, abbreviate, fit_reply
 from citizen_lookup.services.audit import AuditTrail
 from citizen_lookup.services.citizens.records import (
     CitizenRecord,
     find_citizen_for_sender,
-    on_read_database,
     resolve_id_number,
 )
+from citizen_lookup.services.history import history_reply
 from citizen_lookup.services.limits import (
     VIETNAM,
     ConnectionRateLimiter,
@@ -69,13 +68,6 @@ class DecisionContext:
     rate_limiter: ConnectionRateLimiter  # per connection, per second of arrival
     lookup_limiter: DailyLimiter  # messages that name an ID, per sender per day
     help_limiter: DailyLimiter  # help and unrecognised text, per sender per day
-
-
-GRANTED = ("granted", "no_record")
-# Decisions that sent nothing: shown to an ID's owner as one line with a count (DC NK).
-SILENCED = ("silenced", "rate_silenced")
-# How many recent decisions DC NK reads to find the latest ones worth a line each.
-HISTORY_SCAN = 500
 
 
 def _date(value: date | None) -> str:
@@ -260,61 +252,7 @@ def _compose(
             return no_record("social")
         return granted("social", ("social_insurance_no",), social_insurance_no=social.number)
     # CommandKind.HISTORY: earlier lookups of this ID, shown only to its owner
-    return _history(session, citizen, language, ctx, granted)
-
-
-def _history(
-    session: Session,
-    citizen: CitizenRecord,
-    language: str,
-    ctx: LookupContext,
-    granted: Callable[..., Reply],
-) -> Reply:
-    """The latest lookups of this ID, one line each, and silenced attempts as one line.
-
-    Attempts that got no reply (over a limit) are counted, not listed: a stranger sending many
-    of them cannot push the owner's own lookups out of the few shown.
-    """
-    t = ctx.templates
-
-    def read(reader: Session) -> tuple[list[Any], int, int]:
-        shown: list[Any] = []
-        silenced = scanned = 0
-        for event in ctx.audit.lookups_of(reader, citizen.id_number, HISTORY_SCAN):
-            scanned += 1
-            if event.outcome in SILENCED:
-                silenced += 1
-            elif len(shown) < ctx.history_size:
-                shown.append(event)
-        return shown, silenced, scanned
-
-    # Read whole on the replica (or, if it cannot answer, whole again on the primary).
-    shown, silenced, scanned = on_read_database(session, read)
-    if not shown and not silenced:
-        return granted("history_none", ("lookup_history",))
-    items = [_history_item(event, language, t) for event in shown]
-    tail = []
-    if silenced:
-        count = f"{silenced}+" if scanned >= HISTORY_SCAN else str(silenced)
-        tail.append(t.word(language, "silenced").format(count=count))
-    # Whole lines only: the oldest lookups give way until the rest fits one reply.
-    for keep in range(len(items), 0, -1):
-        joined = "; ".join(items[:keep] + tail)
-        reply = granted("history", ("lookup_history",), items=joined)
-        if joined in reply.text:
-            return reply
-    return granted("history", ("lookup_history",), items="; ".join(items[:1] + tail))
-
-
-def _history_item(event: Any, language: str, t: Templates) -> str:
-    return " ".join(
-        (
-            event.occurred_at.astimezone(VIETNAM).strftime("%d/%m %H:%M"),
-            (event.channel or "sms").upper(),
-            event.sender_masked or mask_msisdn(""),
-            t.word(language, "granted" if event.outcome in GRANTED else "refused"),
-        )
-    )
+    return history_reply(session, citizen, language, ctx, granted)
 
 
 # One part of a residence reply: (template key, field, address, word said instead of it).
