@@ -47,3 +47,37 @@ def test_bootstrap_refuses_a_lock_that_does_not_match(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "run scripts/lock" in result.stderr
     assert not (tmp_path / ".venv").exists()  # nothing installed from the stale lock
+
+
+@pytest.mark.parametrize("python_version", ["3.11.0", "3.11.2", "3.12.0"])
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_the_lock_holds_what_every_supported_python_needs(lock: str, python_version: str) -> None:
+    """A lock compiled on Python 3.11.7 left out async-timeout, which redis requires below
+    3.11.3: on Debian 12's Python (3.11.2) `scripts/bootstrap` then failed (pip's hash mode
+    refuses an unpinned requirement). Every requirement of every locked package, on every
+    supported Python, must be pinned too."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = (ROOT / lock).read_text().splitlines()
+    pinned = {
+        canonicalize_name(line.split("==", 1)[0])
+        for line in lines
+        if line and not line.startswith((" ", "#"))
+    }
+    environment = {"python_version": python_version[:4], "python_full_version": python_version}
+    missing = []
+    for name in sorted(pinned):
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:  # locked for another platform or Python than this one
+            continue
+        for spec in requires:
+            requirement = Requirement(spec)
+            marker = requirement.marker
+            if marker is None or marker.evaluate({**environment, "extra": ""}):
+                if canonicalize_name(requirement.name) not in pinned:
+                    missing.append(f"{name} needs {requirement}")
+    assert not missing, missing
