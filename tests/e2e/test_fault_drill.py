@@ -24,35 +24,49 @@ def _drill_module():
     return module
 
 
+def _drill(tmp_path: Path, **scenario: object) -> dict:
+    """The drill with a scenario's faults and load over the settings every scenario shares."""
+    settings: dict[str, object] = {
+        "citizens": 50,
+        "workers": 2,
+        "web_workers": 2,
+        "senders": 16,
+        "kill_every": 1000.0,  # no fault unless the scenario asks for it
+        "redis_every": 1000.0,
+        "redis_down": 0.5,
+        "workdir": str(tmp_path / "drill"),
+        "keep": False,
+        "json": True,
+    }
+    settings.update(scenario)
+    result = _drill_module().run(argparse.Namespace(**settings))
+    print(result)  # shown when the test fails
+    return result
+
+
+def _assert_nothing_lost_and_answered_once(result: dict, messages: int) -> None:
+    assert result["drained"]
+    assert result["acknowledged"] == result["stored"] == messages
+    assert result["lost"] == 0
+    assert result["duplicated"] == 0
+    assert result["replied"] == messages
+    assert result["audit_ok"], result["audit_verify"]
+
+
 def test_sigkilled_workers_and_redis_restarts_lose_nothing_and_answer_once(pg_url, tmp_path):
-    drill = _drill_module()
-    args = argparse.Namespace(
+    result = _drill(
+        tmp_path,
         messages=400,
         rate=50.0,
-        citizens=50,
-        workers=2,
-        web_workers=2,
-        senders=16,
         kill_every=1.0,
         redis_every=3.0,
-        redis_down=0.5,
         drain_timeout=120.0,
         seed=7,
         pg_admin=drill_admin_url(pg_url),
-        workdir=str(tmp_path / "drill"),
-        keep=False,
-        json=True,
     )
-    result = drill.run(args)
-    print(result)  # shown when the test fails
     assert result["faults"]["worker_sigkill"] >= 4
     assert result["faults"]["redis_restart"] >= 1
-    assert result["drained"]
-    assert result["acknowledged"] == result["stored"] == 400
-    assert result["lost"] == 0
-    assert result["duplicated"] == 0
-    assert result["replied"] == 400
-    assert result["audit_ok"], result["audit_verify"]
+    _assert_nothing_lost_and_answered_once(result, 400)
 
 
 def drill_admin_url(pg_url: str) -> str:
@@ -65,33 +79,16 @@ def test_postgresql_outages_lose_nothing_and_the_processes_recover(tmp_path):
     sender resends, and nothing is lost."""
     if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
         pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
-    drill = _drill_module()
-    args = argparse.Namespace(
+    result = _drill(
+        tmp_path,
         messages=300,
         rate=40.0,
-        citizens=50,
-        workers=2,
-        web_workers=2,
-        senders=16,
-        kill_every=1000.0,  # this test is about the database
-        redis_every=1000.0,
-        redis_down=0.5,
         pg_outages=2,  # by the messages, not the clock: both happen however slow the machine
         pg_down=1.5,
         drain_timeout=180.0,
         seed=9,
         pg_admin="unused: the drill starts its own cluster",
-        workdir=str(tmp_path / "drill"),
-        keep=False,
-        json=True,
     )
-    result = drill.run(args)
-    print(result)  # shown when the test fails
     assert result["faults"]["postgres_outage"] == 2
     assert result["non_200_answers"].get(503, 0) > 0  # the outages were seen, and answered 503
-    assert result["drained"]
-    assert result["acknowledged"] == result["stored"] == 300
-    assert result["lost"] == 0
-    assert result["duplicated"] == 0
-    assert result["replied"] == 300
-    assert result["audit_ok"], result["audit_verify"]
+    _assert_nothing_lost_and_answered_once(result, 300)

@@ -51,69 +51,55 @@ def reply_to(app, client, fake_provider, text, *, language="vi", **addresses):
     return reply
 
 
-def test_the_longest_addresses_keep_permanent_and_current_and_say_how_to_get_the_temporary(
-    app, client, fake_provider
-):
+THREE = {"permanent_address": HCM, "temporary_address": VUNG_TAU, "current_address": HUE}
+
+
+@pytest.mark.parametrize(
+    ("command", "language", "addresses", "expected"),
+    [
+        pytest.param(
+            "DC CT", "vi", THREE,
+            "DDCN 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+            "Noi o: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Tam tru: soan DC TT <so dinh danh>",
+            id="the longest keep permanent and current and say how to get the temporary",
+        ),
+        pytest.param(
+            "DC CT", "en", THREE,
+            "ID 001*****2345. Permanent: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+            "Current: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Temporary: text DC TT <ID>",
+            id="the same in English",
+        ),
+        pytest.param(
+            "DC TT", "vi", THREE,
+            "DDCN 001*****2345. Tam tru: TDP 12, KP Hai Dinh, P. Thang Nhat, TP Vung Tau, "
+            "T. Ba Ria-Vung Tau",
+            id="DC TT sends the temporary address",
+        ),
+        pytest.param(
+            "DC TT", "vi", {"permanent_address": HCM},
+            "DDCN 001*****2345: chua co thong tin tam tru trong CSDL.",
+            id="DC TT without a temporary address says there is none",
+        ),
+        pytest.param(
+            "DC CT", "vi",
+            {**THREE, "current_address": VUNG_TAU.upper()},
+            "DDCN 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
+            "Tam tru: KP Hai Dinh, P. Thang Nhat, TP Vung Tau, Ba Ria-Vung Tau. Noi o: nhu tam tru",
+            id="current equal to temporary is said in a word",
+        ),
+        pytest.param(
+            "DC CT", "en", {"permanent_address": HCM, "current_address": HCM},
+            "ID 001*****2345. Permanent: So 1234/56/78 D. Cach Mang Thang Tam, P. Nguyen Cu Trinh, "
+            "Q. 1, TP Ho Chi Minh. Current: same as permanent",
+            id="current equal to permanent is said in a word and an absent one left out",
+        ),
+    ],
+)  # fmt: skip
+def test_the_residence_reply(app, client, fake_provider, command, language, addresses, expected):
     reply = reply_to(
-        app, client, fake_provider, f"DC CT {OWNER_ID}",
-        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
-    )  # fmt: skip
-    assert reply == (
-        "DDCN 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
-        "Noi o: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Tam tru: soan DC TT <so dinh danh>"
+        app, client, fake_provider, f"{command} {OWNER_ID}", language=language, **addresses
     )
-
-
-def test_the_same_in_english(app, client, fake_provider):
-    reply = reply_to(
-        app, client, fake_provider, f"DC CT {OWNER_ID}", language="en",
-        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
-    )  # fmt: skip
-    assert reply == (
-        "ID 001*****2345. Permanent: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
-        "Current: X. Quang Tho, H. Quang Dien, Thua Thien Hue. Temporary: text DC TT <ID>"
-    )
-
-
-def test_dc_tt_sends_the_temporary_address(app, client, fake_provider):
-    reply = reply_to(
-        app, client, fake_provider, f"DC TT {OWNER_ID}",
-        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=HUE,
-    )  # fmt: skip
-    assert reply == (
-        "DDCN 001*****2345. Tam tru: TDP 12, KP Hai Dinh, P. Thang Nhat, TP Vung Tau, "
-        "T. Ba Ria-Vung Tau"
-    )
-
-
-def test_dc_tt_without_a_temporary_address_says_there_is_none(app, client, fake_provider):
-    reply = reply_to(app, client, fake_provider, f"DC TT {OWNER_ID}", permanent_address=HCM)
-    assert reply == "DDCN 001*****2345: chua co thong tin tam tru trong CSDL."
-
-
-def test_current_equal_to_temporary_is_said_in_a_word(app, client, fake_provider):
-    reply = reply_to(
-        app, client, fake_provider, f"DC CT {OWNER_ID}",
-        permanent_address=HCM, temporary_address=VUNG_TAU, current_address=VUNG_TAU.upper(),
-    )  # fmt: skip
-    assert reply == (
-        "DDCN 001*****2345. Thuong tru: P. Nguyen Cu Trinh, Q. 1, TP Ho Chi Minh. "
-        "Tam tru: KP Hai Dinh, P. Thang Nhat, TP Vung Tau, Ba Ria-Vung Tau. Noi o: nhu tam tru"
-    )
-
-
-def test_current_equal_to_permanent_is_said_in_a_word_and_an_absent_one_left_out(
-    app, client, fake_provider
-):
-    reply = reply_to(
-        app, client, fake_provider, f"DC CT {OWNER_ID}", language="en",
-        permanent_address=HCM, current_address=HCM,
-    )  # fmt: skip
-    assert reply == (
-        "ID 001*****2345. Permanent: So 1234/56/78 D. Cach Mang Thang Tam, P. Nguyen Cu Trinh, "
-        "Q. 1, TP Ho Chi Minh. Current: same as permanent"
-    )
-    assert "none" not in reply
+    assert reply == expected
 
 
 def test_a_reply_that_fits_exactly_at_the_limit_is_sent_whole(app, client, fake_provider):
