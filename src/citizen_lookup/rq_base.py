@@ -156,6 +156,8 @@ class Worker(SimpleWorker):
         """RQ's scheduler (a process of its own) exits on a lost Redis connection, and RQ starts
         it again only at its next maintenance (a minute): scheduled retries would wait that long
         after a failover. Started again here, within a second of Redis answering."""
+        if self._stop_requested:  # stopped on purpose by a warm shutdown: it stays stopped
+            return
         scheduler = self.scheduler
         process = scheduler._process if scheduler is not None else None
         if scheduler is not None and process is not None and not process.is_alive():
