@@ -38,6 +38,16 @@ FOCAL_ARGS = (
 )  # fmt: skip
 
 
+class SecondsClock:
+    """A clock in seconds since the epoch (what refusal budgets read), moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0  # the start of a minute
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class FakeClock:
     """A clock a test moves by hand (``create_app(clock=...)``): time passes only when told."""

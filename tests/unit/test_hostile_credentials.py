@@ -19,27 +19,26 @@ from citizen_lookup.models import AuditEvent
 from citizen_lookup.providers.generic import sign
 from citizen_lookup.services.refusals import RefusalCounter
 from tests.conftest import make_app
-from tests.helpers import GENERIC_SECRET, OWNER_PHONE, add_connection, generic_sms, runtime_of
+from tests.helpers import (
+    GENERIC_SECRET,
+    OWNER_PHONE,
+    SecondsClock,
+    add_connection,
+    generic_sms,
+    runtime_of,
+)
 
 MT_URL = "https://gateway.example/mt"
 PROVIDER = {"REMOTE_ADDR": "203.0.113.10"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0  # the start of a minute
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> SecondsClock:
+    return SecondsClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def rotated(tmp_path: Any, fake_redis: Any, clock: Clock) -> Iterator[Any]:
+def rotated(tmp_path: Any, fake_redis: Any, clock: SecondsClock) -> Iterator[Any]:
     """A process started with only the new key, while the rows are still sealed with the old."""
     before = make_app(tmp_path, fake_redis)
     add_connection(before, outbound_url=MT_URL)
@@ -140,7 +139,7 @@ def test_the_cheap_checks_come_before_the_credentials_are_opened(
 
 
 def test_audited_once_per_connection_and_minute_whatever_the_sources(
-    rotated: Any, clock: Clock
+    rotated: Any, clock: SecondsClock
 ) -> None:
     client = rotated.test_client()
     for n in range(40):

@@ -15,28 +15,27 @@ from sqlalchemy import event, select
 from citizen_lookup.models import AuditEvent
 from citizen_lookup.services.refusals import RefusalCounter, source_of, write_due_summaries
 from tests.conftest import make_app
-from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
+from tests.helpers import (
+    OWNER_ID,
+    SecondsClock,
+    add_citizen,
+    add_connection,
+    generic_sms,
+    runtime_of,
+)
 
 MT_URL = "https://gateway.example/mt"
 TOTAL_CAP = 20
 BUDGET = 30
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0  # the start of a minute
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> SecondsClock:
+    return SecondsClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def flood_app(tmp_path: Any, fake_redis: Any, clock: Clock) -> Iterator[Any]:
+def flood_app(tmp_path: Any, fake_redis: Any, clock: SecondsClock) -> Iterator[Any]:
     app = make_app(tmp_path, fake_redis)
     runtime = runtime_of(app)
     runtime.refusals = RefusalCounter(
@@ -78,7 +77,7 @@ def _recorded(events: list[dict[str, Any]]) -> int:
 
 
 def test_200_addresses_with_one_bad_request_each_cost_at_most_the_cap(
-    flood_app: Any, clock: Clock
+    flood_app: Any, clock: SecondsClock
 ) -> None:
     client = flood_app.test_client()
     audit_inserts: list[str] = []
@@ -115,7 +114,7 @@ def test_200_addresses_with_one_bad_request_each_cost_at_most_the_cap(
 
 
 def test_an_ipv6_64_is_one_source_however_many_addresses_it_uses(
-    flood_app: Any, clock: Clock
+    flood_app: Any, clock: SecondsClock
 ) -> None:
     client = flood_app.test_client()
     answers = [_unsigned(client, f"2001:db8:1:2::{n:x}").status_code for n in range(1, 61)]
@@ -141,7 +140,7 @@ def test_an_ipv6_64_is_one_source_however_many_addresses_it_uses(
 
 
 def test_summaries_past_the_cap_are_summed_too_and_rate_limiting_still_applies(
-    flood_app: Any, clock: Clock
+    flood_app: Any, clock: SecondsClock
 ) -> None:
     """Sources that each send several bad requests: each needs its own summary, and those count
     against the minute's cap like single events do; past it, the minute's sum takes the rest."""
@@ -170,7 +169,7 @@ def test_summaries_past_the_cap_are_summed_too_and_rate_limiting_still_applies(
 
 
 def test_a_summary_written_long_after_its_minute_keeps_its_count(
-    flood_app: Any, clock: Clock, fake_redis: Any
+    flood_app: Any, clock: SecondsClock, fake_redis: Any
 ) -> None:
     """No sweeper and no refusal for a long while: every key with an expiry is gone by then,
     and the minute's summaries are still written whole."""

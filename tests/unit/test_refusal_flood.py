@@ -14,28 +14,27 @@ from sqlalchemy import event, func, select
 from citizen_lookup.models import AuditEvent, InboundMessageRecord
 from citizen_lookup.services.refusals import RefusalCounter
 from tests.conftest import make_app
-from tests.helpers import OWNER_ID, add_citizen, add_connection, generic_sms, runtime_of
+from tests.helpers import (
+    OWNER_ID,
+    SecondsClock,
+    add_citizen,
+    add_connection,
+    generic_sms,
+    runtime_of,
+)
 
 MT_URL = "https://gateway.example/mt"
 ATTACKER = {"REMOTE_ADDR": "198.51.100.7"}
 PROVIDER = {"REMOTE_ADDR": "203.0.113.10"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0  # the start of a minute
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> SecondsClock:
+    return SecondsClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def flood_app(tmp_path: Any, fake_redis: Any, clock: Clock) -> Iterator[Any]:
+def flood_app(tmp_path: Any, fake_redis: Any, clock: SecondsClock) -> Iterator[Any]:
     app = make_app(
         tmp_path, fake_redis, refusals_audited_per_minute=1, refusals_per_minute_per_source=30
     )
@@ -75,7 +74,7 @@ def _refusals(app: Any) -> list[AuditEvent]:
 
 
 def test_repeated_refusals_from_one_source_are_one_event_a_minute_with_a_count(
-    flood_app: Any, clock: Clock
+    flood_app: Any, clock: SecondsClock
 ) -> None:
     client = flood_app.test_client()
     for _ in range(20):
@@ -125,7 +124,7 @@ def test_past_the_budget_a_source_gets_429_before_any_database_work(flood_app: A
 
 
 def test_the_budget_ends_with_the_minute_and_rate_limited_requests_are_summarised(
-    flood_app: Any, clock: Clock
+    flood_app: Any, clock: SecondsClock
 ) -> None:
     client = flood_app.test_client()
     for _ in range(40):
@@ -173,7 +172,7 @@ def test_without_redis_refusals_are_audited_one_by_one_and_real_traffic_goes_on(
     runtime_of(app).close()
 
 
-def test_a_source_this_process_never_refused_costs_no_redis_read(fake_redis: Any, clock: Clock):
+def test_a_source_this_process_never_refused_costs_no_redis_read(fake_redis: Any, clock: SecondsClock):
     """The budget check reads Redis only for sources this process refused this minute: a real
     provider's request costs no round trip for it. A source over budget through other processes
     is limited here from its first refusal here on."""
