@@ -125,6 +125,7 @@ class ProviderCases:
     ack_content_type: ClassVar[str]
     ack_body: ClassVar[bytes]
     success_answer: ClassVar[tuple[int, str, str]]  # what its API answers an MT: status, body, type
+    sent_message_id: ClassVar[str]  # the id send() reports for that answer (receipts name it)
     error_content_type: ClassVar[str] = "application/json"
     #: rows of (label, request, expected message or error), beyond the shared cases below
     inbound_cases: ClassVar[tuple[InboundCase, ...]] = ()
@@ -393,7 +394,7 @@ class ProviderCases:
     ) -> None:
         fake_api.answer(*self.success_answer)
         result = self.sending_provider(fake_api, http_session).send(OUTBOUND)
-        assert result.provider_message_id
+        assert result.provider_message_id == self.sent_message_id
         assert len(fake_api.requests) == 1
 
     @pytest.mark.parametrize(

@@ -215,7 +215,7 @@ def test_the_halt_is_reported_and_only_an_operator_clears_it(app, client, tmp_pa
     assert ready["audit_sequencer"] == "ok" and ready["status"] == "ready"
     saved = _copy_database(runtime, tmp_path)
     insider_rewrite(runtime)
-    with pytest.raises(SequencerHalted):
+    with pytest.raises(SequencerHalted, match="no signed checkpoint"):
         runtime.audit.seal_all(runtime.session_factory)
     response = client.get("/readyz")
     ready = response.get_json()

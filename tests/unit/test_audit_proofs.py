@@ -73,29 +73,31 @@ def test_every_proof_up_to_40_leaves_verifies_and_any_change_is_refused():
         for index in range(new):
             proof = inclusion_proof(index, new, _subtree(leaves))
             verify_inclusion(leaves[index], index, new, proof, roots[new])
-            with pytest.raises(ProofError):  # another leaf at that place
+            with pytest.raises(ProofError, match="does not lead to the checkpoint's root"):
+                # another leaf at that place
                 verify_inclusion(leaves[(index + 1) % 40], index, new, proof, roots[new])
             if proof:
-                with pytest.raises(ProofError):  # the path cut short
+                with pytest.raises(ProofError, match="shorter than the tree is deep"):
+                    # the path cut short
                     verify_inclusion(leaves[index], index, new, proof[:-1], roots[new])
         for old in range(0, new + 1):
             proof = consistency_proof(old, new, _subtree(leaves))
             verify_consistency(old, new, roots[old], roots[new], proof)
             if 0 < old < new:
                 other = [leaf_hash(b"forged"), *leaves[1:]]  # the first leaf rewritten
-                with pytest.raises(ProofError):
+                with pytest.raises(ProofError, match="does not lead to the tree of"):
                     verify_consistency(old, new, root_of(other[:old]), roots[new], proof)
-                with pytest.raises(ProofError):
+                with pytest.raises(ProofError, match="does not lead to the tree of"):
                     verify_consistency(old, new, roots[old], root_of(other[:new]), proof)
                 tampered = [bytes(32), *proof[1:]]
-                with pytest.raises(ProofError):
+                with pytest.raises(ProofError, match="does not lead to the tree of"):
                     verify_consistency(old, new, roots[old], roots[new], tampered)
 
 
 def test_a_smaller_tree_never_extends_a_larger_one_and_same_sizes_must_agree():
-    with pytest.raises(ProofError):
+    with pytest.raises(ProofError, match="a tree of 4 cannot extend one of 5"):
         verify_consistency(5, 4, ROOTS[4], ROOTS[3], [])
-    with pytest.raises(ProofError):
+    with pytest.raises(ProofError, match="two different trees of 4 leaves"):
         verify_consistency(4, 4, ROOTS[3], ROOTS[2], [])
     verify_consistency(4, 4, ROOTS[3], ROOTS[3], [])
 

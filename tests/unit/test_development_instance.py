@@ -138,7 +138,7 @@ def test_a_development_run_marks_its_folder_for_commands_run_without_the_variabl
     assert later.env == "production" and is_development(later)
     check_start(later)  # no refusal
     # The mark is the folder's, not the machine's: another folder is still refused.
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="CITIZEN_LOOKUP_DATABASE_URL is required"):
         check_start(load_settings(environ=_environ(tmp_path / "elsewhere")))
 
 

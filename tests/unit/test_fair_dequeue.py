@@ -122,7 +122,7 @@ def test_jobs_a_worker_dies_holding_are_marked_started_as_they_leave_their_queue
         raise SystemExit("SIGKILL")  # the process ends here: nothing after the take runs
 
     monkeypatch.setattr(Job, "fetch_many", killed)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="SIGKILL"):
         worker.dequeue_job_and_maintain_ttl(None)
     monkeypatch.undo()
     taken = [inbound_job_id(n) for n in (1, 2)]  # its room: two senders

@@ -99,6 +99,7 @@ class TestAfricasTalking(ProviderCases):
     ack_content_type = "text/plain"
     ack_body = b""
     success_answer = (201, sent_answer(), "application/json")
+    sent_message_id = "ATXid_out7"
     body_format = "form"
     wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
         "id": ("id", 64),

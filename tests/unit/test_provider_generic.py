@@ -69,6 +69,7 @@ class TestGeneric(ProviderCases):
     ack_content_type = "application/json"
     ack_body = b'{"status":"accepted"}'
     success_answer = (200, json.dumps({"id": "gw-out-7"}), "application/json")
+    sent_message_id = "gw-out-7"
     body_format = "json"
     wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
         "id": ("id", 100),

@@ -189,6 +189,7 @@ class TestJasmin(QueryKeyCases, ProviderCases):
     ack_content_type = "text/plain"
     ack_body = b"ACK/Jasmin"
     success_answer = (200, f'Success "{MT_ID}"', "text/plain")
+    sent_message_id = MT_ID
     error_content_type = "text/plain"
 
     # -- the wire declaration -------------------------------------------------------------------

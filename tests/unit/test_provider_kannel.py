@@ -93,6 +93,7 @@ class TestKannel(QueryKeyCases, ProviderCases):
     ack_content_type = "text/plain"
     ack_body = b""
     success_answer = (202, "0: Accepted for delivery", "text/plain")
+    sent_message_id = OUTBOUND.reply_id  # Kannel names no id: its receipts carry ours
     error_content_type = "text/plain"
 
     # -- the wire declaration -------------------------------------------------------------------

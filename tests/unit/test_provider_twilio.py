@@ -140,6 +140,7 @@ class TestTwilio(ProviderCases):
     ack_content_type = "text/xml"
     ack_body = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
     success_answer = (201, created_message(), "application/json")
+    sent_message_id = MESSAGE_SID
     body_format = "form"
     wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
         "id": ("MessageSid", 64),

@@ -81,6 +81,7 @@ class TestVnmo(ProviderCases):
     ack_content_type = "text/plain"
     ack_body = b"1"
     success_answer = (200, "1", "text/plain")
+    sent_message_id = OUTBOUND.in_reply_to  # receipts name the MT by Request_ID
     body_format = "form"
     wire_fields: ClassVar[dict[str, tuple[str, int]]] = {
         "id": ("Request_ID", 100),
@@ -221,7 +222,8 @@ class TestVnmo(ProviderCases):
         self, fake_api: FakeProviderServer, http_session: requests.Session, answer: str
     ) -> None:
         fake_api.answer(200, answer)
-        assert self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        result = self.sending_provider(fake_api, http_session).send(OUTBOUND)
+        assert result.provider_message_id == OUTBOUND.in_reply_to
 
     @pytest.mark.parametrize("answer", ["0", "-1", "10", "", "ERROR 84912345678 blocked"])
     def test_other_answers_fail_for_good_without_quoting_them(

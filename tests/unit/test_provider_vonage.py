@@ -121,6 +121,7 @@ class TestVonage(ProviderCases):
     ack_content_type = "text/plain"
     ack_body = b""
     success_answer = (200, sent_answer(), "application/json")
+    sent_message_id = f"{MT_ID}0"
 
     # -- the wire declaration -------------------------------------------------------------------
     body_format = "form"

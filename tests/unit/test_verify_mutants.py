@@ -315,7 +315,7 @@ def test_a_checkpoint_given_needs_the_public_key(app, clock):
         _verify(runtime, key=False, since=note)
 
 
-@pytest.mark.parametrize("chunk", [3, 12, 65535])
+@pytest.mark.parametrize("chunk", [0, -2, -16, 3, 12, 65535])
 def test_a_chunk_size_must_be_a_power_of_two(app, clock, chunk):
     runtime = _ten_sealed_three_not(app, clock)
     with pytest.raises(ValueError, match=r"^the chunk size must be a power of two$"):
@@ -503,3 +503,35 @@ def check_first_damage(runtime: Any, workers: int | None) -> None:
         kind="edited",
         problem="event 20 was altered after it was written",
     )
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3])
+def test_unsealed_events_are_split_into_tasks_and_each_checked_once(app, clock, monkeypatch, cores):
+    # The same tasks as one worker per core would get, run here (a short trail: no pool).
+    monkeypatch.setattr(verifying.os, "cpu_count", lambda: cores)
+    check_unsealed_split(runtime_of(app), workers=None)
+
+
+def check_unsealed_split(runtime: Any, workers: int | None) -> None:
+    _append(runtime, 4)
+    runtime.audit.seal_all(runtime.session_factory)
+    _append(runtime, 41, "u")  # intake ids 5..45
+    result = _verify(runtime, workers=workers, chunk=16)
+    assert fields(result) == expected(
+        ok=True,
+        checked=45,
+        last_seq=4,
+        tree_size=4,
+        unsealed=41,
+        checkpoints=1,
+        first_checkpoint_size=0,
+    )
+    # The last one edited, then the first too: each is found, the first of all named.
+    for intake_id in (45, 5):
+        _sql(runtime, f"UPDATE audit_events SET outcome = 'y' WHERE id = {intake_id}")
+        broken = _verify(runtime, workers=workers, chunk=16)
+        assert (broken.kind, broken.first_bad_id, broken.checked) == (
+            "unsealed-edited",
+            intake_id,
+            4,
+        )

@@ -11,14 +11,10 @@ import pytest
 
 from tests.helpers import runtime_of
 from tests.unit.test_verify_mutants import (
-    _append,
-    _sql,
-    _verify,
     check_chunk_boundaries,
     check_first_damage,
     check_given_checkpoint,
-    expected,
-    fields,
+    check_unsealed_split,
 )
 
 
@@ -38,26 +34,4 @@ def test_the_first_damage_is_named_when_workers_check_several_damaged_chunks(app
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_unsealed_events_are_split_among_workers_and_each_checked_once(app, clock, workers):
-    runtime = runtime_of(app)
-    _append(runtime, 4)
-    runtime.audit.seal_all(runtime.session_factory)
-    _append(runtime, 41, "u")  # intake ids 5..45
-    result = _verify(runtime, workers=workers, chunk=16)
-    assert fields(result) == expected(
-        ok=True,
-        checked=45,
-        last_seq=4,
-        tree_size=4,
-        unsealed=41,
-        checkpoints=1,
-        first_checkpoint_size=0,
-    )
-    # The last one edited, then the first too: each is found, the first of all named.
-    for intake_id in (45, 5):
-        _sql(runtime, f"UPDATE audit_events SET outcome = 'y' WHERE id = {intake_id}")
-        broken = _verify(runtime, workers=workers, chunk=16)
-        assert (broken.kind, broken.first_bad_id, broken.checked) == (
-            "unsealed-edited",
-            intake_id,
-            4,
-        )
+    check_unsealed_split(runtime_of(app), workers=workers)

@@ -304,7 +304,7 @@ class AuditTrail:
             verifier,
             since=since,
             workers=workers,
-            chunk=chunk or verifying.CHUNK,
+            chunk=verifying.CHUNK if chunk is None else chunk,
             witnesses=witnesses,
             quorum=quorum,
         )

@@ -102,7 +102,7 @@ def verify(
     """Check every event, the tree and every kept checkpoint; given ``since`` (a signed note
     held elsewhere), that the trail still holds exactly what that checkpoint covered; given
     ``witnesses``, that at least ``quorum`` (default: all) of them cosigned a kept checkpoint."""
-    if chunk & (chunk - 1):
+    if chunk < 1 or chunk & (chunk - 1):
         raise ValueError("the chunk size must be a power of two")
     if session.get_bind().dialect.name == "postgresql":
         # A consistent start: no batch is half-way between the head and the rows we count.
