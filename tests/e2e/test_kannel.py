@@ -46,7 +46,6 @@ SENDER = "84912345678"  # the owner's number as the SMS centre writes it
 SHORT_CODE = "8077"
 
 
-
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -125,7 +124,9 @@ get-url = "{service_url}"
 def service(tmp_path: Path, fake_redis: Any) -> Iterator[tuple[Any, int]]:
     """Our app behind a real HTTP server on a free loopback port."""
     holder: dict[str, Any] = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
+    server = make_server(
+        "127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True
+    )
     app = make_app(tmp_path, fake_redis, public_base_url=f"http://127.0.0.1:{server.port}")
     holder["app"] = app
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})

@@ -33,7 +33,6 @@ TWILIO_TOKEN = "e2e-twilio-auth-token"
 VNMO_USER, VNMO_PASSWORD = "aggregator", "e2e-vnmo-password"
 
 
-
 def _wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -163,7 +163,6 @@ class FakeProviderServer:
         return Handler
 
 
-
 def on_request(request: RawRequest, action: Callable[[flask.Request], T]) -> T:
     """Run ``action`` on ``request`` (byte for byte) as Flask hands it to the webhook view."""
     headers = {**request.headers, "Content-Length": str(len(request.body))}

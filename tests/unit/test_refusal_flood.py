@@ -172,7 +172,9 @@ def test_without_redis_refusals_are_audited_one_by_one_and_real_traffic_goes_on(
     runtime_of(app).close()
 
 
-def test_a_source_this_process_never_refused_costs_no_redis_read(fake_redis: Any, clock: SecondsClock):
+def test_a_source_this_process_never_refused_costs_no_redis_read(
+    fake_redis: Any, clock: SecondsClock
+):
     """The budget check reads Redis only for sources this process refused this minute: a real
     provider's request costs no round trip for it. A source over budget through other processes
     is limited here from its first refusal here on."""
