@@ -14,8 +14,6 @@ elsewhere); and its errors quote the API's answer, which echoes the number and t
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 from collections.abc import Mapping
 from dataclasses import replace
@@ -37,6 +35,7 @@ from citizen_lookup.providers.base import (
     UssdScreen,
     register,
 )
+from citizen_lookup.providers.basic_auth import basic_credentials, basic_header
 from citizen_lookup.providers.fields import (
     Field,
     InboundFields,
@@ -104,7 +103,7 @@ class AfricasTalkingProvider(Provider):
     def check_credentials(self, request: Request) -> None:
         expected = self.credential("secret").encode()
         if "Authorization" in request.headers:
-            username, password = _basic_credentials(request)
+            username, password = basic_credentials(request)
             # Both comparisons always run, so timing does not tell which one failed.
             user_ok = hmac.compare_digest(username, self.credential("username").encode())
             secret_ok = hmac.compare_digest(password, expected)
@@ -180,9 +179,8 @@ class AfricasTalkingProvider(Provider):
 
     def _simulated(self, url: str, fields: Mapping[str, str]) -> SimulatedRequest:
         user = self.credential("username").encode()
-        token = base64.b64encode(user + b":" + self.credential("secret").encode()).decode()
         headers = {
-            "Authorization": f"Basic {token}",
+            "Authorization": basic_header(user, self.credential("secret").encode()),
             "Content-Type": "application/x-www-form-urlencoded",
         }
         return SimulatedRequest("POST", url, headers, urlencode(fields).encode())
@@ -259,17 +257,3 @@ def _form(request: Request) -> Mapping[str, str]:
     # Africa's Talking posts forms; bytes that are not UTF-8 arrive as U+FFFD (Werkzeug's form
     # parser replaces them), so such a message reads as unrecognised text, never a crash.
     return request.form
-
-
-def _basic_credentials(request: Request) -> tuple[bytes, bytes]:
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not encoded.strip():
-        raise AuthenticationFailed("malformed HTTP Basic credentials")
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise AuthenticationFailed("malformed HTTP Basic credentials") from exc
-    username, separator, password = decoded.partition(b":")
-    if not separator:
-        raise AuthenticationFailed("malformed HTTP Basic credentials")
-    return username, password

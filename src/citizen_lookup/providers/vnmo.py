@@ -8,8 +8,6 @@ how the aggregator bills the MT against the MO, and how its delivery reports nam
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import re
 from collections.abc import Mapping
@@ -26,6 +24,7 @@ from citizen_lookup.providers.base import (
     SimulatedRequest,
     register,
 )
+from citizen_lookup.providers.basic_auth import basic_credentials, basic_header
 from citizen_lookup.providers.fields import (
     Field,
     InboundFields,
@@ -79,7 +78,7 @@ class VnmoProvider(Provider):
 
     # -- authentication -------------------------------------------------------------------------
     def check_credentials(self, request: Request) -> None:
-        username, password = _basic_credentials(request)
+        username, password = basic_credentials(request)
         expected_username = self.credential("username").encode()
         expected_password = self.credential("password").encode()
         # Both comparisons always run, so the time taken does not tell which one failed.
@@ -112,9 +111,8 @@ class VnmoProvider(Provider):
         }
         user = self.credential("username").encode()
         password = self.credential("password").encode()
-        token = base64.b64encode(user + b":" + password).decode("ascii")
         headers = {
-            "Authorization": f"Basic {token}",
+            "Authorization": basic_header(user, password),
             "Content-Type": "application/x-www-form-urlencoded",
         }
         return SimulatedRequest("POST", url, headers, urlencode(fields).encode())
@@ -175,18 +173,3 @@ def _fields(request: Request) -> Mapping[str, str]:
         return request.args  # some aggregators POST with everything in the query string
     except UnicodeDecodeError as exc:
         raise MalformedPayload("query string is not UTF-8") from exc
-
-
-def _basic_credentials(request: Request) -> tuple[bytes, bytes]:
-    """The username and password of an HTTP Basic header, as bytes (no charset guessing)."""
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not encoded.strip():
-        raise AuthenticationFailed("missing HTTP Basic credentials")
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise AuthenticationFailed("malformed HTTP Basic credentials") from exc
-    username, separator, password = decoded.partition(b":")
-    if not separator:
-        raise AuthenticationFailed("malformed HTTP Basic credentials")
-    return username, password
