@@ -80,13 +80,16 @@ class Provider:
     receipts: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # reply id -> n
     replies_to: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     first_seen: dict[str, float] = field(default_factory=dict)  # reply id -> wall time
+    first_answer: dict[str, float] = field(default_factory=dict)  # inbound id -> wall time
 
     def record(self, document: dict[str, Any]) -> None:
         with self.lock:
             reply_id, inbound = str(document["id"]), str(document["in_reply_to"])
+            now = time.time()
             self.receipts[reply_id] += 1
             self.replies_to[inbound].add(reply_id)
-            self.first_seen.setdefault(reply_id, time.time())
+            self.first_seen.setdefault(reply_id, now)
+            self.first_answer.setdefault(inbound, now)
 
 
 def start_provider(provider: Provider) -> ThreadingHTTPServer:

@@ -39,10 +39,9 @@ import statistics
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -59,57 +58,13 @@ from cluster_topology import (
     Cluster,
     wait_for,
 )
+from drill import Provider, log, start_provider
 
 from citizen_lookup.providers.generic import sign
 from citizen_lookup.redis_connection import connect
 
 QUEUE = "citizen-lookup"  # the default queue name
 PREFIX = "citizen-lookup"  # the default Redis key prefix
-
-
-def log(message: str) -> None:
-    print(f"[drill {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# -- the fake provider ---------------------------------------------------------------------------
-@dataclass
-class Provider:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    receipts: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # reply id -> n
-    replies_to: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    first_seen: dict[str, float] = field(default_factory=dict)  # message id -> wall time
-
-    def record(self, document: dict[str, Any]) -> None:
-        with self.lock:
-            reply_id, inbound = str(document["id"]), str(document["in_reply_to"])
-            self.receipts[reply_id] += 1
-            self.replies_to[inbound].add(reply_id)
-            self.first_seen.setdefault(inbound, time.time())
-
-
-def start_provider(provider: Provider) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # else every kept-alive answer waits 40 ms
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            document = json.loads(body)
-            provider.record(document)
-            answer = json.dumps({"id": f"prov-{document['id']}"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 # -- what the drill measures ---------------------------------------------------------------------
@@ -488,7 +443,7 @@ def report(
     answered_twice = [m for m, replies in provider.replies_to.items() if len(replies) > 1]
     resent = sum(n - 1 for n in provider.receipts.values())
     latency = sorted(
-        provider.first_seen[m] - first_sent[m] for m in provider.first_seen if m in first_sent
+        provider.first_answer[m] - first_sent[m] for m in provider.first_answer if m in first_sent
     )
     vanished = timeline.notes.get("vanished_jobs", [])
     primary = cluster.redis_client(cluster.redis_primary() or 0)
