@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -107,6 +107,26 @@ def test_without_the_public_key_each_unchecked_signature_is_a_warning(app, clock
     assert fields(result) == expected(**INTACT, warnings=(NO_KEY_KEPT, NO_KEY_HEAD))
 
 
+def test_an_empty_trail_without_a_checkpoint_is_intact_and_says_so(app, clock):
+    runtime = runtime_of(app)
+    _sql(runtime, "DELETE FROM audit_tree_heads")
+    assert fields(_verify(runtime)) == expected(
+        ok=True,
+        warnings=("the trail has no events and no checkpoint yet (run `db upgrade`)",),
+        first_checkpoint_size=None,
+    )
+
+
+def test_a_session_bound_to_a_connection_verifies_alike(app, clock):
+    # as in a migration or a script that holds one connection: the pool gets the engine's URL
+    from sqlalchemy.orm import Session
+
+    runtime = _ten_sealed_three_not(app, clock)
+    with runtime.engine.connect() as connection, Session(bind=connection) as session:
+        result = runtime.audit.verify(session)
+    assert fields(result) == expected(**INTACT)
+
+
 def test_a_trail_whose_head_row_was_deleted_is_not_intact(app, clock):
     runtime = _ten_sealed_three_not(app, clock)
     _sql(runtime, "DELETE FROM audit_head")
@@ -188,6 +208,39 @@ DAMAGE: dict[str, tuple[list[str], dict[str, Any]]] = {
             last_seq=0,
             lag_seconds=0.0,
             first_checkpoint_size=None,
+            kind="no-checkpoint",
+            problem="the trail holds events but no signed checkpoint: its checkpoints were "
+            "deleted (a trail's first checkpoint is signed when it is created)",
+        ),
+    ),
+    # The same, with the head's tree emptied too: the events alone give it away, sealed or not.
+    "no-checkpoint-all-sealed": (
+        [
+            "DELETE FROM audit_events WHERE seq IS NULL",
+            "DELETE FROM audit_tree_heads",
+            "UPDATE audit_head SET tree_size = 0",
+        ],
+        dict(
+            last_seq=0,
+            lag_seconds=0.0,
+            first_checkpoint_size=None,
+            unsealed=0,
+            kind="no-checkpoint",
+            problem="the trail holds events but no signed checkpoint: its checkpoints were "
+            "deleted (a trail's first checkpoint is signed when it is created)",
+        ),
+    ),
+    "no-checkpoint-none-sealed": (
+        [
+            "DELETE FROM audit_events WHERE seq IS NOT NULL",
+            "DELETE FROM audit_tree_heads",
+            "UPDATE audit_head SET tree_size = 0",
+        ],
+        dict(
+            last_seq=0,
+            lag_seconds=0.0,
+            first_checkpoint_size=None,
+            unsealed=3,
             kind="no-checkpoint",
             problem="the trail holds events but no signed checkpoint: its checkpoints were "
             "deleted (a trail's first checkpoint is signed when it is created)",
@@ -322,6 +375,12 @@ def test_a_chunk_size_must_be_a_power_of_two(app, clock, chunk):
         _verify(runtime, chunk=chunk)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_the_smallest_chunks_are_powers_of_two_too(app, clock, chunk):
+    runtime = _ten_sealed_three_not(app, clock)
+    assert fields(_verify(runtime, chunk=chunk)) == expected(**INTACT)
+
+
 def test_a_checkpoint_given_that_covers_more_than_the_trail_is_truncation(app, clock):
     runtime = _ten_sealed_three_not(app, clock)
     with runtime.session_factory() as session:
@@ -425,6 +484,16 @@ def test_a_purge_frontier_of_the_right_size_but_another_root_is_rewritten(app, c
     assert fields(_verify(runtime)) == expected(
         first_bad_seq=11, kind="rewritten", problem="the purge checkpoint does not match its tree"
     )
+
+
+def test_a_checkpoint_given_of_exactly_the_purged_tree_is_still_covered(app, clock):
+    # The tree of 10 events, signed after the second batch, is the one the second purge kept.
+    runtime, _ = _purged_twice(app, clock)
+    with runtime.session_factory() as session:
+        note = session.execute(
+            text("SELECT note FROM audit_tree_heads WHERE tree_size = 10")
+        ).scalar_one()
+    assert fields(_verify(runtime, since=note)) == expected(**PURGED, checkpoint_size=10)
 
 
 def test_a_checkpoint_given_from_before_the_purge_is_truncation(app, clock):
@@ -535,3 +604,97 @@ def check_unsealed_split(runtime: Any, workers: int | None) -> None:
             intake_id,
             4,
         )
+
+
+# -- a trail written before the sequencer (hash chain), purged half-way ------------------------------
+def test_a_chained_trail_purged_half_way_links_its_first_kept_event_to_the_purge(
+    tmp_path, fake_redis
+):
+    # The first event kept after a purge links to the purged one before it: that hash is now
+    # only in the purge checkpoint, and verify must take it from there.
+    from citizen_lookup import create_app
+    from citizen_lookup.migrate import upgrade
+    from citizen_lookup.services.audit.checkpoint import write_new_key
+    from tests.helpers import TEST_CREDENTIALS_KEY
+    from tests.unit.test_audit_trail import _legacy_append
+
+    write_new_key(tmp_path / "k.pem")
+    app = create_app(
+        {
+            "instance_path": str(tmp_path / "instance"),
+            "audit_key": "old-key",
+            "checkpoint_key_file": str(tmp_path / "k.pem"),
+            "credentials_key": TEST_CREDENTIALS_KEY,
+        },
+        redis=fake_redis,
+    )
+    runtime = runtime_of(app)
+    upgrade(runtime.settings, runtime.engine, "0001")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with runtime.session_factory.begin() as session:
+        prev = "0" * 64
+        for seq in range(1, 7):
+            at = start + timedelta(hours=seq)
+            prev = _legacy_append(session, runtime.audit, seq, prev, occurred_at=at)
+    upgrade(runtime.settings, runtime.engine)
+    with runtime.session_factory.begin() as session:
+        assert runtime.audit.purge(session, start + timedelta(hours=3, minutes=30), "t") == 3
+    result = _verify(runtime)
+    # the three kept, and the purge's own event (not sealed yet)
+    assert (result.ok, result.problem, result.checked, result.unsealed) == (True, None, 4, 1)
+    # the link itself is checked: the first kept event made to point elsewhere is found
+    _sql(runtime, "UPDATE audit_events SET prev_hash = '" + "1" * 64 + "' WHERE seq = 4")
+    broken = _verify(runtime)
+    assert (broken.kind, broken.first_bad_seq) == ("edited", 4)
+    runtime.close()
+
+
+# -- a consistent start on PostgreSQL ---------------------------------------------------------------
+def test_on_postgresql_verify_first_waits_for_the_sequencer(app, clock):
+    # No batch half-way between the head and the rows counted: verify takes the sequencer's
+    # lock before it reads anything (here on SQLite, with the dialect reported as PostgreSQL).
+    from citizen_lookup.services.audit.trail import SEQUENCER_LOCK
+
+    runtime = runtime_of(app)
+    _append(runtime, 3)
+    runtime.audit.seal_all(runtime.session_factory)
+    seen: list[tuple[str, Any]] = []
+
+    class Bind:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+            self.dialect = type("Dialect", (), {"name": "postgresql"})()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+    with runtime.session_factory() as session:
+        real_execute, real_get = session.execute, session.get
+
+        def execute(statement: Any, params: Any = None, **kw: Any) -> Any:
+            if "pg_advisory" in str(statement):
+                seen.append((str(statement), params))
+                return None
+            return real_execute(statement, params, **kw)
+
+        def get(*args: Any, **kw: Any) -> Any:
+            seen.append(("get", args[0].__name__))
+            return real_get(*args, **kw)
+
+        real_get_bind = session.get_bind
+
+        def get_bind(*args: Any, **kw: Any) -> Any:
+            # What verify asks; the session's own calls (with a statement) get the real engine.
+            return real_get_bind(*args, **kw) if args or kw else Bind(real_get_bind())
+
+        session.get_bind = get_bind  # type: ignore[method-assign]
+        session.execute = execute  # type: ignore[method-assign]
+        session.get = get  # type: ignore[method-assign]
+        result = runtime.audit.verify(session)
+    assert result.ok and result.checked == 3
+    lock, *rest = seen
+    assert (lock[0].upper(), lock[1]) == (
+        "SELECT PG_ADVISORY_XACT_LOCK(:KEY)",
+        {"key": SEQUENCER_LOCK},
+    )
+    assert rest[0] == ("get", "AuditHead")
