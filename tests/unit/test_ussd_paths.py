@@ -14,6 +14,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
+from citizen_lookup.domain.text import gsm7_units
 from citizen_lookup.models import (
     AuditEvent,
     InboundMessageRecord,
@@ -301,19 +302,29 @@ def test_a_gateway_replay_and_a_rewritten_history_are_audited(tmp_path, fake_red
     ]
 
 
-def test_redis_down_answers_busy_and_audits_unavailable(walk_app, language, monkeypatch):
-    runtime = runtime_of(walk_app)
+@pytest.mark.parametrize("own_code", [None, "8099"])
+def test_redis_down_answers_busy_and_audits_unavailable(
+    tmp_path, fake_redis, language, monkeypatch, own_code
+):
+    app = make_app(tmp_path, fake_redis)
+    add_connection(
+        app, language=language, short_code=own_code, outbound_url="http://127.0.0.1:9/mt"
+    )
+    runtime = runtime_of(app)
 
     def down(*args: Any, **kwargs: Any) -> Any:
         raise RedisConnectionError("Redis is down")
 
     monkeypatch.setattr(runtime.ussd_context.store, "read", down)
-    phone = Phone(walk_app.test_client())
-    busy = runtime.templates.render(language, "ussd_busy", short_code="8077")
+    phone = Phone(app.test_client())
+    # "dial again": the connection's own code when it has one, else the service's
+    code = own_code or runtime.settings.short_code
+    busy = runtime.templates.render(language, "ussd_busy", short_code=code)
     assert phone.dial() == (False, busy)
-    (event,) = ussd_steps(walk_app)
+    (event,) = ussd_steps(app)
     assert (event.outcome, event.connection, event.channel) == ("unavailable", "gw", "ussd")
     assert event.provider_message_id == phone.session_id and event.detail is None
+    assert event.sender_masked == "+8491****678"
 
 
 # -- a result sent by SMS --------------------------------------------------------------------------
@@ -400,3 +411,62 @@ def test_a_result_by_sms_on_a_connection_without_a_short_code(tmp_path, fake_red
     with runtime_of(app).session_factory() as session:
         (inbound,) = session.scalars(select(InboundMessageRecord)).all()
     assert (inbound.sender, inbound.recipient) == (OWNER_PHONE, "")
+
+
+# -- a reply longer than an SMS: fitted to the screen (182) on screen, to 160 by SMS -------------
+LONG_ADDRESS = (
+    "So 1234 Duong Nguyen Van Linh Keo Dai, To Dan Pho 15, Phuong Tan Thuan Dong, Quan 7, "
+    "Thanh pho Ho Chi Minh"
+)
+
+
+def _long_reply_citizen(app: Any) -> None:
+    add_citizen(app, full_name="Ton That Nguyen Hoang Phuong Thao", permanent_address=LONG_ADDRESS)
+
+
+def test_a_result_on_screen_uses_the_screens_182_units(tmp_path, fake_redis, fake_provider):
+    app = make_app(tmp_path, fake_redis)
+    _long_reply_citizen(app)
+    add_connection(app, language="vi", outbound_url="http://127.0.0.1:9/mt")
+    phone = Phone(app.test_client())
+    phone.dial()
+    phone.press("1")
+    ends, screen = phone.press(OWNER_ID)
+    assert (ends, screen) == (
+        False,
+        "Ton That Nguyen Hoang Phuong Thao, NS 14/03/1999, Nam, DDCN 001*****2345, thuong tru: "
+        "So 1234 D. Nguyen Van Linh Keo Dai, TDP 15, P. Tan Thuan Dong, Q. 7, TP Ho Chi Minh",
+    )
+    assert 160 < gsm7_units(screen) <= 182
+    # by SMS the same lookup is fitted to one SMS: shorter than the screen
+    sms = sms_reply_to(app, fake_provider, "vi", "1")
+    assert gsm7_units(sms) <= 160 and sms != screen
+
+
+def test_a_result_by_sms_is_the_sms_reply_not_the_screens(tmp_path, fake_redis, fake_provider):
+    app = make_app(tmp_path, fake_redis)
+    _long_reply_citizen(app)
+    add_connection(app, ussd_result="sms", language="vi", outbound_url="http://127.0.0.1:9/mt")
+    phone = Phone(app.test_client())
+    phone.dial()
+    phone.press("1")
+    phone.press(OWNER_ID)
+    with runtime_of(app).session_factory() as session:
+        (queued,) = session.scalars(select(OutboundMessageRecord)).all()
+        body = queued.body
+    assert body == sms_reply_to(app, fake_provider, "vi", "1")
+    assert gsm7_units(body) <= 160
+
+
+def test_an_id_entered_is_checked_against_the_configured_abroad_range(walk_app):
+    # provinces.toml sets which codes belong to citizens registered abroad; narrowed here.
+    lookup = runtime_of(walk_app).ussd_context.decision.lookup
+    object.__setattr__(lookup, "abroad_range", (101, 150))  # the context is frozen
+    for id_number in ("120099012345", "200099012345"):
+        phone = Phone(walk_app.test_client())
+        phone.dial()
+        phone.press("1")
+        phone.press(id_number)
+    outcomes = [s.outcome for s in ussd_steps(walk_app)]
+    # 120 is abroad: looked up (and not found); 200 is no code at all: asked again
+    assert outcomes == ["menu", "ask_id", "result", "menu", "ask_id", "reask_id"]
