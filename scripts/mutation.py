@@ -15,7 +15,8 @@ numbers mutants per function, so an edit can renumber them), is reported so the 
 Usage: scripts/mutation [TARGET ...] [--jobs N] [--survivors] [--show]
   TARGET      a key of TARGETS or a prefix of one (``domain``); default: all of them
   --jobs N    mutants tested at once (default 1)
-  --survivors re-test only the mutants that survived the last run (after adding tests)
+  --survivors re-test only the mutants that survived the last run (after adding tests), and
+              those it never checked (to finish a run that was stopped)
   --show      print the diff of every mutant that survives and is not listed as equivalent
 """
 
@@ -59,8 +60,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
 ALSO_COPY = ("config", "migrations", "alembic.ini")
 KILLED = {"killed", "timeout", "caught by type check"}
 UNCHECKED = "not checked"  # a run stopped before it reached them
-# What --survivors re-tests: every verdict a new test can change.
-RETEST = {"survived", "no tests", "suspicious", "segfault"}
+# What --survivors re-tests: every verdict a new test can change, and the mutants a stopped run
+# never reached.
+RETEST = {"survived", "no tests", "suspicious", "segfault", UNCHECKED}
 
 
 @dataclass

@@ -606,12 +606,16 @@ def check_unsealed_split(runtime: Any, workers: int | None) -> None:
         )
 
 
-# -- a trail written before the sequencer (hash chain), purged half-way ------------------------------
-def test_a_chained_trail_purged_half_way_links_its_first_kept_event_to_the_purge(
-    tmp_path, fake_redis
-):
-    # The first event kept after a purge links to the purged one before it: that hash is now
-    # only in the purge checkpoint, and verify must take it from there.
+# -- a trail written before the sequencer (hash chain), purged before or after it -----------------
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _chained_trail(tmp_path: Any, fake_redis: Any, n: int, purged_before_sequencer: int = 0) -> Any:
+    """A trail of ``n`` events written as before revision 0002 (each event an hour after
+    START), of which the first ``purged_before_sequencer`` were purged then (with the old
+    HMAC-signed checkpoint), migrated to the sequencer's tree."""
+    from types import SimpleNamespace
+
     from citizen_lookup import create_app
     from citizen_lookup.migrate import upgrade
     from citizen_lookup.services.audit.checkpoint import write_new_key
@@ -619,33 +623,89 @@ def test_a_chained_trail_purged_half_way_links_its_first_kept_event_to_the_purge
     from tests.unit.test_audit_trail import _legacy_append
 
     write_new_key(tmp_path / "k.pem")
-    app = create_app(
-        {
-            "instance_path": str(tmp_path / "instance"),
-            "audit_key": "old-key",
-            "checkpoint_key_file": str(tmp_path / "k.pem"),
-            "credentials_key": TEST_CREDENTIALS_KEY,
-        },
-        redis=fake_redis,
-    )
-    runtime = runtime_of(app)
+    settings = {
+        "instance_path": str(tmp_path / "instance"),
+        "audit_key": "old-key",
+        "checkpoint_key_file": str(tmp_path / "k.pem"),
+        "credentials_key": TEST_CREDENTIALS_KEY,
+    }
+    runtime = runtime_of(create_app(settings, redis=fake_redis))
     upgrade(runtime.settings, runtime.engine, "0001")
-    start = datetime(2026, 1, 1, tzinfo=UTC)
     with runtime.session_factory.begin() as session:
         prev = "0" * 64
-        for seq in range(1, 7):
-            at = start + timedelta(hours=seq)
+        for seq in range(1, n + 1):
+            at = START + timedelta(hours=seq)
             prev = _legacy_append(session, runtime.audit, seq, prev, occurred_at=at)
+            if seq == purged_before_sequencer:
+                old = SimpleNamespace(
+                    seq=seq, hash=prev, purged_before=at + timedelta(minutes=30), events_purged=seq
+                )
+                signature = runtime.audit.legacy_checkpoint_signature(old)  # type: ignore[arg-type]
+                session.execute(
+                    text(
+                        "INSERT INTO audit_checkpoints (seq, hash, purged_before, events_purged, "
+                        "created_at, signature) VALUES (:seq, :hash, :before, :n, :before, :sig)"
+                    ),
+                    {
+                        "seq": seq,
+                        "hash": prev,
+                        "before": old.purged_before,
+                        "n": seq,
+                        "sig": signature,
+                    },
+                )
+        if purged_before_sequencer:
+            session.execute(
+                text("DELETE FROM audit_events WHERE seq <= :s"), {"s": purged_before_sequencer}
+            )
     upgrade(runtime.settings, runtime.engine)
+    return runtime
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_a_chained_trail_purged_half_way_links_its_first_kept_event_to_the_purge(
+    tmp_path, fake_redis, chunk
+):
+    # The first event kept after a purge links to the purged one before it: that hash is now
+    # only in the purge checkpoint, and verify must take it from there (and each later chunk
+    # from the event before it).
+    runtime = _chained_trail(tmp_path, fake_redis, 6)
     with runtime.session_factory.begin() as session:
-        assert runtime.audit.purge(session, start + timedelta(hours=3, minutes=30), "t") == 3
-    result = _verify(runtime)
+        assert runtime.audit.purge(session, START + timedelta(hours=3, minutes=30), "t") == 3
+    result = _verify(runtime, chunk=chunk)
     # the three kept, and the purge's own event (not sealed yet)
     assert (result.ok, result.problem, result.checked, result.unsealed) == (True, None, 4, 1)
     # the link itself is checked: the first kept event made to point elsewhere is found
     _sql(runtime, "UPDATE audit_events SET prev_hash = '" + "1" * 64 + "' WHERE seq = 4")
-    broken = _verify(runtime)
+    broken = _verify(runtime, chunk=chunk)
     assert (broken.kind, broken.first_bad_seq) == ("edited", 4)
+    runtime.close()
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 4])
+def test_a_trail_purged_before_the_sequencer_starts_its_tree_after_that_purge(
+    tmp_path, fake_redis, chunk
+):
+    # The old purge of events 1..3 left the tree to start at seq 4 (base 3): leaf i is event
+    # 3 + 1 + i, and each chunk is cut at the tree's own boundaries, not at seqs.
+    runtime = _chained_trail(tmp_path, fake_redis, 8, purged_before_sequencer=3)
+    _append(runtime, 6)
+    runtime.audit.seal_all(runtime.session_factory, batch_size=4)
+    result = _verify(runtime, chunk=chunk)
+    assert fields(result) == expected(
+        ok=True, checked=11, last_seq=14, tree_size=11, checkpoints=3, first_checkpoint_size=5
+    )
+    # a legacy event and a new one edited: the first is named, after the events before it
+    _sql(runtime, "UPDATE audit_events SET outcome = 'x' WHERE seq IN (6, 12)")
+    broken = _verify(runtime, chunk=chunk)
+    assert (broken.kind, broken.first_bad_seq, broken.checked) == ("edited", 6, 2)
+    # the old checkpoint's signature is checked too
+    _sql(runtime, "UPDATE audit_checkpoints SET signature = 'ab' || substr(signature, 3)")
+    forged = _verify(runtime, chunk=chunk)
+    assert (forged.kind, forged.problem) == (
+        "forged-checkpoint",
+        "the purge checkpoint's signature is not valid",
+    )
     runtime.close()
 
 
