@@ -12,7 +12,7 @@ import base64
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import text
@@ -758,3 +758,135 @@ def test_on_postgresql_verify_first_waits_for_the_sequencer(app, clock):
         {"key": SEQUENCER_LOCK},
     )
     assert rest[0] == ("get", "AuditHead")
+
+
+# -- how the work is planned: the tasks, and whether a pool is worth starting --------------------
+class PlanRunner(verifying.Runner):
+    """The real runner, always in this process, recording what verify asked of it."""
+
+    asked: ClassVar[list[tuple[bool, int | None]]] = []
+    maps: ClassVar[list[tuple[str, list[Any]]]] = []
+
+    def __init__(self, url: str, key: bytes, vkey: str | None, parallel: bool, workers: Any):
+        PlanRunner.asked.append((parallel, workers))
+        super().__init__(url, key, vkey, False, workers)
+
+    def map(self, func: Any, tasks: Any) -> Any:
+        tasks = list(tasks)
+        PlanRunner.maps.append((func.__name__, tasks))
+        return super().map(func, tasks)
+
+
+@pytest.fixture
+def plan(monkeypatch):
+    PlanRunner.asked, PlanRunner.maps = [], []
+    monkeypatch.setattr(verifying, "Runner", PlanRunner)
+    return PlanRunner
+
+
+def test_the_sealed_events_are_cut_at_the_trees_chunk_boundaries(app, clock, plan):
+    runtime = _ten_sealed_three_not(app, clock)  # kept heads at 0, 4, 8, 10; ids 11..13 open
+    with runtime.session_factory() as session:
+        note = session.execute(
+            text("SELECT note FROM audit_tree_heads WHERE tree_size = 4")
+        ).scalar_one()
+    assert _verify(runtime, since=note, chunk=4).ok
+    (name, tasks), (unsealed_name, unsealed) = plan.maps
+    heads = tasks[0].heads_through
+    assert heads is not None
+    assert (name, unsealed_name) == ("check_chunk", "check_unsealed")
+    # (lo, hi, first index, prev hint, snapshot at, check seals, heads through, aligned)
+    assert [tuple(t) for t in tasks] == [
+        (1, 4, 0, verifying.GENESIS_HASH, 4, False, heads, True),
+        (5, 8, 4, None, None, False, heads, True),
+        (9, 10, 8, None, None, False, heads, True),
+    ]
+    assert unsealed == [(11, 13)]
+    assert plan.asked == [(False, None)]  # 13 events: no pool
+
+
+def test_after_a_purge_the_first_task_starts_mid_chunk_and_says_so(app, clock, plan):
+    runtime = runtime_of(app)
+    start = clock()
+    _append(runtime, 1)
+    runtime.audit.seal_all(runtime.session_factory)
+    clock.advance(3600)
+    _append(runtime, 7)
+    runtime.audit.seal_all(runtime.session_factory, batch_size=3)  # heads at 1, 4, 7, 8
+    with runtime.session_factory.begin() as session:
+        assert runtime.audit.purge(session, start + timedelta(minutes=30), "t") == 1
+    result = _verify(runtime, chunk=4)
+    assert (result.ok, result.problem, result.checked, result.tree_size) == (True, None, 8, 8)
+    (_, tasks), _ = plan.maps
+    # the first task is the rest of the first chunk: indices 1..3, whose tree before is not whole
+    assert [(t.lo, t.hi, t.first_index, t.aligned) for t in tasks] == [
+        (2, 4, 1, False),
+        (5, 8, 4, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cores", "expected"),
+    [(1, [(5, 45)]), (2, [(5, 25), (26, 45)]), (3, [(5, 20), (21, 36), (37, 45)])],
+)
+def test_unsealed_events_are_shared_out_evenly_with_a_chunk_at_least(
+    app, clock, plan, monkeypatch, cores, expected
+):
+    monkeypatch.setattr(verifying.os, "cpu_count", lambda: cores)
+    runtime = runtime_of(app)
+    _append(runtime, 4)
+    runtime.audit.seal_all(runtime.session_factory)
+    _append(runtime, 41, "u")  # intake ids 5..45
+    assert _verify(runtime, chunk=16).ok
+    assert plan.maps[1] == ("check_unsealed", expected)
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "parallel_from", "expected"),
+    [
+        (None, 4, 10_000, False),  # a short trail: starting a pool costs more than it saves
+        (None, 4, 10, True),  # a long one (here: 13 events to check, from 10 up)
+        (None, 4, 13, True),
+        (None, 4, 14, False),
+        (None, 1, 10, False),  # one core: nothing to share
+        (2, 1, 10_000, True),  # asked for: always, when there is more than one task
+        (1, 4, 10, False),
+    ],
+)
+def test_a_pool_is_started_only_when_it_pays(
+    app, clock, plan, monkeypatch, workers, cores, parallel_from, expected
+):
+    monkeypatch.setattr(verifying.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(verifying, "PARALLEL_FROM", parallel_from)
+    runtime = _ten_sealed_three_not(app, clock)
+    assert _verify(runtime, workers=workers, chunk=4).ok
+    assert plan.asked == [(expected, workers)]
+
+
+def test_a_single_task_never_starts_a_pool(app, clock, plan):
+    runtime = runtime_of(app)
+    _append(runtime, 3)
+    runtime.audit.seal_all(runtime.session_factory)
+    assert _verify(runtime, workers=4).ok  # one chunk, nothing unsealed
+    assert plan.asked == [(False, 4)]
+
+
+def test_a_kept_checkpoint_signed_over_another_tree_is_rewriting(app, clock):
+    # Only the signing key's holder can do this: every event and seal is intact, the kept
+    # checkpoint of 4 signs a tree they do not make.
+    from citizen_lookup.services.audit.checkpoint import Checkpoint
+
+    runtime = _ten_sealed_three_not(app, clock)
+    forged = runtime.checkpoint_signer.sign(Checkpoint(runtime.audit.origin, 4, bytes(32)))
+    _sql(
+        runtime,
+        "UPDATE audit_tree_heads SET note = '" + forged.replace("'", "''") + "' "
+        "WHERE tree_size = 4",
+    )
+    result = _verify(runtime)
+    assert (result.ok, result.kind, result.problem) == (
+        False,
+        "rewritten",
+        "the first 4 events are not those the kept checkpoint of 4 signed: sealed events "
+        "were rewritten",
+    )
