@@ -223,3 +223,20 @@ def test_migration_0008_adds_and_removes_the_held_reports_table(app) -> None:
     assert held_count(app) == 0
     report(app, "never-sent-1")
     assert held_count(app) == 1
+
+
+def test_an_inspectors_month_counts_held_reports_applied_and_dropped(
+    app, clock: FakeClock, cli
+) -> None:
+    claimed = claimed_reply(app)
+    report(app, "prov-1")
+    record(app, claimed, "prov-1")
+    report(app, "never-sent-1")
+    clock.advance(DAY + 60)
+    sweep(app)
+    data = json.loads(cli("connections", "report", "gw", "--month", "2026-03", "--json").output)
+    assert data["volume"]["delivery_reports"] == {"held": 2}
+    assert data["volume"]["held_reports_applied"] == {"delivered": 1}
+    assert data["volume"]["held_reports_expired"] == 1
+    text = " ".join(cli("connections", "report", "gw", "--month", "2026-03").output.split())
+    assert "delivery report: held 2 held, then applied: delivered 1 held, never matched 1" in text
