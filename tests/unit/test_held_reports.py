@@ -6,10 +6,11 @@ undoes what a report settled. On SQLite and on the real PostgreSQL."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 
 from citizen_lookup.migrate import downgrade, upgrade
@@ -240,3 +241,32 @@ def test_an_inspectors_month_counts_held_reports_applied_and_dropped(
     assert data["volume"]["held_reports_expired"] == 1
     text = " ".join(cli("connections", "report", "gw", "--month", "2026-03").output.split())
     assert "delivery report: held 2 held, then applied: delivered 1 held, never matched 1" in text
+
+
+@pytest.mark.services
+def test_on_postgres_a_report_beside_the_uncommitted_record_is_held_then_swept(pg_app) -> None:
+    """The race itself, unstaged: the report's transaction runs while the group commit that
+    records its reply is about to commit, so neither sees the other's rows."""
+    claimed = claimed_reply(pg_app)
+    runtime = runtime_of(pg_app)
+    raced: list[str] = []
+
+    def report_beside(session: Any) -> None:
+        if threading.current_thread().name == "outbox-recorder" and not raced:
+            raced.append("reported")
+            report(pg_app, "prov-1")  # its own connection and transaction, committed first
+
+    event.listen(runtime.session_factory, "before_commit", report_beside)
+    try:
+        record(pg_app, claimed, "prov-1")
+    finally:
+        event.remove(runtime.session_factory, "before_commit", report_beside)
+    assert raced and reply(pg_app).state == OutboundState.SENT
+    assert held_count(pg_app) == 1  # the report saw no recorded reply, the commit no report
+
+    sweep(pg_app)
+
+    assert reply(pg_app).state == OutboundState.DELIVERED
+    assert held_count(pg_app) == 0
+    applied = events(pg_app, "delivery.applied")
+    assert [(o, d["applied_by"]) for _, o, d in applied] == [("delivered", "sweeper")]
