@@ -321,8 +321,8 @@ def _has_citizens(pg_admin: str, count: int) -> bool:
 
 
 # What a day writes; emptied before a day replayed on kept citizens.
-DAY_TABLES = ("outbound_messages", "inbound_messages", "audit_events", "audit_checkpoints",
-              "connections")  # fmt: skip
+DAY_TABLES = ("held_delivery_reports", "outbound_messages", "inbound_messages", "audit_events",
+              "audit_checkpoints", "connections")  # fmt: skip
 
 
 def empty_the_day(database_url: str) -> None:

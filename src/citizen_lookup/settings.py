@@ -76,6 +76,7 @@ class Settings:
     circuit_cooldown_seconds: float = 30.0
     sweep_interval_seconds: float = 30.0
     sweep_grace_seconds: int = 30
+    held_report_max_age_seconds: int = 86400
     checkpoint_key_file: str = ""
     checkpoint_origin: str = "citizen-lookup.local/audit"
     audit_seal_interval_seconds: float = 0.5

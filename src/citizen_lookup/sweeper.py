@@ -10,6 +10,11 @@ A reply left ``sending`` past its lease (its worker was killed with it in flight
 again as soon as the lease has expired, never sooner: its job then claims it and sends it under
 the same reply id. The job is idempotent and a live lease is never claimed, so a message queued
 twice is still answered once.
+
+Each pass also settles the delivery reports held for replies not yet recorded when they came
+(``services/delivery_reports.py``): it applies those whose reply has been recorded since (a
+report held beside the group commit that recorded its reply, each transaction blind to the
+other), and drops, audited, those held past ``held_report_max_age_seconds``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from citizen_lookup.models import (
 )
 from citizen_lookup.queue import enqueue_inbound, inbound_job_id
 from citizen_lookup.runtime import Runtime
+from citizen_lookup.services.delivery_reports import settle_held
 from citizen_lookup.services.outbox import expired_leases
 
 log = logging.getLogger(__name__)
@@ -137,6 +143,17 @@ def requeue_expired_leases(runtime: Runtime, batch: int = 1000) -> int:
     return queued
 
 
+def settle_held_reports(runtime: Runtime, batch: int = 1000) -> tuple[int, int]:
+    """Apply held delivery reports whose reply is recorded by now, drop the stale ones;
+    (how many applied, how many dropped)."""
+    max_age = timedelta(seconds=runtime.settings.held_report_max_age_seconds)
+    with runtime.session_factory.begin() as session:
+        applied, dropped = settle_held(session, runtime.audit, max_age=max_age, limit=batch)
+    if applied or dropped:
+        log.info("sweeper applied %d held delivery reports, dropped %d stale", applied, dropped)
+    return applied, dropped
+
+
 def _sweep_page(runtime: Runtime, grace: int, after: int, batch: int) -> tuple[int, int | None]:
     """Queue the unheld among the next ``batch`` stale messages after id ``after``.
 
@@ -191,6 +208,7 @@ def sweep_unqueued(
     sweep is a :class:`Sweeper`, one page a round.
     """
     grace = _grace(runtime, older_than_seconds)
+    settle_held_reports(runtime, batch)
     queued, after = requeue_expired_leases(runtime), 0
     while True:
         count, resume = _sweep_page(runtime, grace, after, batch)
@@ -217,6 +235,7 @@ class Sweeper:
         self.grace = _grace(runtime, older_than_seconds)
 
     def run_once(self) -> int:
+        settle_held_reports(self.runtime, self.batch)
         leases = requeue_expired_leases(self.runtime, self.batch)
         queued, resume = _sweep_page(self.runtime, self.grace, self.after, self.batch)
         queued += leases

@@ -146,7 +146,8 @@ def test_migration_seals_rows_stored_in_plaintext(app, backend):
         else:
             for table in ("alembic_version", "audit_cosignatures", "audit_tree_heads",
                           "audit_tree_nodes", "audit_checkpoints", "audit_events", "audit_head",
-                          "outbound_messages", "inbound_messages", "connections",
+                          "held_delivery_reports", "outbound_messages", "inbound_messages",
+                          "connections",
                           "citizen_phones", "health_insurance_cards", "tax_registrations",
                           "social_insurance_records", "citizens"):  # fmt: skip
                 connection.execute(text(f"DROP TABLE IF EXISTS {table}"))

@@ -2,10 +2,9 @@
 
 Gateways that report at once (Kannel's fake SMS centre does; an SMSC's "accepted" report can)
 call our /status while the worker is still between the provider's answer and its commit of
-`sent`, where the id that reports name is stored. Found by the real-Kannel test. Today such a
-report is dropped as `unknown_message`; this test pins the expected behaviour (the reply ends
-`delivered`) and is marked as the known failure until the report and the send share one place
-that records them.
+`sent`, where the id that reports name is stored. Found by the real-Kannel test: such a report
+was dropped as `unknown_message`. It is held now, and the group commit that records the reply
+applies it (services/delivery_reports.py): the reply ends `delivered`.
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ def reporting_gateway(app) -> Iterator[str]:
     thread.join(timeout=5)
 
 
-@pytest.mark.xfail(strict=True, reason="a report before the reply's commit is dropped")
 def test_a_report_that_beats_the_commit_of_the_send_still_counts(app, reporting_gateway) -> None:
     add_citizen(app)
     credentials = {"username": "u", "password": "p", "secret": SECRET}

@@ -262,6 +262,11 @@ def _report_text(report: dict[str, Any]) -> list[str]:
     lines += [_row(f"  answered: {o}", n) for o, n in volume["lookups_answered"].items()]
     lines.append(_row("replies sent", volume["replies_sent"]))
     lines += [_row(f"  delivery report: {o}", n) for o, n in volume["delivery_reports"].items()]
+    lines += [
+        _row(f"    held, then applied: {o}", n) for o, n in volume["held_reports_applied"].items()
+    ]
+    if volume["held_reports_expired"]:
+        lines.append(_row("    held, never matched", volume["held_reports_expired"]))
     lines += ["", "Refusals by reason"]
     for where in ("webhook", "lookup"):
         lines += [_row(f"{where}: {reason}", n) for reason, n in refusals[where].items()]

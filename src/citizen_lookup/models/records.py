@@ -270,3 +270,27 @@ class OutboundMessageRecord(Base):
 
     inbound: Mapped[InboundMessageRecord] = relationship(lazy="joined")
     connection: Mapped[Connection] = relationship(lazy="joined")
+
+
+class HeldDeliveryReport(Base):
+    """A delivery report that named no recorded reply when it came, kept until one is recorded.
+
+    A gateway can report on a reply before the worker has committed it as sent (the commit that
+    stores the id reports name): see ``services/delivery_reports.py``. The same report received
+    twice is held once.
+    """
+
+    __tablename__ = "held_delivery_reports"
+    __table_args__ = (
+        UniqueConstraint(
+            "connection_id", "provider_message_id", "status", name="uq_held_delivery_report"
+        ),
+        Index("ix_held_delivery_reports_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id"))
+    provider_message_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # a DeliveryStatus value
+    error: Mapped[str | None] = mapped_column(String(300))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

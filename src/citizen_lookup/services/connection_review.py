@@ -248,6 +248,9 @@ def monthly_report(
             "lookups_answered": by_outcome("lookup.decision", ANSWERED.__contains__),
             "replies_sent": total("outbound.sent"),
             "delivery_reports": by_outcome("delivery.report"),
+            # reports held for a reply not yet recorded, when applied (by status) or dropped
+            "held_reports_applied": by_outcome("delivery.applied"),
+            "held_reports_expired": total("delivery.expired"),
         },
         "refusals": {
             "webhook": by_outcome("request.refused"),

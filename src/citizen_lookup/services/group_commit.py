@@ -4,6 +4,9 @@ share one transaction, one executemany of each UPDATE and one multi-row audit IN
 A sender hands its sent reply to :meth:`Recorder.record` and waits for the commit that holds
 it, so a job that returns has its reply recorded; a commit that fails raises in every sender
 that waited on it (their replies stay leased, and are sent again once the lease expires).
+
+The same transaction applies the delivery reports that came for those replies before it
+(``services/delivery_reports.py``): a gateway can report before we have recorded the send.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, and_, bindparam, not_, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from citizen_lookup.domain.text import gsm7_units
@@ -26,14 +29,22 @@ from citizen_lookup.models import (
     OutboundState,
 )
 from citizen_lookup.services.audit import AuditTrail
+from citizen_lookup.services.delivery_reports import apply_held_for
 from citizen_lookup.services.outbox import SentReply
 
 _OUT = cast(Table, OutboundMessageRecord.__table__)
 _IN = cast(Table, InboundMessageRecord.__table__)
 
+# A reply a report has settled (delivered, or failed after it was recorded sent) keeps its
+# state: a later record of the same reply (a sender that outlived its lease, whose reply was
+# sent again meanwhile) must not turn it back to sent.
+_SETTLED_BY_REPORT = or_(
+    _OUT.c.state == OutboundState.DELIVERED,
+    and_(_OUT.c.state == OutboundState.FAILED, _OUT.c.sent_at.is_not(None)),
+)
 _MARK_SENT = (
     update(_OUT)
-    .where(_OUT.c.id == bindparam("b_id"))
+    .where(_OUT.c.id == bindparam("b_id"), not_(_SETTLED_BY_REPORT))
     .values(
         state=OutboundState.SENT,
         provider_message_id=bindparam("b_provider_id"),
@@ -180,6 +191,7 @@ class Recorder:
                 session.execute(_MARK_SENT, sent)
                 inbound = [{"b_id": p.reply.claimed.inbound_id, "b_sent_at": now} for p in batch]
                 session.execute(_MARK_DONE, inbound)
+                apply_held_for(session, self.audit, [p.reply for p in batch])
         except Exception as exc:  # every sender waiting on this commit raises it
             for pending in batch:
                 pending.error = exc

@@ -1,4 +1,5 @@
-"""Storing what providers send us: inbound messages (deduplicated) and delivery reports.
+"""Storing what providers send us: inbound messages, deduplicated (delivery reports are in
+``services/delivery_reports.py``).
 
 The web layer authenticates and parses a request, then calls one function here and answers;
 whatever is stored is audited in the same transaction, and the caller commits.
@@ -7,20 +8,14 @@ whatever is stored is audited in the same transaction, and the caller commits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from citizen_lookup.models import (
-    Connection,
-    InboundMessageRecord,
-    InboundState,
-    OutboundMessageRecord,
-    OutboundState,
-)
+from citizen_lookup.models import Connection, InboundMessageRecord, InboundState
 from citizen_lookup.services.audit import AuditTrail
 
 _INBOUND = cast(Table, InboundMessageRecord.__table__)
@@ -94,54 +89,3 @@ def _duplicate(session: Session, audit: AuditTrail, audit_fields: dict[str, Any]
     audit.append(session, "inbound.duplicate", outcome="duplicate", **audit_fields)
     session.commit()
     return Stored(None)
-
-
-_REPORT_STATES = {
-    "delivered": OutboundState.DELIVERED,
-    "failed": OutboundState.FAILED,
-}
-
-
-def record_delivery_report(
-    session: Session,
-    audit: AuditTrail,
-    connection: Connection,
-    *,
-    provider_message_id: str,
-    status: str,
-    error: str | None,
-) -> str:
-    """Apply a provider's report on one of our replies and audit it; return the outcome.
-
-    ``status`` is a ``DeliveryStatus`` value; only delivered and failed change a reply's state,
-    and only from sent (or sending, when the report outruns our own commit).
-    """
-    outbound = session.execute(
-        select(OutboundMessageRecord)
-        .where(
-            OutboundMessageRecord.connection_id == connection.id,
-            OutboundMessageRecord.provider_message_id == provider_message_id,
-        )
-        .with_for_update(of=OutboundMessageRecord)
-    ).scalar_one_or_none()
-    outcome = "unknown_message"
-    if outbound is not None:
-        new_state = _REPORT_STATES.get(status)
-        outcome = status
-        if new_state is not None and outbound.state in (OutboundState.SENT, OutboundState.SENDING):
-            outbound.state = new_state
-            if new_state is OutboundState.DELIVERED:
-                outbound.delivered_at = datetime.now(UTC)
-            else:
-                outbound.last_error = (error or "failed")[:300]
-    audit.append(
-        session,
-        "delivery.report",
-        connection=connection.slug,
-        provider_message_id=provider_message_id[:128],
-        sender=outbound.recipient if outbound is not None else None,
-        outcome=outcome,
-        detail={"error": (error or "")[:100]} if error else None,
-    )
-    session.commit()
-    return outcome

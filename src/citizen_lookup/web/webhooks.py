@@ -33,7 +33,8 @@ from citizen_lookup.runtime import current_runtime
 from citizen_lookup.services import ussd
 from citizen_lookup.services.admission import Admitted
 from citizen_lookup.services.connection_checks import valid_slug
-from citizen_lookup.services.inbound import record_delivery_report, store_inbound
+from citizen_lookup.services.delivery_reports import record_delivery_report
+from citizen_lookup.services.inbound import store_inbound
 from citizen_lookup.services.parts import reassemble
 from citizen_lookup.services.refusals import (
     CREDENTIALS_UNAVAILABLE,
