@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from citizen_lookup.services.audit import Checkpoint, CheckpointError, CheckpointSigner
 from citizen_lookup.services.audit.checkpoint import write_new_key
@@ -214,6 +214,28 @@ def test_checkpoints_are_cosigned_kept_exported_and_required_by_verify(
         "audit", "verify", "--witness-key", str(wkey), "--witness-key", str(okey), "--quorum", "1"
     )
     assert one.exit_code == 0
+    # The same through the service: who cosigned which tree, and when it was signed.
+    from citizen_lookup.models import AuditTreeHead
+
+    witnesses = [CosignatureVerifier.from_vkey(k) for k in (witness_signer.vkey(), other.vkey())]
+    with runtime.session_factory() as session:
+        signed_at = session.scalar(
+            select(AuditTreeHead.signed_at).where(AuditTreeHead.tree_size == 20)
+        )
+        alone = runtime.audit.verify(session, witnesses=witnesses[:1])
+    assert (alone.ok, alone.cosigned_size, alone.cosigned_at, alone.cosigned_by) == (
+        True,
+        20,
+        signed_at,
+        ("inspection.example.vn/witness",),
+    )
+    with runtime.session_factory() as session:
+        both_keys = runtime.audit.verify(session, witnesses=witnesses)
+    assert (both_keys.ok, both_keys.kind, both_keys.problem) == (
+        False,
+        "not-cosigned",
+        "no kept checkpoint is cosigned by 2 of the 2 witnesses given",
+    )
 
 
 def test_a_witness_that_was_down_delays_only_cosigning_and_catches_up(

@@ -890,3 +890,14 @@ def test_a_kept_checkpoint_signed_over_another_tree_is_rewriting(app, clock):
         "the first 4 events are not those the kept checkpoint of 4 signed: sealed events "
         "were rewritten",
     )
+
+
+def test_a_checkpoint_given_signed_over_another_tree_is_not_this_trail(app, clock):
+    # Held elsewhere, validly signed, of a size the trail has: its root must be this trail's.
+    from citizen_lookup.services.audit.checkpoint import Checkpoint
+
+    runtime = _ten_sealed_three_not(app, clock)
+    other = runtime.checkpoint_signer.sign(Checkpoint(runtime.audit.origin, 8, bytes(32)))
+    result = _verify(runtime, since=other)
+    assert (result.ok, result.kind, result.checkpoint_size) == (False, "rewritten", 8)
+    assert result.problem == "the first 8 events differ from those the checkpoint covered"
