@@ -95,13 +95,17 @@ class EmbeddedRedis:
 
     @staticmethod
     def _others_connected(server: Any) -> bool:
-        """Whether a connection of another process is open on the server."""
-        mine = client_name()
+        """Whether a connection of another process is open on the server.
+
+        This process's own children (RQ's scheduler, forked from a worker) do not count: they
+        die with it. Nor does a process that has already exited and whose connection the server
+        has not yet seen close (under load the scheduler can still be listed as this process
+        leaves, and the server was then left running with nobody to stop it)."""
         try:
             clients = server.client_list()
         except RedisError:
             return False  # the server is gone already
-        return any(entry.get("name", "") != mine for entry in clients)
+        return any(not _ours_or_gone(entry.get("name", "")) for entry in clients)
 
     @staticmethod
     def _shutdown(server: Any, pid: int) -> None:
@@ -128,6 +132,25 @@ class EmbeddedRedis:
         )
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _ours_or_gone(name: str) -> bool:
+    """Whether a client of this name is this process, one of its children, or an exited one."""
+    pid_text = name.removeprefix(CLIENT_NAME_PREFIX)
+    if name == pid_text or not pid_text.isdigit():
+        return False  # not one of ours (redis-cli, a monitor...): someone is using the server
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        if not psutil.pid_exists(pid):
+            return True
+        process = psutil.Process(pid)
+        return process.status() == psutil.STATUS_ZOMBIE or any(
+            parent.pid == os.getpid() for parent in process.parents()
+        )
+    except psutil.Error:
+        return True  # it exited while we looked
 
 
 def embedded_redis(instance_path: str) -> Redis:

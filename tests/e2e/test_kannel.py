@@ -237,14 +237,13 @@ def test_an_mo_through_kannel_is_answered_through_sendsms_and_its_report_comes_b
         # the id reports name). It is held then, and applied when the reply is recorded.
         def reports() -> list[tuple[str, str | None]]:
             with runtime.session_factory() as session:
-                return list(
-                    session.execute(
-                        select(AuditEvent.event_type, AuditEvent.outcome).where(
-                            AuditEvent.event_type.in_(("delivery.report", "delivery.applied")),
-                            AuditEvent.connection == SLUG,
-                        )
-                    ).tuples()
+                rows = session.execute(
+                    select(AuditEvent.event_type, AuditEvent.outcome).where(
+                        AuditEvent.event_type.in_(("delivery.report", "delivery.applied")),
+                        AuditEvent.connection == SLUG,
+                    )
                 )
+                return [(event_type, outcome) for event_type, outcome in rows]
 
         def settled() -> list[str | None]:
             """Each report's outcome: its status, at once or once its held form was applied."""
