@@ -36,11 +36,7 @@ the worker dies, however it dies.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import sys
-import threading
 import time
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
@@ -53,34 +49,15 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 from rq.scheduler import run as run_scheduler
 
+from citizen_lookup.parent_death import exit_with_parent
+
 #: seconds between two renewals of the worker's registration outside of a job's start
 HEARTBEAT_EVERY = 1.0
 REDIS_GONE = (RedisConnectionError, RedisTimeoutError)
-#: prctl(2) option: the signal this process gets when its parent thread ends
-PR_SET_PDEATHSIG = 1
-#: seconds between two looks at the parent where the kernel cannot be asked to tell us
-PARENT_WATCH_EVERY = 0.5
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Be killed as soon as the process ``parent_pid`` (which forked this one) ends."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None)  # this process's own symbols, libc's among them (no lookup)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-            if os.getppid() != parent_pid:  # it died before we asked
-                os._exit(1)
-            return
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            threading.Event().wait(PARENT_WATCH_EVERY)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _run(scheduler: RQScheduler, parent_pid: int) -> None:
-    _exit_with_parent(parent_pid)
+    exit_with_parent(parent_pid)
     run_scheduler(scheduler)  # type: ignore[no-untyped-call]
 
 

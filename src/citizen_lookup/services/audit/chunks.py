@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from citizen_lookup.parent_death import exit_with_parent
 from citizen_lookup.services.audit.checkpoint import CheckpointError, CheckpointVerifier, parse_body
 from citizen_lookup.services.audit.merkle import Frontier
 from citizen_lookup.services.audit.trail import (
@@ -107,7 +108,11 @@ class _Reader:
             return rows
 
 
-def _init_worker(url: str, key: bytes, vkey: str | None = None) -> None:
+def _init_worker(
+    url: str, key: bytes, vkey: str | None = None, parent_pid: int | None = None
+) -> None:
+    if parent_pid is not None:  # a pool's process: it must not outlive `audit verify`
+        exit_with_parent(parent_pid)
     _STATE["reader"] = _Reader(url, key)
     _STATE["verifier"] = CheckpointVerifier.from_vkey(vkey) if vkey else None
 

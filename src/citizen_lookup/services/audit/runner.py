@@ -67,7 +67,7 @@ class Runner:
                 max_workers=self.workers,
                 mp_context=get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(url, key, vkey),
+                initargs=(url, key, vkey, os.getpid()),
             )
         else:
             _init_worker(url, key, vkey)
