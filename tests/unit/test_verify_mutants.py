@@ -133,6 +133,15 @@ def test_a_trail_whose_head_row_was_deleted_is_not_intact(app, clock):
     assert fields(_verify(runtime)) == expected(kind="deleted", problem="the trail has no head row")
 
 
+NO_CHECKPOINT: dict[str, Any] = dict(
+    last_seq=0,
+    lag_seconds=0.0,
+    first_checkpoint_size=None,
+    kind="no-checkpoint",
+    problem="the trail holds events but no signed checkpoint: its checkpoints were deleted "
+    "(a trail's first checkpoint is signed when it is created)",
+)
+
 DAMAGE: dict[str, tuple[list[str], dict[str, Any]]] = {
     # Two events edited: the first is named, and only those before it were checked.
     "edited": (
@@ -204,14 +213,7 @@ DAMAGE: dict[str, tuple[list[str], dict[str, Any]]] = {
     ),
     "no-checkpoint": (
         ["DELETE FROM audit_tree_heads"],
-        dict(
-            last_seq=0,
-            lag_seconds=0.0,
-            first_checkpoint_size=None,
-            kind="no-checkpoint",
-            problem="the trail holds events but no signed checkpoint: its checkpoints were "
-            "deleted (a trail's first checkpoint is signed when it is created)",
-        ),
+        NO_CHECKPOINT,
     ),
     # The same, with the head's tree emptied too: the events alone give it away, sealed or not.
     "no-checkpoint-all-sealed": (
@@ -220,15 +222,7 @@ DAMAGE: dict[str, tuple[list[str], dict[str, Any]]] = {
             "DELETE FROM audit_tree_heads",
             "UPDATE audit_head SET tree_size = 0",
         ],
-        dict(
-            last_seq=0,
-            lag_seconds=0.0,
-            first_checkpoint_size=None,
-            unsealed=0,
-            kind="no-checkpoint",
-            problem="the trail holds events but no signed checkpoint: its checkpoints were "
-            "deleted (a trail's first checkpoint is signed when it is created)",
-        ),
+        {**NO_CHECKPOINT, "unsealed": 0},
     ),
     "no-checkpoint-none-sealed": (
         [
@@ -236,15 +230,7 @@ DAMAGE: dict[str, tuple[list[str], dict[str, Any]]] = {
             "DELETE FROM audit_tree_heads",
             "UPDATE audit_head SET tree_size = 0",
         ],
-        dict(
-            last_seq=0,
-            lag_seconds=0.0,
-            first_checkpoint_size=None,
-            unsealed=3,
-            kind="no-checkpoint",
-            problem="the trail holds events but no signed checkpoint: its checkpoints were "
-            "deleted (a trail's first checkpoint is signed when it is created)",
-        ),
+        {**NO_CHECKPOINT, "unsealed": 3},
     ),
     "first-checkpoint-deleted": (
         ["DELETE FROM audit_tree_heads WHERE tree_size = 0"],

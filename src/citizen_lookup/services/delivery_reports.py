@@ -26,7 +26,7 @@ report adds ``delivery.applied`` (outcome: the status) when it is applied, or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, and_, delete, select, tuple_, update
@@ -92,7 +92,7 @@ def record_delivery_report(
     ).one_or_none()
     detail: dict[str, Any] = {"error": error[:100]} if error else {}
     if reply is not None:
-        apply_status(session, reply.id, status, error, datetime.now(UTC))
+        apply_status(session, reply.id, status, error, audit.clock())
         outcome = status
     else:
         held = hold(
